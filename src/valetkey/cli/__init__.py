@@ -1,0 +1,4 @@
+"""The valetkey command."""
+
+def main() -> None:
+    raise SystemExit("not yet")

@@ -1,0 +1,174 @@
+"""The audit log and usage counters: recorded on the hot path, written in batches.
+
+``AuditLog.record`` only appends to memory; a background task flushes every
+``interval`` seconds (or sooner when ``batch`` events are waiting), and ``close``
+flushes what is left, so nothing is lost on a clean shutdown. A flush that fails
+keeps its events and retries on the next tick.
+
+Tamper evidence: each replica writes its own hash chain. Every event stores the
+SHA-256 of the previous event of its chain and its own hash over a canonical
+encoding; ``verify_chain`` recomputes them. A removed or edited row breaks the chain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import secrets
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from valetkey.core.clock import Clock
+
+log = logging.getLogger("valetkey.audit")
+
+GENESIS = "0" * 64
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    team_id: str
+    at: datetime
+    actor: str
+    action: str
+    decision: str  # "allowed" | "denied"
+    reason: str
+    connector_uid: str | None = None
+    project_id: str | None = None
+    environment: str | None = None
+    subject: str | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ChainedEvent:
+    event: AuditEvent
+    chain: str
+    seq: int
+    prev_hash: str
+    hash: str
+
+
+def event_hash(prev_hash: str, chain: str, seq: int, event: AuditEvent) -> str:
+    """SHA-256 over a canonical JSON encoding of the event and its place in the chain."""
+    body = {
+        "prev": prev_hash,
+        "chain": chain,
+        "seq": seq,
+        "team": event.team_id,
+        "at": event.at.isoformat(),
+        "actor": event.actor,
+        "action": event.action,
+        "decision": event.decision,
+        "reason": event.reason,
+        "connector": event.connector_uid,
+        "project": event.project_id,
+        "environment": event.environment,
+        "subject": event.subject,
+        "details": event.details,
+    }
+    encoded = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(encoded.encode()).hexdigest()
+
+
+def verify_chain(rows: Sequence[ChainedEvent]) -> int | None:
+    """Return the seq of the first broken link in one chain's rows (ordered by seq), or None."""
+    prev = GENESIS
+    expected_seq = 1
+    for row in rows:
+        if row.seq != expected_seq or row.prev_hash != prev:
+            return row.seq
+        if event_hash(prev, row.chain, row.seq, row.event) != row.hash:
+            return row.seq
+        prev = row.hash
+        expected_seq += 1
+    return None
+
+
+class AuditStore(Protocol):
+    async def append_audit(self, events: Sequence[ChainedEvent]) -> None: ...
+
+    async def add_usage(self, counts: Mapping[tuple[str, str, str], int]) -> None:
+        """Add ``count`` to each (team_id, month, metric)."""
+        ...
+
+
+class AuditLog:
+    def __init__(
+        self, store: AuditStore, clock: Clock, *, interval: float = 0.2, batch: int = 500
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._interval = interval
+        self._batch = batch
+        self.chain = "ch_" + secrets.token_hex(8)
+        self._seq = 0
+        self._last_hash = GENESIS
+        self._pending: list[ChainedEvent] = []
+        self._usage: dict[tuple[str, str, str], int] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._flush_lock = asyncio.Lock()
+
+    def record(self, event: AuditEvent) -> None:
+        """Chain ``event`` and queue it for writing. Never blocks, never awaits."""
+        self._seq += 1
+        digest = event_hash(self._last_hash, self.chain, self._seq, event)
+        self._pending.append(ChainedEvent(event, self.chain, self._seq, self._last_hash, digest))
+        self._last_hash = digest
+        if len(self._pending) >= self._batch:
+            self._wake.set()
+
+    def count(self, team_id: str, metric: str, n: int = 1) -> None:
+        key = (team_id, self._clock.now().strftime("%Y-%m"), metric)
+        self._usage[key] = self._usage.get(key, 0) + n
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="valetkey-audit-flush")
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._interval)
+            self._wake.clear()
+            try:
+                await self.flush()
+            except Exception:  # a store outage must not kill the writer; events stay queued
+                log.exception("audit flush failed; %d events kept for retry", len(self._pending))
+
+    async def flush(self) -> None:
+        async with self._flush_lock:
+            events, self._pending = self._pending, []
+            usage, self._usage = self._usage, {}
+            try:
+                if events:
+                    await self._store.append_audit(events)
+            except BaseException:
+                self._pending[:0] = events
+                _merge(self._usage, usage.items())
+                raise
+            try:
+                if usage:
+                    await self._store.add_usage(usage)
+            except BaseException:
+                _merge(self._usage, usage.items())
+                raise
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.flush()
+
+
+def _merge(into: dict[tuple[str, str, str], int], items: Iterable[tuple[tuple[str, str, str], int]]) -> None:
+    for key, n in items:
+        into[key] = into.get(key, 0) + n

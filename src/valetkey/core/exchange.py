@@ -1,0 +1,399 @@
+"""The exchange (the hot path) and revocation (DESIGN §3).
+
+Hot path for a cache hit: one dict lookup for the connector view, the policy check,
+one dict lookup for the token, an in-memory audit append. No I/O, no crypto.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+
+from valetkey.core.audit import AuditEvent, AuditLog
+from valetkey.core.clock import Clock
+from valetkey.core.models import Connector, Identity, Member, Subject, TokenRequest
+from valetkey.core.policy import Allowed, evaluate
+from valetkey.core.ports import (
+    CachedMint,
+    ConnectorView,
+    ExchangeStore,
+    Invalidation,
+    InvalidationBus,
+)
+from valetkey.errors import Forbidden, NotFound, UnsupportedOperation, ValetkeyError
+from valetkey.providers.base import Capabilities, Provider
+from valetkey.providers.registry import ProviderRegistry
+
+log = logging.getLogger("valetkey.exchange")
+
+#: A cached token is handed out only while it stays valid for longer than this.
+DEFAULT_BUFFER = timedelta(seconds=60)
+#: Credentials that never expire (API keys) are re-read from the store this often.
+STATIC_HORIZON = timedelta(hours=1)
+#: Connector views are re-read at least this often even if an invalidation is missed.
+VIEW_TTL = timedelta(seconds=30)
+
+
+@dataclass(frozen=True, slots=True)
+class Issued:
+    token: str
+    expires_at: datetime
+    token_id: str
+    connector: Connector
+    capabilities: Capabilities
+    scopes: tuple[str, ...] | None
+    installation_id: str | None
+    cached: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RevokeCounts:
+    tokens_found: int
+    deleted: int
+    provider_revoked: int
+    provider_skipped: int
+    provider_failed: int
+
+    def to_wire(self) -> dict[str, int]:
+        return {
+            "tokensFound": self.tokens_found,
+            "deleted": self.deleted,
+            "providerRevoked": self.provider_revoked,
+            "providerSkipped": self.provider_skipped,
+            "providerFailed": self.provider_failed,
+        }
+
+
+class _Context:
+    """What a provider borrows for one call."""
+
+    def __init__(self, http: httpx.AsyncClient, clock: Clock) -> None:
+        self._http = http
+        self._clock = clock
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        return self._http
+
+    @property
+    def clock(self) -> Clock:
+        return self._clock
+
+
+TokenKey = tuple[Any, ...]
+
+
+class ExchangeService:
+    def __init__(
+        self,
+        *,
+        store: ExchangeStore,
+        providers: ProviderRegistry,
+        audit: AuditLog,
+        bus: InvalidationBus,
+        clock: Clock,
+        http: httpx.AsyncClient,
+        buffer: timedelta = DEFAULT_BUFFER,
+        max_cached_tokens: int = 50_000,
+    ) -> None:
+        self._store = store
+        self._providers = providers
+        self._audit = audit
+        self._bus = bus
+        self._clock = clock
+        self._ctx = _Context(http, clock)
+        self._buffer = buffer
+        self._max_tokens = max_cached_tokens
+        self._views: dict[tuple[str, str], tuple[ConnectorView | None, datetime]] = {}
+        self._tokens: OrderedDict[TokenKey, CachedMint] = OrderedDict()
+        self._inflight: dict[TokenKey, asyncio.Future[CachedMint]] = {}
+        bus.subscribe(self._on_invalidation)
+
+    # -- the exchange -------------------------------------------------------------------
+
+    async def exchange(self, identity: Identity, uid: str, request: TokenRequest) -> Issued:
+        """Hand out a credential for ``request`` or raise the exact reason why not."""
+        now = self._clock.now()
+        view = await self._view(identity.team_id, uid, now)
+        if view is None:
+            raise self._deny(identity, uid, request, NotFound(f"no connector {uid}", connector=uid))
+        connector = view.connector
+        decision = evaluate(identity, connector, view.links.get(identity.project_id), request)
+        if not isinstance(decision, Allowed):
+            raise self._deny(identity, uid, request, decision.error)
+        provider = self._providers.get(connector.type)
+        caps = provider.capabilities(connector)
+        if request.subject.type not in caps.subjects:
+            raise self._deny(
+                identity,
+                uid,
+                request,
+                UnsupportedOperation(
+                    f"{connector.type} connectors cannot issue {request.subject.type} tokens",
+                    subject=request.subject.type,
+                ),
+            )
+        effective = decision.request
+        link = view.links[identity.project_id]
+        key: TokenKey = (connector.id, identity.project_id, identity.environment, effective.cache_key())
+        entry = self._tokens.get(key)
+        cached = entry is not None and self._fresh(entry, now)
+        if entry is None or not cached:
+            entry = await self._single_flight(
+                key,
+                lambda: self._load_or_mint(
+                    identity, connector, provider, effective, key, link.policy.max_lifetime_seconds
+                ),
+            )
+        self._record(identity, uid, effective, "allowed", "issued", tokenId=entry.issued_id, cached=cached)
+        self._audit.count(identity.team_id, "token_requests")
+        expires_at = entry.serve_until or (now + STATIC_HORIZON)
+        return Issued(
+            token=entry.token.token,
+            expires_at=expires_at,
+            token_id=entry.issued_id,
+            connector=connector,
+            capabilities=caps,
+            scopes=entry.token.scopes if entry.token.scopes is not None else effective.scopes,
+            installation_id=entry.token.installation_id,
+            cached=cached,
+        )
+
+    def _fresh(self, entry: CachedMint, now: datetime) -> bool:
+        return entry.serve_until is None or entry.serve_until - now > self._buffer
+
+    async def _single_flight(
+        self, key: TokenKey, load: Callable[[], Awaitable[CachedMint]]
+    ) -> CachedMint:
+        waiting = self._inflight.get(key)
+        if waiting is not None:
+            return await asyncio.shield(waiting)
+        future: asyncio.Future[CachedMint] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            entry = await load()
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: waiters re-raise it themselves
+            raise
+        else:
+            future.set_result(entry)
+            self._remember(key, entry)
+            return entry
+        finally:
+            del self._inflight[key]
+
+    async def _load_or_mint(
+        self,
+        identity: Identity,
+        connector: Connector,
+        provider: Provider,
+        request: TokenRequest,
+        key: TokenKey,
+        max_lifetime: int | None,
+    ) -> CachedMint:
+        now = self._clock.now()
+        key_hash = _hash_key(key)
+        stored = await self._store.load_cached(key_hash)
+        if stored is not None and self._fresh(stored, now):
+            return stored
+        minted = await provider.mint(self._ctx, connector, request)
+        serve_until = minted.expires_at
+        if max_lifetime is not None:
+            cap = now + timedelta(seconds=max_lifetime)
+            serve_until = cap if serve_until is None or serve_until > cap else serve_until
+        issued_id = await self._store.record_mint(
+            identity=identity,
+            connector=connector,
+            request=request,
+            minted=minted,
+            key_hash=key_hash,
+            serve_until=serve_until,
+        )
+        self._audit.count(identity.team_id, "tokens_minted")
+        return CachedMint(minted, issued_id, serve_until)
+
+    def _remember(self, key: TokenKey, entry: CachedMint) -> None:
+        self._tokens[key] = entry
+        self._tokens.move_to_end(key)
+        while len(self._tokens) > self._max_tokens:
+            self._tokens.popitem(last=False)
+
+    async def _view(self, team_id: str, uid: str, now: datetime) -> ConnectorView | None:
+        hit = self._views.get((team_id, uid))
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        view = await self._store.connector_view(team_id, uid)
+        self._views[(team_id, uid)] = (view, now + VIEW_TTL)
+        return view
+
+    # -- audit helpers ------------------------------------------------------------------
+
+    def _record(
+        self,
+        identity: Identity,
+        uid: str,
+        request: TokenRequest,
+        decision: str,
+        reason: str,
+        **details: Any,
+    ) -> None:
+        self._audit.record(
+            AuditEvent(
+                team_id=identity.team_id,
+                at=self._clock.now(),
+                actor=f"{identity.kind}:{identity.subject}",
+                action="token.exchange",
+                decision=decision,
+                reason=reason,
+                connector_uid=uid,
+                project_id=identity.project_id,
+                environment=identity.environment,
+                subject=request.subject.key(),
+                details={"scopes": list(request.scopes or ()), **details},
+            )
+        )
+
+    def _deny(
+        self, identity: Identity, uid: str, request: TokenRequest, error: ValetkeyError
+    ) -> ValetkeyError:
+        self._record(identity, uid, request, "denied", error.code, message=error.message)
+        return error
+
+    # -- revocation ---------------------------------------------------------------------
+
+    async def revoke(
+        self, principal: Identity | Member, uid: str, subject: Subject | None
+    ) -> RevokeCounts:
+        """Revoke issued tokens: a subject's (my tokens) or, for owners and members, all of them."""
+        now = self._clock.now()
+        team_id = principal.team_id
+        view = await self._store.connector_view(team_id, uid)
+        actor = _actor(principal)
+        if view is None:
+            self._audit_revoke(principal, uid, subject, "denied", "not_found", actor)
+            raise NotFound(f"no connector {uid}", connector=uid)
+        project_id: str | None = None
+        environment: str | None = None
+        if isinstance(principal, Identity):
+            if subject is None:
+                self._audit_revoke(principal, uid, subject, "denied", "forbidden", actor)
+                raise Forbidden(
+                    "revoking all tokens needs an owner or member credential; "
+                    "a workload identity revokes its own subject's tokens",
+                )
+            if principal.kind == "access_token" and subject.type == "user" and subject.id != principal.user_id:
+                self._audit_revoke(principal, uid, subject, "denied", "forbidden", actor)
+                raise Forbidden("this access token may not act for that user")
+            project_id, environment = principal.project_id, principal.environment
+        elif not principal.role.can_write():
+            self._audit_revoke(principal, uid, subject, "denied", "forbidden", actor)
+            raise Forbidden("viewers cannot revoke tokens")
+        connector = view.connector
+        targets = await self._store.revocation_targets(
+            team_id,
+            connector.id,
+            subject=subject,
+            project_id=project_id,
+            environment=environment,
+            now=now,
+        )
+        provider = self._providers.get(connector.type)
+        outcomes: dict[str, str] = {}
+        revoked = skipped = failed = 0
+        for target in targets:
+            if target.token is None:
+                outcomes[target.issued_id] = "skipped: the broker no longer holds this token"
+                skipped += 1
+                continue
+            try:
+                result = await provider.revoke(self._ctx, connector, target.token)
+            except ValetkeyError as exc:
+                outcomes[target.issued_id] = f"failed: {exc.code}"
+                failed += 1
+                continue
+            if result.revoked:
+                outcomes[target.issued_id] = "revoked"
+                revoked += 1
+            elif result.skipped:
+                outcomes[target.issued_id] = "skipped: the provider cannot revoke this credential"
+                skipped += 1
+            else:
+                outcomes[target.issued_id] = f"failed: {result.error or 'unknown'}"[:300]
+                failed += 1
+        deleted = await self._store.mark_revoked(outcomes, now) if outcomes else 0
+        await self._bus.publish(
+            Invalidation(
+                kind="tokens",
+                team_id=team_id,
+                connector_id=connector.id,
+                subject_key=None if subject is None else subject.key(),
+            )
+        )
+        counts = RevokeCounts(len(targets), deleted, revoked, skipped, failed)
+        self._audit_revoke(principal, uid, subject, "allowed", "revoked", actor, **counts.to_wire())
+        return counts
+
+    def _audit_revoke(
+        self,
+        principal: Identity | Member,
+        uid: str,
+        subject: Subject | None,
+        decision: str,
+        reason: str,
+        actor: str,
+        **details: Any,
+    ) -> None:
+        self._audit.record(
+            AuditEvent(
+                team_id=principal.team_id,
+                at=self._clock.now(),
+                actor=actor,
+                action="token.revoke",
+                decision=decision,
+                reason=reason,
+                connector_uid=uid,
+                project_id=principal.project_id if isinstance(principal, Identity) else None,
+                environment=principal.environment if isinstance(principal, Identity) else None,
+                subject=None if subject is None else subject.key(),
+                details=details,
+            )
+        )
+
+    # -- invalidation -------------------------------------------------------------------
+
+    def _on_invalidation(self, inv: Invalidation) -> None:
+        if inv.kind == "connector":
+            if inv.team_id is not None and inv.uid is not None:
+                self._views.pop((inv.team_id, inv.uid), None)
+            else:
+                self._views.clear()
+            self._drop_tokens(inv.connector_id, None)
+        elif inv.kind == "tokens":
+            self._drop_tokens(inv.connector_id, inv.subject_key)
+
+    def _drop_tokens(self, connector_id: str | None, subject_key: str | None) -> None:
+        for key in list(self._tokens):
+            if connector_id is not None and key[0] != connector_id:
+                continue
+            if subject_key is not None and key[3][0] != subject_key:
+                continue
+            del self._tokens[key]
+
+
+def _hash_key(key: TokenKey) -> str:
+    return hashlib.sha256(repr(key).encode()).hexdigest()
+
+
+def _actor(principal: Identity | Member) -> str:
+    if isinstance(principal, Member):
+        return f"member:{principal.name}"
+    return f"{principal.kind}:{principal.subject}"

@@ -1,0 +1,166 @@
+"""The domain's value types (DESIGN §2). Plain frozen dataclasses: no web framework, no ORM."""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from valetkey.errors import InvalidRequest
+
+SubjectType = Literal["app", "user", "jwt-bearer", "token"]
+SUBJECT_TYPES: tuple[SubjectType, ...] = ("app", "user", "jwt-bearer", "token")
+
+STANDARD_ENVIRONMENTS = ("development", "preview", "production")
+_SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$")
+_UID_PART = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?$")
+
+
+class Role(str, enum.Enum):
+    """A team member's role. Owners manage members and keys; viewers only read."""
+
+    OWNER = "owner"
+    MEMBER = "member"
+    VIEWER = "viewer"
+
+    def can_write(self) -> bool:
+        return self in (Role.OWNER, Role.MEMBER)
+
+
+class Decision(str, enum.Enum):
+    ALLOWED = "allowed"
+    DENIED = "denied"
+
+
+def check_slug(value: str, what: str) -> str:
+    """Return ``value`` if it is a lowercase slug (projects, environments, names), else raise."""
+    if not isinstance(value, str) or not _SLUG.match(value):
+        raise InvalidRequest(
+            f"{what} must be 1-40 characters of a-z, 0-9 and '-', not starting or ending with '-'",
+            field=what,
+        )
+    return value
+
+
+def parse_uid(uid: str) -> tuple[str, str]:
+    """Split a connector uid ``service/name`` and validate both halves."""
+    if not isinstance(uid, str) or uid.count("/") != 1:
+        raise InvalidRequest("a connector uid has the form service/name", field="uid")
+    service, name = uid.split("/")
+    for part, what in ((service, "service"), (name, "name")):
+        if not _UID_PART.match(part):
+            raise InvalidRequest(
+                f"connector {what} must be 1-64 characters of a-z, 0-9, '.', '_' and '-'",
+                field=what,
+            )
+    return service, name
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """On whose authority a token acts."""
+
+    type: SubjectType
+    id: str | None = None  # the user id for "user"; None for "app"
+
+    def key(self) -> str:
+        return self.type if self.id is None else f"{self.type}:{self.id}"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRequest:
+    """A normalized exchange request: scopes sorted and de-duplicated, so field order is irrelevant."""
+
+    subject: Subject
+    scopes: tuple[str, ...] | None = None
+    installation_id: str | None = None
+    resources: tuple[str, ...] | None = None
+    audience: str | None = None
+
+    def cache_key(self) -> tuple[Any, ...]:
+        return (self.subject.key(), self.scopes, self.installation_id, self.resources, self.audience)
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """A verified caller. Resolves to exactly one (team, project, environment)."""
+
+    team_id: str
+    project_id: str
+    project_slug: str
+    environment: str
+    kind: Literal["development", "oidc", "access_token"]
+    subject: str  # the token's `sub`, or the access token's id
+    expires_at: datetime | None
+    #: For access tokens: the user the token may act for (None: app subjects only).
+    user_id: str | None = None
+    claims: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """A verified person (or automation) using the management API."""
+
+    team_id: str
+    member_id: str
+    name: str
+    role: Role
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """A project link's ceiling. A request can only narrow within it.
+
+    ``scopes`` is None when the link sets no scope ceiling of its own: then the
+    connector's configured scopes are the ceiling.
+    """
+
+    subjects: tuple[SubjectType, ...] = ("app",)
+    scopes: tuple[str, ...] | None = None
+    max_lifetime_seconds: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "subjects": list(self.subjects),
+            "scopes": None if self.scopes is None else list(self.scopes),
+            "maxLifetimeSeconds": self.max_lifetime_seconds,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Policy:
+        scopes = data.get("scopes")
+        return cls(
+            subjects=tuple(data.get("subjects") or ("app",)),
+            scopes=None if scopes is None else tuple(scopes),
+            max_lifetime_seconds=data.get("maxLifetimeSeconds"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Connector:
+    """A connector as the domain sees it: secrets already decrypted, kept apart from config."""
+
+    id: str
+    team_id: str
+    uid: str
+    service: str
+    name: str
+    type: str  # the provider plug-in's name: "api-key", "oauth", ...
+    config: Mapping[str, Any]
+    secrets: Mapping[str, str] = field(repr=False)
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """A connector attached to a project for a set of environments."""
+
+    id: str
+    connector_id: str
+    project_id: str
+    environments: tuple[str, ...]
+    policy: Policy

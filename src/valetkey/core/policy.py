@@ -1,0 +1,106 @@
+"""The link policy: may this caller get this credential, and narrowed to what?
+
+``evaluate`` returns ``Allowed`` (with the effective request) or ``Denied`` (with the
+exact error: which environment, which subject, which scope). Never a bare bool.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from valetkey.core.models import Connector, Identity, Link, TokenRequest
+from valetkey.errors import (
+    ConnectorNotLinked,
+    EnvironmentNotLinked,
+    ScopeNotAllowed,
+    SubjectNotAllowed,
+    ValetkeyError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Allowed:
+    #: The request with its scopes resolved against the ceiling (None: the provider's default).
+    request: TokenRequest
+
+
+@dataclass(frozen=True, slots=True)
+class Denied:
+    error: ValetkeyError
+
+    @property
+    def reason(self) -> str:
+        return self.error.code
+
+
+Decision = Allowed | Denied
+
+
+def scope_ceiling(connector: Connector, link: Link) -> tuple[str, ...] | None:
+    """The link's scope ceiling, else the connector's configured scopes, else None (no scopes)."""
+    if link.policy.scopes is not None:
+        return link.policy.scopes
+    configured = connector.config.get("scopes")
+    if isinstance(configured, list):
+        return tuple(str(s) for s in configured)
+    return None
+
+
+def evaluate(
+    identity: Identity, connector: Connector, link: Link | None, request: TokenRequest
+) -> Decision:
+    """Check ``request`` from ``identity`` against the link of ``connector`` to its project."""
+    if link is None:
+        return Denied(
+            ConnectorNotLinked(
+                f"connector {connector.uid} is not attached to project {identity.project_slug}",
+                connector=connector.uid,
+                project=identity.project_slug,
+            )
+        )
+    if identity.environment not in link.environments:
+        return Denied(
+            EnvironmentNotLinked(
+                f"connector {connector.uid} is attached to project {identity.project_slug} for "
+                f"{', '.join(link.environments)}, not for {identity.environment}",
+                connector=connector.uid,
+                environment=identity.environment,
+                linkedEnvironments=list(link.environments),
+            )
+        )
+    subject = request.subject
+    if subject.type not in link.policy.subjects:
+        return Denied(
+            SubjectNotAllowed(
+                f"the link allows subjects {', '.join(link.policy.subjects)}, not {subject.type}",
+                subject=subject.type,
+                allowedSubjects=list(link.policy.subjects),
+            )
+        )
+    if identity.kind == "access_token" and subject.type not in ("app", "user"):
+        return Denied(
+            SubjectNotAllowed(
+                "access tokens may request only app subjects or their own user", subject=subject.type
+            )
+        )
+    if identity.kind == "access_token" and subject.type == "user" and subject.id != identity.user_id:
+        return Denied(
+            SubjectNotAllowed(
+                "this access token may not act for that user", subject=subject.type
+            )
+        )
+    if request.scopes is not None:
+        ceiling = scope_ceiling(connector, link)
+        allowed = set(ceiling or ())
+        excess = [s for s in request.scopes if s not in allowed]
+        if excess:
+            return Denied(
+                ScopeNotAllowed(
+                    f"scope {', '.join(excess)} is above the link's ceiling",
+                    scopes=excess,
+                    ceiling=list(ceiling or ()),
+                )
+            )
+        return Allowed(request)
+    return Allowed(replace(request, scopes=scope_ceiling(connector, link)))
+

@@ -1,0 +1,269 @@
+"""One error hierarchy for the broker, the CLI and the SDK.
+
+Every class has a stable machine ``code`` (what goes on the wire in
+``{"error": {"code", "message", ...}}``) and an HTTP ``status``. The server maps
+these to responses in exactly one place (``valetkey.server.errors``); the SDK
+maps wire codes back to these classes with :func:`error_for_code`.
+
+This module imports nothing outside the standard library: the SDK uses it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+__all__ = [
+    "AccessDenied",
+    "AuthorizationExpired",
+    "AuthorizationPending",
+    "BrokerUnavailable",
+    "Conflict",
+    "ConnectorLinked",
+    "ConnectorNotLinked",
+    "EnvironmentNotLinked",
+    "Forbidden",
+    "IdentityError",
+    "IdentityNotFound",
+    "InstallationRequired",
+    "InvalidBrokerResponse",
+    "InvalidGrant",
+    "InvalidRequest",
+    "NotFound",
+    "PayloadTooLarge",
+    "PolicyDenied",
+    "ProviderError",
+    "ScopeNotAllowed",
+    "SubjectNotAllowed",
+    "UnsupportedOperation",
+    "UserAuthorizationRequired",
+    "ValetkeyError",
+    "error_for_code",
+]
+
+
+class ValetkeyError(Exception):
+    """Base of every error Valetkey raises on purpose.
+
+    ``message`` is for people and never holds a secret; ``details`` holds
+    machine-readable context (which claim, which scope, which environment) and is
+    sent on the wire next to ``code`` and ``message``.
+    """
+
+    code: ClassVar[str] = "internal_error"
+    status: ClassVar[int] = 500
+    #: What a person can do about it; shown by the CLI under the message.
+    remedy: ClassVar[str | None] = None
+
+    def __init__(self, message: str | None = None, **details: Any) -> None:
+        self.message = message or self.__class__.__doc__ or self.code
+        self.details: dict[str, Any] = details
+        super().__init__(self.message)
+
+    def to_wire(self) -> dict[str, Any]:
+        """The error envelope body: ``{"error": {"code", "message", ...details}}``."""
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        for key, value in self.details.items():
+            body.setdefault(key, value)
+        return {"error": body}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(code={self.code!r}, message={self.message!r})"
+
+
+class InvalidRequest(ValetkeyError):
+    """The request is malformed."""
+
+    code = "invalid_request"
+    status = 400
+
+
+class PayloadTooLarge(InvalidRequest):
+    """The request body is larger than the broker accepts."""
+
+    code = "payload_too_large"
+    status = 413
+
+
+class IdentityError(ValetkeyError):
+    """The caller's identity could not be verified.
+
+    Subclassed per reason by the identity layer; every reason has its own code
+    (``token_expired``, ``audience_mismatch``, ``untrusted_issuer``, ...).
+    """
+
+    code = "invalid_identity"
+    status = 401
+    remedy = "Check the identity token: VALETKEY_TOKEN, VALETKEY_OIDC_TOKEN or `valetkey env pull`."
+
+
+class IdentityNotFound(IdentityError):
+    """No identity to present to the broker was found (raised by the SDK, before any request)."""
+
+    code = "identity_not_found"
+    status = 401
+    remedy = (
+        "Pass identity=..., set VALETKEY_TOKEN or VALETKEY_OIDC_TOKEN, point "
+        "VALETKEY_OIDC_TOKEN_FILE at a token file, run in GitHub Actions with "
+        "`permissions: id-token: write`, or run `valetkey env pull` to write a .env."
+    )
+
+
+class Forbidden(ValetkeyError):
+    """The caller is authenticated but may not do this."""
+
+    code = "forbidden"
+    status = 403
+
+
+class NotFound(ValetkeyError):
+    """The connector, project or record named does not exist."""
+
+    code = "not_found"
+    status = 404
+
+
+class Conflict(ValetkeyError):
+    """The request conflicts with existing state."""
+
+    code = "conflict"
+    status = 409
+
+
+class ConnectorLinked(Conflict):
+    """The connector is still attached to projects."""
+
+    code = "connector_linked"
+    remedy = "Detach it first, or pass --disconnect-all."
+
+
+class PolicyDenied(ValetkeyError):
+    """The request is outside what the project link allows."""
+
+    code = "policy_denied"
+    status = 403
+
+
+class ConnectorNotLinked(PolicyDenied):
+    """The connector is not attached to the caller's project."""
+
+    code = "connector_not_linked"
+    remedy = "Attach it: valetkey connect attach UID --project P -e ENV."
+
+
+class EnvironmentNotLinked(PolicyDenied):
+    """The connector is attached to the project, but not for the caller's environment."""
+
+    code = "environment_not_linked"
+
+
+class SubjectNotAllowed(PolicyDenied):
+    """The link does not allow this subject type."""
+
+    code = "subject_not_allowed"
+
+
+class ScopeNotAllowed(PolicyDenied):
+    """A requested scope is above the link's ceiling."""
+
+    code = "scope_not_allowed"
+
+
+class UnsupportedOperation(InvalidRequest):
+    """The connector's provider cannot do what was asked."""
+
+    code = "unsupported_operation"
+
+
+class UserAuthorizationRequired(ValetkeyError):
+    """This user has not consented yet, or must consent again."""
+
+    code = "user_authorization_required"
+    status = 403
+
+
+class InstallationRequired(ValetkeyError):
+    """The connector is not installed for the target tenant."""
+
+    code = "connector_installation_required"
+    status = 403
+
+
+class AuthorizationPending(ValetkeyError):
+    """A device-code authorization is still waiting for the user."""
+
+    code = "authorization_pending"
+    status = 400
+
+
+class AccessDenied(ValetkeyError):
+    """The user refused the authorization request."""
+
+    code = "access_denied"
+    status = 403
+
+
+class AuthorizationExpired(ValetkeyError):
+    """The authorization request expired before the user finished it."""
+
+    code = "expired_token"
+    status = 400
+
+
+class InvalidGrant(ValetkeyError):
+    """The provider no longer accepts the stored grant."""
+
+    code = "invalid_grant"
+    status = 400
+
+
+class ProviderError(ValetkeyError):
+    """The provider refused or failed the request."""
+
+    code = "provider_error"
+    status = 502
+
+
+class BrokerUnavailable(ValetkeyError):
+    """The broker could not be reached."""
+
+    code = "broker_unavailable"
+    status = 503
+
+
+class InvalidBrokerResponse(ValetkeyError):
+    """The broker answered with a body the SDK cannot read (not JSON, or fields missing)."""
+
+    code = "invalid_broker_response"
+    status = 502
+
+
+def _all_subclasses(cls: type[ValetkeyError]) -> list[type[ValetkeyError]]:
+    found: list[type[ValetkeyError]] = []
+    for sub in cls.__subclasses__():
+        found.append(sub)
+        found.extend(_all_subclasses(sub))
+    return found
+
+
+def error_for_code(code: str, message: str, status: int, details: Mapping[str, Any]) -> ValetkeyError:
+    """Rebuild the most specific error class for a wire ``code``.
+
+    Codes this version does not know become an instance of the nearest class by
+    HTTP status, keeping the code, so a newer broker's refusals stay readable.
+    """
+    by_code = {cls.code: cls for cls in _all_subclasses(ValetkeyError)}
+    cls = by_code.get(code)
+    if cls is None:
+        fallback: dict[int, type[ValetkeyError]] = {
+            400: InvalidRequest,
+            401: IdentityError,
+            403: Forbidden,
+            404: NotFound,
+            409: Conflict,
+        }
+        cls = fallback.get(status, ValetkeyError)
+        err = cls(message, **dict(details))
+        err.code = code  # type: ignore[misc]
+        return err
+    return cls(message, **dict(details))

@@ -1,0 +1,128 @@
+"""The ASGI app factory. ``create_app(settings)`` builds everything; nothing happens at import."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from sqlalchemy import text
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from valetkey.core.clock import Clock
+from valetkey.server import connect, errors, management
+from valetkey.server.broker import Broker
+from valetkey.server.connect import json_response
+from valetkey.server.settings import Settings
+
+
+class BodyLimit:
+    """Refuse request bodies over ``limit`` bytes (declared or streamed) with 413, before a handler reads them."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = self.limit + 1
+                if declared > self.limit:
+                    await self._refuse(send)
+                    return
+        seen = 0
+        limit = self.limit
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await self._refuse(send)
+
+    async def _refuse(self, send: Send) -> None:
+        body = (
+            b'{"error":{"code":"payload_too_large","message":"the request body is larger than '
+            + str(self.limit).encode()
+            + b' bytes"}}'
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def create_app(settings: Settings, *, clock: Clock | None = None, broker: Broker | None = None) -> FastAPI:
+    """Build the broker's ASGI app. The broker starts (migrations, bootstrap) in the lifespan."""
+    the_broker = broker or Broker.create(settings, clock=clock)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await the_broker.start()
+        try:
+            yield
+        finally:
+            await the_broker.close()
+
+    app = FastAPI(
+        title="Valetkey",
+        summary="A self-hostable runtime credential broker for agents and apps",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.broker = the_broker
+    errors.install(app)
+    app.include_router(connect.router)
+    app.include_router(management.router)
+
+    @app.get("/.well-known/openid-configuration", tags=["identity"], include_in_schema=True)
+    async def openid_configuration() -> Response:
+        return json_response(the_broker.issuer.openid_configuration())
+
+    @app.get("/.well-known/jwks.json", tags=["identity"])
+    async def jwks() -> Response:
+        return json_response(the_broker.issuer.jwks())
+
+    @app.get("/healthz", tags=["operations"], summary="Alive (no dependencies checked)")
+    async def healthz() -> Response:
+        return json_response({"ok": True})
+
+    @app.get("/readyz", tags=["operations"], summary="Ready: the database answers")
+    async def readyz() -> Response:
+        try:
+            async with the_broker.db.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except Exception:
+            return json_response({"ok": False, "database": "unreachable"}, 503)
+        return json_response({"ok": True})
+
+    @app.get("/", include_in_schema=False)
+    async def index(_request: Request) -> dict[str, Any]:
+        return {"name": "valetkey", "docs": "/docs", "openapi": "/openapi.json"}
+
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    return app

@@ -1,0 +1,153 @@
+"""The broker: every service wired together, with one start and one close.
+
+Built by ``Broker.create(settings)``; nothing is created at import time.
+On first start it creates the data directory (0700), the key-encryption key and
+signing keys (files 0600), applies migrations and bootstraps the default team.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from valetkey.core.audit import AuditLog
+from valetkey.core.clock import Clock, SystemClock
+from valetkey.core.exchange import ExchangeService
+from valetkey.core.ports import Invalidation, InvalidationBus, LocalBus
+from valetkey.crypto import KeyRing
+from valetkey.identity.issuer import BrokerIssuer
+from valetkey.identity.jwks import JwksCache
+from valetkey.identity.keys import SigningKeys
+from valetkey.identity.verifier import IdentityVerifier
+from valetkey.providers.registry import ProviderRegistry
+from valetkey.server.settings import Settings
+from valetkey.store.db import Database
+from valetkey.store.management import Bootstrap, Management
+from valetkey.store.repo import Repository
+
+log = logging.getLogger("valetkey.broker")
+
+BROKER_AUDIENCE = "valetkey"
+
+
+def ensure_private_dir(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+def write_private_json(path: Path, data: dict[str, str]) -> None:
+    """Write ``data`` to ``path`` with mode 0600 from the first byte (atomic replace)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=2)
+    os.replace(tmp, path)
+
+
+@dataclass
+class Broker:
+    settings: Settings
+    clock: Clock
+    db: Database
+    keyring: KeyRing
+    signing_keys: SigningKeys
+    issuer: BrokerIssuer
+    http: httpx.AsyncClient
+    providers: ProviderRegistry
+    repo: Repository
+    audit: AuditLog
+    bus: InvalidationBus
+    verifier: IdentityVerifier
+    exchange: ExchangeService
+    management: Management
+    bootstrap_result: Bootstrap | None = None
+
+    @classmethod
+    def create(cls, settings: Settings, *, clock: Clock | None = None) -> Broker:
+        clock = clock or SystemClock()
+        ensure_private_dir(settings.data_dir)
+        ensure_private_dir(settings.keys_dir)
+        keyring = (
+            KeyRing.from_env(settings.kek)
+            if settings.kek
+            else KeyRing.load_or_create(settings.keys_dir / "kek.json")
+        )
+        signing_keys = SigningKeys.load_or_create(settings.keys_dir / "signing.json")
+        issuer = BrokerIssuer(signing_keys, settings.issuer_url, clock)
+        db = Database(settings.resolved_database_url)
+        http = httpx.AsyncClient(
+            timeout=httpx.Timeout(10.0),
+            follow_redirects=False,
+            headers={"user-agent": "valetkey-broker"},
+        )
+        providers = ProviderRegistry.load()
+        repo = Repository(db, keyring, clock)
+        audit = AuditLog(repo, clock)
+        bus: InvalidationBus
+        if db.is_postgres:
+            from valetkey.store.bus import PostgresBus
+
+            bus = PostgresBus(db)
+        else:
+            bus = LocalBus()
+        jwks = JwksCache(http, clock, allow_private_addresses=settings.allow_private_networks)
+        verifier = IdentityVerifier(
+            issuer=issuer, jwks=jwks, store=repo, clock=clock, audience=BROKER_AUDIENCE
+        )
+        exchange = ExchangeService(
+            store=repo, providers=providers, audit=audit, bus=bus, clock=clock, http=http
+        )
+        management = Management(
+            db=db, repo=repo, keyring=keyring, providers=providers, audit=audit, bus=bus, clock=clock
+        )
+        broker = cls(
+            settings=settings,
+            clock=clock,
+            db=db,
+            keyring=keyring,
+            signing_keys=signing_keys,
+            issuer=issuer,
+            http=http,
+            providers=providers,
+            repo=repo,
+            audit=audit,
+            bus=bus,
+            verifier=verifier,
+            exchange=exchange,
+            management=management,
+        )
+        bus.subscribe(broker._on_invalidation)
+        return broker
+
+    def _on_invalidation(self, inv: Invalidation) -> None:
+        if inv.kind == "identity":
+            if inv.token_hash is not None:
+                self.verifier.forget(token_hash=inv.token_hash)
+            else:
+                self.verifier.forget(all=True)
+
+    async def start(self) -> Bootstrap:
+        await self.db.migrate()
+        start = getattr(self.bus, "start", None)
+        if start is not None:
+            await start()
+        self.audit.start()
+        self.bootstrap_result = await self.management.bootstrap()
+        if self.bootstrap_result.owner_token is not None:
+            write_private_json(
+                self.settings.cli_credentials_path,
+                {"url": self.settings.issuer_url, "token": self.bootstrap_result.owner_token},
+            )
+        return self.bootstrap_result
+
+    async def close(self) -> None:
+        await self.audit.close()
+        close = getattr(self.bus, "close", None)
+        if close is not None:
+            await close()
+        await self.http.aclose()
+        await self.db.close()

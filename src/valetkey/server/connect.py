@@ -1,0 +1,134 @@
+"""The Connect API (wire-compatible with Vercel Connect): token, connector metadata, revoke."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from valetkey.core.exchange import Issued
+from valetkey.core.models import Identity, Member
+from valetkey.errors import ConnectorNotLinked, IdentityError, InvalidRequest
+from valetkey.server.broker import Broker
+from valetkey.server.wire import parse_json_object, parse_subject, parse_token_request
+
+router = APIRouter(prefix="/v1/connect", tags=["connect"])
+
+_JSON = "application/json"
+
+
+def bearer(request: Request) -> str:
+    header = request.headers.get("authorization")
+    if not header:
+        raise IdentityError("send an identity: Authorization: Bearer <token>", reason="missing")
+    scheme, _, value = header.partition(" ")
+    value = value.strip()
+    if scheme.lower() != "bearer" or not value:
+        raise IdentityError("the Authorization header must be 'Bearer <token>'", reason="malformed")
+    if len(value) > 16384:
+        raise IdentityError("the bearer token is too long", reason="malformed")
+    return value
+
+
+def broker_of(request: Request) -> Broker:
+    broker: Broker = request.app.state.broker
+    return broker
+
+
+async def identity_of(request: Request) -> Identity:
+    return await broker_of(request).verifier.verify(bearer(request))
+
+
+def json_response(data: Any, status: int = 200) -> Response:
+    return Response(json.dumps(data, separators=(",", ":")), status, media_type=_JSON)
+
+
+def _ms(issued: Issued) -> int:
+    return int(issued.expires_at.timestamp() * 1000)
+
+
+def token_body(issued: Issued) -> dict[str, Any]:
+    c = issued.connector
+    body: dict[str, Any] = {
+        "token": issued.token,
+        "expiresAt": _ms(issued),
+        "tokenId": issued.token_id,
+        "connector": {"id": c.id, "uid": c.uid, "type": c.type, "name": c.name, "service": c.service},
+    }
+    if issued.installation_id is not None:
+        body["installationId"] = issued.installation_id
+    if issued.scopes is not None:
+        body["scopes"] = list(issued.scopes)
+    if not issued.capabilities.short_lived:
+        # Honest about static secrets: expiresAt is the broker's re-check horizon, not a provider expiry.
+        body["metadata"] = {"expires": False}
+    return body
+
+
+@router.post("/token/{uid:path}", summary="Exchange an identity for a provider credential")
+async def token(uid: str, request: Request) -> Response:
+    broker = broker_of(request)
+    identity = await broker.verifier.verify(bearer(request))
+    token_request = parse_token_request(parse_json_object(await request.body()))
+    issued = await broker.exchange.exchange(identity, uid, token_request)
+    return json_response(token_body(issued))
+
+
+@router.get("/connectors/{uid:path}", summary="Connector metadata, as the caller's project sees it")
+async def connector_metadata(uid: str, request: Request) -> Response:
+    broker = broker_of(request)
+    identity = await identity_of(request)
+    view = await broker.repo.connector_view(identity.team_id, uid)
+    if view is None:
+        from valetkey.errors import NotFound
+
+        raise NotFound(f"no connector {uid}", connector=uid)
+    link = view.links.get(identity.project_id)
+    if link is None:
+        raise ConnectorNotLinked(
+            f"connector {uid} is not attached to project {identity.project_slug}",
+            connector=uid,
+            project=identity.project_slug,
+        )
+    c = view.connector
+    caps = broker.providers.get(c.type).capabilities(c)
+    return json_response(
+        {
+            "id": c.id,
+            "uid": c.uid,
+            "type": c.type,
+            "name": c.name,
+            "service": c.service,
+            "createdAt": int(c.created_at.timestamp() * 1000),
+            "updatedAt": int(c.updated_at.timestamp() * 1000),
+            "data": dict(c.config),
+            "capabilities": caps.to_json(),
+            "environments": list(link.environments),
+            "policy": link.policy.to_json(),
+        }
+    )
+
+
+@router.delete("/connectors/{uid:path}/tokens", summary="Revoke issued tokens")
+async def revoke_tokens(uid: str, request: Request) -> Response:
+    broker = broker_of(request)
+    credential = bearer(request)
+    principal: Identity | Member
+    if credential.startswith("vk_pt_"):
+        principal = await broker.management.authenticate(credential)
+    else:
+        principal = await broker.verifier.verify(credential)
+    data = parse_json_object(await request.body())
+    unknown = set(data) - {"subject", "installationId", "allTokens"}
+    if unknown:
+        raise InvalidRequest(f"unknown field {sorted(unknown)[0]}", field=sorted(unknown)[0])
+    all_tokens = data.get("allTokens", False)
+    if not isinstance(all_tokens, bool):
+        raise InvalidRequest("allTokens must be a boolean", field="allTokens")
+    subject = None if data.get("subject") is None else parse_subject(data["subject"])
+    if subject is not None and all_tokens:
+        raise InvalidRequest("give a subject or allTokens, not both", field="allTokens")
+    counts = await broker.exchange.revoke(principal, uid, subject)
+    return json_response(counts.to_wire())

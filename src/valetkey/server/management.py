@@ -1,0 +1,315 @@
+"""The management API (``/v1/...``): typed request models, member credentials, one call per route."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from valetkey.core.models import Member
+from valetkey.server.broker import Broker
+from valetkey.server.connect import bearer, broker_of
+from valetkey.store.management import Management
+
+router = APIRouter(prefix="/v1", tags=["management"])
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+async def member_of(request: Request) -> Member:
+    return await broker_of(request).management.authenticate(bearer(request))
+
+
+def mgmt(request: Request) -> Management:
+    return broker_of(request).management
+
+
+MemberDep = Annotated[Member, Depends(member_of)]
+MgmtDep = Annotated[Management, Depends(mgmt)]
+
+
+class Me(BaseModel):
+    team: str
+    member: str
+    name: str
+    role: str
+
+
+@router.get("/me", response_model=Me, summary="Who this credential belongs to")
+async def me(member: MemberDep) -> Me:
+    return Me(team=member.team_id, member=member.member_id, name=member.name, role=member.role.value)
+
+
+# -- members ---------------------------------------------------------------------------
+
+
+class MemberCreate(_Model):
+    name: str = Field(max_length=40)
+    role: str = "member"
+
+
+@router.post("/members", summary="Add a team member (owners only); its credential is shown once")
+async def create_member(body: MemberCreate, member: MemberDep, m: MgmtDep) -> dict[str, Any]:
+    return await m.create_member(member, body.name, body.role)
+
+
+@router.get("/members")
+async def list_members(member: MemberDep, m: MgmtDep) -> list[dict[str, Any]]:
+    return await m.list_members(member)
+
+
+# -- projects and environments ------------------------------------------------------------
+
+
+class ProjectCreate(_Model):
+    slug: str = Field(max_length=40)
+    name: str | None = Field(default=None, max_length=200)
+
+
+@router.post("/projects", status_code=201)
+async def create_project(body: ProjectCreate, member: MemberDep, m: MgmtDep) -> dict[str, Any]:
+    return await m.create_project(member, body.slug, body.name)
+
+
+@router.get("/projects")
+async def list_projects(member: MemberDep, m: MgmtDep) -> list[dict[str, Any]]:
+    return await m.list_projects(member)
+
+
+@router.get("/projects/{project}")
+async def get_project(project: str, member: MemberDep, m: MgmtDep) -> dict[str, Any]:
+    return await m.get_project(member, project)
+
+
+class EnvironmentCreate(_Model):
+    slug: str = Field(max_length=40)
+
+
+@router.post("/projects/{project}/environments", status_code=201)
+async def create_environment(project: str, body: EnvironmentCreate, member: MemberDep, m: MgmtDep) -> dict[str, Any]:
+    return await m.create_environment(member, project, body.slug)
+
+
+@router.get("/projects/{project}/environments")
+async def list_environments(project: str, member: MemberDep, m: MgmtDep) -> list[str]:
+    return await m.list_environments(member, project)
+
+
+class DevelopmentIdentityRequest(_Model):
+    ttlSeconds: int = Field(default=8 * 3600, ge=300, le=24 * 3600)
+
+
+@router.post(
+    "/projects/{project}/development-identity",
+    summary="A broker-signed development identity (development environment only), for `valetkey env pull`",
+)
+async def development_identity(
+    project: str, body: DevelopmentIdentityRequest, request: Request, member: MemberDep, m: MgmtDep
+) -> dict[str, Any]:
+    broker: Broker = broker_of(request)
+    prj = await m.get_project(member, project)
+    token = broker.issuer.mint_development_identity(
+        team_id=member.team_id,
+        project_id=prj["id"],
+        project_slug=project,
+        subject=f"member:{member.name}",
+        ttl_seconds=body.ttlSeconds,
+    )
+    expires = broker.clock.timestamp() + body.ttlSeconds
+    m._audit(member, "identity.development", project_id=prj["id"], environment="development")
+    return {
+        "token": token,
+        "expiresAt": int(expires * 1000),
+        "url": broker.settings.issuer_url,
+        "project": project,
+        "environment": "development",
+    }
+
+
+# -- connectors and links ---------------------------------------------------------------
+
+
+class ConnectorCreate(_Model):
+    service: str = Field(max_length=64)
+    name: str = Field(max_length=64)
+    type: str | None = Field(default=None, max_length=64)
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class ConnectorUpdate(_Model):
+    data: dict[str, Any]
+
+
+@router.post("/connectors", status_code=201)
+async def create_connector(body: ConnectorCreate, member: MemberDep, m: MgmtDep) -> dict[str, Any]:
+    return await m.create_connector(member, body.service, body.name, body.data, body.type)
+
+
+@router.get("/connectors")
+async def list_connectors(
+    member: MemberDep,
+    m: MgmtDep,
+    service: str | None = Query(default=None, max_length=64),
+    project: str | None = Query(default=None, max_length=40),
+    search: str | None = Query(default=None, max_length=200),
+) -> list[dict[str, Any]]:
+    return await m.list_connectors(member, service=service, project=project, search=search)
+
+
+class LinkCreate(_Model):
+    project: str = Field(max_length=40)
+    environments: list[str]
+    subjects: list[str] | None = None
+    scopes: list[str] | None = None
+    maxLifetimeSeconds: int | None = None
+
+
+class LinkDelete(_Model):
+    project: str = Field(max_length=40)
+    environments: list[str] | None = None
+
+
+# Links before the catch-all uid routes: a uid holds a slash.
+@router.post("/connectors/{uid:path}/links")
+async def attach(uid: str, body: LinkCreate, member: MemberDep, m: MgmtDep) -> dict[str, Any]:
+    return await m.attach(
+        member,
+        uid,
+        body.project,
+        body.environments,
+        subjects=body.subjects,
+        scopes=body.scopes,
+        max_lifetime_seconds=body.maxLifetimeSeconds,
+    )
+
+
+@router.post("/connectors/{uid:path}/detach")
+async def detach(uid: str, body: LinkDelete, member: MemberDep, m: MgmtDep) -> dict[str, Any]:
+    return await m.detach(member, uid, body.project, body.environments)
+
+
+@router.get("/connectors/{uid:path}")
+async def get_connector(uid: str, member: MemberDep, m: MgmtDep) -> dict[str, Any]:
+    return await m.get_connector(member, uid)
+
+
+@router.patch("/connectors/{uid:path}")
+async def update_connector(uid: str, body: ConnectorUpdate, member: MemberDep, m: MgmtDep) -> dict[str, Any]:
+    return await m.update_connector(member, uid, body.data)
+
+
+@router.delete("/connectors/{uid:path}")
+async def remove_connector(
+    uid: str, member: MemberDep, m: MgmtDep, disconnectAll: bool = False
+) -> dict[str, Any]:
+    return await m.remove_connector(member, uid, disconnect_all=disconnectAll)
+
+
+# -- trust bindings -----------------------------------------------------------------------
+
+
+class BindingCreate(_Model):
+    environment: str = Field(max_length=40)
+    issuer: str = Field(max_length=500)
+    audience: str = Field(max_length=500)
+    claims: dict[str, str]
+    algorithms: list[str] | None = None
+
+
+@router.post("/projects/{project}/trust-bindings", status_code=201)
+async def create_binding(project: str, body: BindingCreate, member: MemberDep, m: MgmtDep) -> dict[str, Any]:
+    return await m.create_binding(
+        member,
+        project,
+        environment=body.environment,
+        issuer=body.issuer,
+        audience=body.audience,
+        claims=body.claims,
+        algorithms=body.algorithms,
+    )
+
+
+@router.get("/trust-bindings")
+async def list_bindings(
+    member: MemberDep, m: MgmtDep, project: str | None = Query(default=None, max_length=40)
+) -> list[dict[str, Any]]:
+    return await m.list_bindings(member, project)
+
+
+@router.delete("/trust-bindings/{binding_id}")
+async def delete_binding(binding_id: str, member: MemberDep, m: MgmtDep) -> dict[str, Any]:
+    return await m.delete_binding(member, binding_id)
+
+
+# -- access tokens ------------------------------------------------------------------------
+
+
+class AccessTokenCreate(_Model):
+    environment: str = Field(max_length=40)
+    name: str | None = Field(default=None, max_length=200)
+    userId: str | None = Field(default=None, max_length=200)
+    expiresInSeconds: int | None = None
+
+
+@router.post("/projects/{project}/access-tokens", status_code=201, summary="Create an access token (shown once)")
+async def create_access_token(
+    project: str, body: AccessTokenCreate, member: MemberDep, m: MgmtDep
+) -> dict[str, Any]:
+    return await m.create_access_token(
+        member,
+        project,
+        environment=body.environment,
+        name=body.name,
+        user_id=body.userId,
+        ttl_seconds=body.expiresInSeconds,
+    )
+
+
+@router.get("/access-tokens")
+async def list_access_tokens(
+    member: MemberDep, m: MgmtDep, project: str | None = Query(default=None, max_length=40)
+) -> list[dict[str, Any]]:
+    return await m.list_access_tokens(member, project)
+
+
+@router.delete("/access-tokens/{token_id}")
+async def revoke_access_token(token_id: str, member: MemberDep, m: MgmtDep) -> dict[str, Any]:
+    return await m.revoke_access_token(member, token_id)
+
+
+# -- audit and usage ------------------------------------------------------------------------
+
+
+@router.get("/audit")
+async def audit(
+    member: MemberDep,
+    m: MgmtDep,
+    connector: str | None = Query(default=None, max_length=130),
+    project: str | None = Query(default=None, max_length=40),
+    decision: str | None = Query(default=None, max_length=16),
+    action: str | None = Query(default=None, max_length=64),
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = Query(default=100, ge=1, le=1000),
+) -> list[dict[str, Any]]:
+    return await m.query_audit(
+        member,
+        connector=connector,
+        project=project,
+        decision=decision,
+        action=action,
+        since=since,
+        until=until,
+        limit=limit,
+    )
+
+
+@router.get("/usage")
+async def usage(
+    member: MemberDep, m: MgmtDep, month: str | None = Query(default=None, max_length=7)
+) -> dict[str, Any]:
+    return await m.usage(member, month)

@@ -1,0 +1,350 @@
+"""The store behind the exchange, the audit log and identity verification.
+
+Implements ``core.ports.ExchangeStore``, ``core.audit.AuditStore`` and
+``identity.verifier.IdentityStore`` over SQLAlchemy, encrypting every secret with
+the key ring. Rows never leave this module: callers get domain values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from valetkey.core.audit import ChainedEvent
+from valetkey.core.clock import Clock
+from valetkey.core.models import Connector, Identity, Link, Policy, Subject, TokenRequest
+from valetkey.core.ports import CachedMint, ConnectorView, RevocationTarget
+from valetkey.crypto import KeyRing
+from valetkey.identity.bindings import TrustBinding
+from valetkey.providers.base import MintedToken
+from valetkey.store import tables as t
+from valetkey.store.db import Database
+from valetkey.store.ids import new_id
+
+
+def secrets_aad(connector_id: str) -> bytes:
+    return f"valetkey:connector-secrets:{connector_id}".encode()
+
+
+def cache_aad(key_hash: str) -> bytes:
+    return f"valetkey:cached-token:{key_hash}".encode()
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def connector_from_row(row: t.Connector, keyring: KeyRing) -> Connector:
+    return Connector(
+        id=row.id,
+        team_id=row.team_id,
+        uid=row.uid,
+        service=row.service,
+        name=row.name,
+        type=row.type,
+        config=dict(row.config),
+        secrets=keyring.decrypt_json(row.secrets, aad=secrets_aad(row.id)),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def link_from_row(row: t.ProjectLink) -> Link:
+    return Link(
+        id=row.id,
+        connector_id=row.connector_id,
+        project_id=row.project_id,
+        environments=tuple(row.environments),
+        policy=Policy.from_json(row.policy),
+    )
+
+
+def _minted_to_json(minted: MintedToken) -> dict[str, Any]:
+    return {
+        "token": minted.token,
+        "expiresAt": None if minted.expires_at is None else minted.expires_at.isoformat(),
+        "scopes": None if minted.scopes is None else list(minted.scopes),
+        "tokenType": minted.token_type,
+        "installationId": minted.installation_id,
+        "metadata": dict(minted.metadata),
+        "refreshToken": minted.refresh_token,
+    }
+
+
+def _minted_from_json(data: Mapping[str, Any]) -> MintedToken:
+    expires = data.get("expiresAt")
+    scopes = data.get("scopes")
+    return MintedToken(
+        token=data["token"],
+        expires_at=None if expires is None else datetime.fromisoformat(expires),
+        scopes=None if scopes is None else tuple(scopes),
+        token_type=data.get("tokenType", "Bearer"),
+        installation_id=data.get("installationId"),
+        metadata=data.get("metadata") or {},
+        refresh_token=data.get("refreshToken"),
+    )
+
+
+class Repository:
+    def __init__(self, db: Database, keyring: KeyRing, clock: Clock) -> None:
+        self.db = db
+        self.keyring = keyring
+        self.clock = clock
+
+    # -- ExchangeStore ------------------------------------------------------------------
+
+    async def connector_view(self, team_id: str, uid: str) -> ConnectorView | None:
+        async with self.db.session() as s:
+            row = await s.scalar(
+                select(t.Connector).where(
+                    t.Connector.team_id == team_id,
+                    t.Connector.uid == uid,
+                    t.Connector.deleted_at.is_(None),
+                )
+            )
+            if row is None:
+                return None
+            links = (
+                await s.scalars(select(t.ProjectLink).where(t.ProjectLink.connector_id == row.id))
+            ).all()
+            return ConnectorView(
+                connector=connector_from_row(row, self.keyring),
+                links={link.project_id: link_from_row(link) for link in links},
+            )
+
+    async def load_cached(self, key_hash: str) -> CachedMint | None:
+        async with self.db.session() as s:
+            row = await s.get(t.CachedToken, key_hash)
+            if row is None:
+                return None
+            issued = await s.get(t.IssuedToken, row.issued_token_id)
+            if issued is None or issued.revoked_at is not None:
+                return None
+            data = self.keyring.decrypt_json(row.payload, aad=cache_aad(key_hash))
+            return CachedMint(_minted_from_json(data), row.issued_token_id, row.expires_at)
+
+    async def record_mint(
+        self,
+        *,
+        identity: Identity,
+        connector: Connector,
+        request: TokenRequest,
+        minted: MintedToken,
+        key_hash: str,
+        serve_until: datetime | None,
+    ) -> str:
+        issued_id = new_id("tok")
+        now = self.clock.now()
+        payload = self.keyring.encrypt_json(_minted_to_json(minted), aad=cache_aad(key_hash))
+        scopes = minted.scopes if minted.scopes is not None else request.scopes
+        async with self.db.session.begin() as s:
+            s.add(
+                t.IssuedToken(
+                    id=issued_id,
+                    team_id=identity.team_id,
+                    connector_id=connector.id,
+                    project_id=identity.project_id,
+                    environment=identity.environment,
+                    subject_type=request.subject.type,
+                    subject_id=request.subject.id,
+                    scopes=None if scopes is None else list(scopes),
+                    installation_id=minted.installation_id or request.installation_id,
+                    token_hash=token_hash(minted.token),
+                    created_at=now,
+                    expires_at=minted.expires_at,
+                    revoked_at=None,
+                    revocation=None,
+                )
+            )
+            await s.flush()
+            await s.execute(delete(t.CachedToken).where(t.CachedToken.key_hash == key_hash))
+            s.add(
+                t.CachedToken(
+                    key_hash=key_hash,
+                    connector_id=connector.id,
+                    issued_token_id=issued_id,
+                    payload=payload,
+                    expires_at=serve_until,
+                )
+            )
+        return issued_id
+
+    async def revocation_targets(
+        self,
+        team_id: str,
+        connector_id: str,
+        *,
+        subject: Subject | None,
+        project_id: str | None,
+        environment: str | None,
+        now: datetime,
+    ) -> Sequence[RevocationTarget]:
+        query = (
+            select(t.IssuedToken, t.CachedToken)
+            .outerjoin(t.CachedToken, t.CachedToken.issued_token_id == t.IssuedToken.id)
+            .where(
+                t.IssuedToken.team_id == team_id,
+                t.IssuedToken.connector_id == connector_id,
+                t.IssuedToken.revoked_at.is_(None),
+                or_(t.IssuedToken.expires_at.is_(None), t.IssuedToken.expires_at > now),
+            )
+        )
+        if subject is not None:
+            query = query.where(t.IssuedToken.subject_type == subject.type)
+            query = query.where(
+                t.IssuedToken.subject_id.is_(None)
+                if subject.id is None
+                else t.IssuedToken.subject_id == subject.id
+            )
+        if project_id is not None:
+            query = query.where(t.IssuedToken.project_id == project_id)
+        if environment is not None:
+            query = query.where(t.IssuedToken.environment == environment)
+        async with self.db.session() as s:
+            rows = (await s.execute(query.order_by(t.IssuedToken.created_at))).all()
+        targets = []
+        for issued, cached in rows:
+            token = None
+            if cached is not None:
+                data = self.keyring.decrypt_json(cached.payload, aad=cache_aad(cached.key_hash))
+                token = _minted_from_json(data)
+            targets.append(
+                RevocationTarget(
+                    issued_id=issued.id,
+                    subject=Subject(issued.subject_type, issued.subject_id),  # type: ignore[arg-type]
+                    project_id=issued.project_id,
+                    environment=issued.environment,
+                    token=token,
+                )
+            )
+        return targets
+
+    async def mark_revoked(self, outcomes: Mapping[str, str], now: datetime) -> int:
+        changed = 0
+        async with self.db.session.begin() as s:
+            await s.execute(
+                delete(t.CachedToken).where(t.CachedToken.issued_token_id.in_(list(outcomes)))
+            )
+            for issued_id, outcome in outcomes.items():
+                result = await s.execute(
+                    update(t.IssuedToken)
+                    .where(t.IssuedToken.id == issued_id, t.IssuedToken.revoked_at.is_(None))
+                    .values(revoked_at=now, revocation=outcome[:300])
+                )
+                changed += result.rowcount  # type: ignore[attr-defined]
+        return changed
+
+    # -- AuditStore ---------------------------------------------------------------------
+
+    async def append_audit(self, events: Sequence[ChainedEvent]) -> None:
+        rows = [
+            {
+                "team_id": e.event.team_id,
+                "at": e.event.at,
+                "actor": e.event.actor[:300],
+                "action": e.event.action,
+                "decision": e.event.decision,
+                "reason": e.event.reason[:64],
+                "connector_uid": e.event.connector_uid,
+                "project_id": e.event.project_id,
+                "environment": e.event.environment,
+                "subject": None if e.event.subject is None else e.event.subject[:300],
+                "details": dict(e.event.details),
+                "chain": e.chain,
+                "seq": e.seq,
+                "prev_hash": e.prev_hash,
+                "hash": e.hash,
+            }
+            for e in events
+        ]
+        async with self.db.session.begin() as s:
+            await s.execute(t.AuditEvent.__table__.insert(), rows)
+
+    async def add_usage(self, counts: Mapping[tuple[str, str, str], int]) -> None:
+        insert = pg_insert if self.db.is_postgres else sqlite_insert
+        async with self.db.session.begin() as s:
+            for (team_id, month, metric), n in sorted(counts.items()):
+                stmt = insert(t.UsageCounter).values(team_id=team_id, month=month, metric=metric, count=n)
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=["team_id", "month", "metric"],
+                    set_={"count": t.UsageCounter.count + n},
+                )
+                await s.execute(stmt)
+
+    # -- IdentityStore ------------------------------------------------------------------
+
+    async def bindings_for_issuer(self, issuer: str) -> Sequence[TrustBinding]:
+        async with self.db.session() as s:
+            rows = (
+                await s.execute(
+                    select(t.TrustBinding, t.Project.slug)
+                    .join(t.Project, t.Project.id == t.TrustBinding.project_id)
+                    .where(t.TrustBinding.issuer == issuer)
+                )
+            ).all()
+        return [binding_from_row(row, slug) for row, slug in rows]
+
+    async def access_token_identity(self, token_hash_: str) -> Identity | None:
+        now = self.clock.now()
+        async with self.db.session() as s:
+            found = (
+                await s.execute(
+                    select(t.AccessToken, t.Project.slug)
+                    .join(t.Project, t.Project.id == t.AccessToken.project_id)
+                    .where(
+                        t.AccessToken.token_hash == token_hash_,
+                        t.AccessToken.revoked_at.is_(None),
+                        or_(t.AccessToken.expires_at.is_(None), t.AccessToken.expires_at > now),
+                    )
+                )
+            ).first()
+        if found is None:
+            return None
+        row, slug = found
+        return Identity(
+            team_id=row.team_id,
+            project_id=row.project_id,
+            project_slug=slug,
+            environment=row.environment,
+            kind="access_token",
+            subject=row.id,
+            expires_at=row.expires_at,
+            user_id=row.user_id,
+        )
+
+    async def member_for_credential(self, token_hash_: str) -> tuple[t.Member, t.MemberCredential] | None:
+        async with self.db.session() as s:
+            found = (
+                await s.execute(
+                    select(t.Member, t.MemberCredential)
+                    .join(t.MemberCredential, t.MemberCredential.member_id == t.Member.id)
+                    .where(
+                        and_(
+                            t.MemberCredential.token_hash == token_hash_,
+                            t.MemberCredential.revoked_at.is_(None),
+                        )
+                    )
+                )
+            ).first()
+        return None if found is None else (found[0], found[1])
+
+
+def binding_from_row(row: t.TrustBinding, project_slug: str) -> TrustBinding:
+    return TrustBinding(
+        id=row.id,
+        team_id=row.team_id,
+        project_id=row.project_id,
+        project_slug=project_slug,
+        environment=row.environment,
+        issuer=row.issuer,
+        audience=row.audience,
+        conditions=dict(row.conditions),
+        algorithms=tuple(row.algorithms),
+        created_at=row.created_at,
+    )
