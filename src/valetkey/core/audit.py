@@ -114,6 +114,7 @@ class AuditLog:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._flush_lock = asyncio.Lock()
+        self._stopping = False
 
     def record(self, event: AuditEvent) -> None:
         """Chain ``event`` and queue it for writing. Never blocks, never awaits."""
@@ -133,7 +134,7 @@ class AuditLog:
             self._task = asyncio.create_task(self._run(), name="valetkey-audit-flush")
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._interval)
             self._wake.clear()
@@ -161,10 +162,11 @@ class AuditLog:
                 raise
 
     async def close(self) -> None:
+        """Stop the writer without interrupting a flush (a cancelled insert may have committed), then flush the rest."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            self._stopping = True
+            self._wake.set()
+            await self._task
             self._task = None
         await self.flush()
 

@@ -300,7 +300,7 @@ class Management:
     async def _links_of(self, connector_ids: Sequence[str]) -> tuple[dict[str, list[t.ProjectLink]], dict[str, str]]:
         async with self.db.session() as s:
             rows = (await s.scalars(select(t.ProjectLink).where(t.ProjectLink.connector_id.in_(list(connector_ids))))).all()
-            projects = dict((await s.execute(select(t.Project.id, t.Project.slug))).tuples().all())
+            projects = {pid: slug for pid, slug in (await s.execute(select(t.Project.id, t.Project.slug))).all()}
         by_connector: dict[str, list[t.ProjectLink]] = {}
         for row in rows:
             by_connector.setdefault(row.connector_id, []).append(row)
@@ -611,7 +611,7 @@ class Management:
             query = query.where(t.AuditEvent.at <= until)
         async with self.db.session() as s:
             rows = (await s.scalars(query.order_by(t.AuditEvent.id.desc()).limit(limit))).all()
-            projects = dict((await s.execute(select(t.Project.id, t.Project.slug))).tuples().all())
+            projects = {pid: slug for pid, slug in (await s.execute(select(t.Project.id, t.Project.slug))).all()}
         return [
             {
                 "id": r.id, "at": _iso(r.at), "actor": r.actor, "action": r.action, "decision": r.decision,
@@ -633,7 +633,7 @@ class Management:
                     .where(t.UsageCounter.team_id == actor.team_id, t.UsageCounter.month == month)
                     .group_by(t.UsageCounter.metric)
                 )
-            ).tuples().all()
+            ).all()
         return {"month": month, "counters": {metric: int(n) for metric, n in rows}}
 
     # -- keys -------------------------------------------------------------------------------

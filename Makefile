@@ -1,0 +1,45 @@
+# The two commands a newcomer needs:
+#   make serve   start the broker on its embedded default (SQLite, generated keys) at 127.0.0.1:8787
+#   make test    run the whole test suite (SQLite and PostgreSQL)
+# Both install what they need into .venv first (Python >= 3.11, Node >= 20 for the test peers).
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PEERS  := tests/peers/oidc_provider
+
+.PHONY: serve test setup peers lint typecheck bench clean
+
+serve: setup
+	$(BIN)/valetkey serve $(ARGS)
+
+test: setup peers
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Valetkey needs Python >= 3.11")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[server,dev]'
+	touch $@
+
+peers: $(PEERS)/node_modules/.installed
+
+$(PEERS)/node_modules/.installed: $(PEERS)/package.json $(PEERS)/package-lock.json
+	npm ci --prefix $(PEERS) --no-audit --no-fund --loglevel=error
+	touch $@
+
+lint: setup
+	$(BIN)/ruff check src tests bench
+
+typecheck: setup
+	$(BIN)/mypy src
+
+bench: setup
+	$(BIN)/python bench/bench_exchange.py
+	$(BIN)/python bench/bench_sdk_cache.py
+
+clean:
+	rm -rf $(VENV) $(PEERS)/node_modules .pytest_cache .mypy_cache .ruff_cache

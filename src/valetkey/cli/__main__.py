@@ -1,0 +1,5 @@
+"""python -m valetkey.cli"""
+
+from valetkey.cli import main
+
+main()

@@ -1,0 +1,159 @@
+"""Test helpers, shipped for users: run a real broker in a thread or a process, and drive it.
+
+    with running_broker(tmp_path) as broker:
+        admin = broker.admin()
+        admin.post("/v1/projects", json={"slug": "agent"})
+        ...
+
+The broker here is the real one (real store, real HTTP on a loopback port). Nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+__all__ = ["BrokerProcess", "RunningBroker", "free_port", "running_broker", "spawn_broker"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class RunningBroker:
+    url: str
+    data_dir: Path
+    owner_token: str = field(repr=False)
+    broker: Any = None  # the in-process Broker, when run in a thread
+
+    def admin(self, timeout: float = 30) -> httpx.Client:
+        """An HTTP client carrying the owner credential."""
+        return httpx.Client(
+            base_url=self.url, headers={"authorization": f"Bearer {self.owner_token}"}, timeout=timeout
+        )
+
+    def setup_project(
+        self, project: str, connectors: Mapping[str, Mapping[str, Any]] = (), environments: tuple[str, ...] = ("development",)  # type: ignore[assignment]
+    ) -> str:
+        """Create ``project``, create and attach ``connectors`` ({uid: data}); return a development identity."""
+        with self.admin() as c:
+            _ok(c.post("/v1/projects", json={"slug": project}))
+            for uid, data in dict(connectors).items():
+                service, name = uid.split("/")
+                _ok(c.post("/v1/connectors", json={"service": service, "name": name, "data": dict(data)}))
+                _ok(c.post(f"/v1/connectors/{uid}/links", json={"project": project, "environments": list(environments)}))
+            ident = _ok(c.post(f"/v1/projects/{project}/development-identity", json={}))
+            token: str = ident["token"]
+            return token
+
+
+def _ok(response: httpx.Response) -> Any:
+    if response.status_code >= 400:
+        raise AssertionError(f"{response.request.method} {response.request.url.path}: {response.status_code} {response.text}")
+    return response.json()
+
+
+def _wait_ready(url: str, deadline: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the broker exited with {proc.returncode}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"the broker at {url} did not become ready")
+
+
+@contextlib.contextmanager
+def running_broker(
+    data_dir: Path, *, database_url: str | None = None, allow_private_networks: bool = True, **settings: Any
+) -> Iterator[RunningBroker]:
+    """Run a broker in a background thread (its own event loop) on a free loopback port."""
+    import uvicorn
+
+    from valetkey.server.app import create_app
+    from valetkey.server.broker import Broker
+    from valetkey.server.settings import Settings
+
+    port = free_port()
+    config = Settings(
+        data_dir=data_dir,
+        database_url=database_url,
+        port=port,
+        allow_private_networks=allow_private_networks,
+        **settings,
+    )
+    broker = Broker.create(config)
+    app = create_app(config, broker=broker)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", access_log=False)
+    )
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True, name=f"broker-{port}")
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(url, time.monotonic() + 30)
+        owner = json.loads(config.cli_credentials_path.read_text())["token"]
+        yield RunningBroker(url=url, data_dir=data_dir, owner_token=owner, broker=broker)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
+@dataclass
+class BrokerProcess:
+    proc: subprocess.Popen[bytes]
+    handle: RunningBroker
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def spawn_broker(
+    data_dir: Path,
+    *,
+    database_url: str | None = None,
+    owner_token: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> BrokerProcess:
+    """Run ``valetkey serve`` as a separate process. Several may share one PostgreSQL database:
+    give them the same ``data_dir`` keys (or ``VALETKEY_KEK``) so they read each other's secrets."""
+    port = free_port()
+    args = [sys.executable, "-m", "valetkey.cli", "serve", "--data-dir", str(data_dir), "--port", str(port), "--allow-private-networks", "--log-level", "warning"]
+    if database_url:
+        args += ["--database-url", database_url]
+    proc = subprocess.Popen(args, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(url, time.monotonic() + 30, proc)
+    except Exception:
+        proc.kill()
+        _, err = proc.communicate(timeout=5)
+        raise RuntimeError(f"broker failed to start: {err.decode(errors='replace')[-2000:]}") from None
+    token = owner_token or json.loads((data_dir / "cli.json").read_text())["token"]
+    return BrokerProcess(proc, RunningBroker(url=url, data_dir=data_dir, owner_token=token))
