@@ -41,6 +41,9 @@ class _Entry:
     keys: KeySet | None = None
     fetched_at: float = float("-inf")  # last successful fetch
     attempted_at: float = float("-inf")  # last fetch, successful or not
+    #: Last refetch caused by an unknown kid. Routine fetches do not count, so a key rotated
+    #: just after a routine fetch is still picked up at once.
+    kid_refetch_at: float = float("-inf")
     failure: IssuerUnreachable | None = None
     generation: int = 0
 
@@ -107,7 +110,10 @@ class JwksCache:
             return key
         entry = self._entries[issuer]
         in_flight = self._lock(issuer).locked()  # a fetch is running: wait for it, share it
-        if in_flight or self._clock.timestamp() >= entry.attempted_at + self.cooldown_seconds:
+        now = self._clock.timestamp()
+        if in_flight or now >= entry.kid_refetch_at + self.cooldown_seconds:
+            if not in_flight:
+                entry.kid_refetch_at = now
             keys = await self._refresh(issuer, entry.generation)
             key = _by_kid(keys, kid)
             if key is not None:

@@ -1,0 +1,117 @@
+"""Checks shared by providers' ``validate_config``: every refusal names the field.
+
+Each helper raises :class:`~valetkey.errors.InvalidRequest` with ``field`` in its
+details, and never puts the refused value in the message (it may be a secret).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from valetkey.errors import InvalidRequest
+from valetkey.providers.base import ValidatedConfig
+
+__all__ = [
+    "LOOPBACK_HOSTS",
+    "check_url",
+    "optional_str",
+    "refuse_unknown",
+    "require_mapping",
+    "require_str",
+    "secret_str",
+]
+
+#: Hosts for which plain ``http`` is accepted (RFC 8252 §8.3 loopback, and tests).
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+MAX_FIELD_LENGTH = 4096
+
+
+def require_mapping(data: object, what: str = "config") -> Mapping[str, Any]:
+    """Return ``data`` if it is a JSON object with string keys."""
+    if not isinstance(data, Mapping) or not all(isinstance(k, str) for k in data):
+        raise InvalidRequest(f"{what} must be a JSON object", field=what)
+    return data
+
+
+def refuse_unknown(data: Mapping[str, Any], allowed: Iterable[str]) -> None:
+    """Refuse any field not in ``allowed``, naming the first one (sorted, so stable)."""
+    known = set(allowed)
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise InvalidRequest(
+            f"unknown configuration field {unknown[0]!r}; known fields: {', '.join(sorted(known))}",
+            field=unknown[0],
+        )
+
+
+def require_str(data: Mapping[str, Any], name: str, *, max_length: int = MAX_FIELD_LENGTH) -> str:
+    """A required non-empty string without control characters."""
+    value = optional_str(data, name, max_length=max_length)
+    if value is None:
+        raise InvalidRequest(f"{name} is required", field=name)
+    return value
+
+
+def optional_str(
+    data: Mapping[str, Any], name: str, *, max_length: int = MAX_FIELD_LENGTH
+) -> str | None:
+    """An optional non-empty string without control characters (None when absent or null)."""
+    value = data.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise InvalidRequest(f"{name} must be a non-empty string", field=name)
+    if len(value) > max_length:
+        raise InvalidRequest(f"{name} is longer than {max_length} characters", field=name)
+    if _CONTROL.search(value):
+        raise InvalidRequest(f"{name} must not contain control characters", field=name)
+    return value
+
+
+def secret_str(data: Mapping[str, Any], name: str, previous: ValidatedConfig | None) -> str:
+    """A required secret string; on update, a payload that leaves it out keeps the stored one."""
+    if data.get(name) is None and previous is not None and name in previous.secrets:
+        return previous.secrets[name]
+    return require_str(data, name)
+
+
+def check_url(value: str, name: str) -> str:
+    """Accept an absolute ``https`` URL, or ``http`` to a loopback host only.
+
+    Refuses credentials in the URL (``user:pass@``) and fragments (RFC 6749 §3.2).
+    """
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError as exc:
+        raise InvalidRequest(f"{name} is not a valid URL", field=name) from exc
+    if parts.scheme not in ("https", "http") or not host:
+        raise InvalidRequest(f"{name} must be an absolute https URL", field=name)
+    if parts.username is not None or parts.password is not None:
+        raise InvalidRequest(f"{name} must not carry credentials", field=name)
+    if parts.fragment or value.endswith("#"):
+        raise InvalidRequest(f"{name} must not have a fragment", field=name)
+    if parts.scheme == "http" and not _is_loopback(host):
+        raise InvalidRequest(
+            f"{name} must use https (http is accepted only for localhost, 127.0.0.1 and [::1])",
+            field=name,
+        )
+    return value
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host) in (
+            ipaddress.ip_address("127.0.0.1"),
+            ipaddress.ip_address("::1"),
+        )
+    except ValueError:
+        return False

@@ -1,0 +1,284 @@
+"""OAuth 2.0 client mechanics shared by every OAuth-based provider.
+
+- client authentication: ``client_secret_basic`` and ``client_secret_post`` (RFC 6749 §2.3.1);
+- the token endpoint call and its response (RFC 6749 §5.1) or error (§5.2);
+- token revocation (RFC 7009 §2.1).
+
+Grant types build their form parameters and call :func:`request_token`; nothing here
+knows which grant is used. Responses are read up to :data:`MAX_RESPONSE_BYTES`,
+redirects are not followed, and no error message carries a secret.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+from urllib.parse import quote_plus
+
+import httpx
+
+from valetkey.core.clock import Clock
+from valetkey.errors import ProviderError
+
+__all__ = [
+    "AUTH_METHODS",
+    "DEFAULT_TIMEOUT",
+    "MAX_RESPONSE_BYTES",
+    "AuthMethod",
+    "ClientAuth",
+    "RevocationOutcome",
+    "TokenResponse",
+    "request_token",
+    "revoke_token",
+]
+
+AuthMethod = Literal["client_secret_basic", "client_secret_post"]
+AUTH_METHODS: tuple[AuthMethod, ...] = ("client_secret_basic", "client_secret_post")
+
+#: Largest token or revocation response read from a provider, in bytes.
+MAX_RESPONSE_BYTES = 64 * 1024
+#: Seconds allowed for one call to a provider endpoint (connect, read, write, pool each).
+DEFAULT_TIMEOUT = 10.0
+_MAX_DESCRIPTION = 200
+
+
+@dataclass(frozen=True, slots=True)
+class ClientAuth:
+    """A confidential client's credentials and how it presents them (RFC 6749 §2.3.1)."""
+
+    client_id: str
+    client_secret: str = field(repr=False)
+    method: AuthMethod = "client_secret_basic"
+
+    def apply(self, form: dict[str, Any], headers: dict[str, str]) -> None:
+        """Add the client authentication to a request's form or headers, in place."""
+        if self.method == "client_secret_post":
+            form["client_id"] = self.client_id
+            form["client_secret"] = self.client_secret
+            return
+        # §2.3.1: the id and secret are form-urlencoded (Appendix B) before base64.
+        pair = f"{quote_plus(self.client_id, safe='')}:{quote_plus(self.client_secret, safe='')}"
+        headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
+
+
+@dataclass(frozen=True, slots=True)
+class TokenResponse:
+    """A successful token response (RFC 6749 §5.1)."""
+
+    access_token: str = field(repr=False)
+    token_type: str
+    expires_in: int | None
+    #: The granted scopes as the provider listed them; None when the response has no ``scope``.
+    scopes: tuple[str, ...] | None
+    refresh_token: str | None = field(default=None, repr=False)
+    #: Every other member of the response, except secrets (``id_token`` is kept, it is signed).
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def expires_at(self, clock: Clock) -> datetime | None:
+        """When the access token expires by the injected clock; None if the provider did not say."""
+        if self.expires_in is None:
+            return None
+        return clock.now() + timedelta(seconds=self.expires_in)
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationOutcome:
+    """What an RFC 7009 call came to. ``error`` holds no secret."""
+
+    revoked: bool
+    error: str | None = None
+
+
+async def request_token(
+    http: httpx.AsyncClient,
+    token_url: str,
+    auth: ClientAuth,
+    params: Mapping[str, str | Sequence[str]],
+    *,
+    scope_separator: str = " ",
+    time_limit: float = DEFAULT_TIMEOUT,
+) -> TokenResponse:
+    """POST a grant to the token endpoint and parse the answer.
+
+    ``params`` holds the grant's parameters (``grant_type`` and the rest); a sequence
+    value is sent as a repeated parameter (RFC 8707 ``resource``). Raises
+    :class:`ProviderError` with ``error`` in its details: the provider's §5.2 code,
+    or ``timeout``, ``unreachable``, ``invalid_response``, ``response_too_large``.
+    """
+    form: dict[str, Any] = {k: (v if isinstance(v, str) else list(v)) for k, v in params.items()}
+    headers = {"Accept": "application/json"}
+    auth.apply(form, headers)
+    status, body = await _post(http, token_url, form, headers, time_limit, "token endpoint")
+    if status != 200:
+        raise _error_from(status, body, "token endpoint", auth)
+    return _parse_token_response(body, scope_separator)
+
+
+async def revoke_token(
+    http: httpx.AsyncClient,
+    revocation_url: str,
+    auth: ClientAuth,
+    token: str,
+    token_type_hint: Literal["access_token", "refresh_token"] | None = "access_token",  # noqa: S107 - a hint name
+    *,
+    time_limit: float = DEFAULT_TIMEOUT,
+) -> RevocationOutcome:
+    """Revoke ``token`` at an RFC 7009 endpoint; never raises for the provider's answer.
+
+    §2.2: a 200 means the token is no longer valid (including when it already was not).
+    """
+    form: dict[str, Any] = {"token": token}
+    if token_type_hint is not None:
+        form["token_type_hint"] = token_type_hint
+    headers = {"Accept": "application/json"}
+    auth.apply(form, headers)
+    try:
+        status, body = await _post(
+            http, revocation_url, form, headers, time_limit, "revocation endpoint"
+        )
+    except ProviderError as exc:
+        return RevocationOutcome(revoked=False, error=exc.message)
+    if status == 200:
+        return RevocationOutcome(revoked=True)
+    return RevocationOutcome(
+        revoked=False, error=_error_from(status, body, "revocation endpoint", auth).message
+    )
+
+
+async def _post(
+    http: httpx.AsyncClient,
+    url: str,
+    form: Mapping[str, Any],
+    headers: Mapping[str, str],
+    time_limit: float,
+    what: str,
+) -> tuple[int, bytes]:
+    try:
+        async with http.stream(
+            "POST",
+            url,
+            data=form,
+            headers=headers,
+            timeout=httpx.Timeout(time_limit),
+            follow_redirects=False,
+        ) as response:
+            declared = response.headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
+                raise _too_large(what)
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > MAX_RESPONSE_BYTES:
+                    raise _too_large(what)
+                chunks.append(chunk)
+            return response.status_code, b"".join(chunks)
+    except httpx.TimeoutException as exc:
+        raise ProviderError(f"the provider's {what} timed out", error="timeout") from exc
+    except httpx.HTTPError as exc:
+        raise ProviderError(
+            f"the provider's {what} could not be reached ({type(exc).__name__})",
+            error="unreachable",
+        ) from exc
+
+
+def _too_large(what: str) -> ProviderError:
+    return ProviderError(
+        f"the provider's {what} answered more than {MAX_RESPONSE_BYTES} bytes",
+        error="response_too_large",
+    )
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _error_from(status: int, body: bytes, what: str, auth: ClientAuth) -> ProviderError:
+    """Build the error for a non-200 answer (RFC 6749 §5.2; RFC 7009 §2.2.1)."""
+    data = _json_object(body)
+    code = data.get("error") if data else None
+    if not isinstance(code, str) or not code or len(code) > 100:
+        return ProviderError(
+            f"the provider's {what} answered HTTP {status} without an OAuth error",
+            error="invalid_response",
+            providerStatus=status,
+        )
+    details: dict[str, Any] = {"error": code, "providerStatus": status}
+    description = data.get("error_description") if data else None
+    message = f"the provider's {what} refused the request: {code}"
+    if isinstance(description, str) and description:
+        description = _redact(description[:_MAX_DESCRIPTION], auth)
+        details["errorDescription"] = description
+        message += f" ({description})"
+    return ProviderError(message, **details)
+
+
+def _redact(text: str, auth: ClientAuth) -> str:
+    """Never echo our own secret, even if a provider quotes it back."""
+    secret = auth.client_secret
+    return text.replace(secret, "********") if secret else text
+
+
+def _parse_token_response(body: bytes, scope_separator: str) -> TokenResponse:
+    data = _json_object(body)
+    if data is None:
+        raise ProviderError(
+            "the provider's token endpoint answered 200 without a JSON object",
+            error="invalid_response",
+        )
+    access_token = data.get("access_token")
+    token_type = data.get("token_type")
+    if not isinstance(access_token, str) or not access_token:
+        raise ProviderError("the token response has no access_token", error="invalid_response")
+    if not isinstance(token_type, str) or not token_type:
+        raise ProviderError("the token response has no token_type", error="invalid_response")
+    # §5.1: token_type is case-insensitive.
+    if token_type.lower() == "bearer":
+        token_type = "Bearer"  # noqa: S105 - a token type name, not a secret
+    refresh_token = data.get("refresh_token")
+    if refresh_token is not None and (not isinstance(refresh_token, str) or not refresh_token):
+        raise ProviderError(
+            "the token response has a malformed refresh_token", error="invalid_response"
+        )
+    extra = {
+        k: v
+        for k, v in data.items()
+        if k not in ("access_token", "token_type", "expires_in", "scope", "refresh_token")
+    }
+    return TokenResponse(
+        access_token=access_token,
+        token_type=token_type,
+        expires_in=_expires_in(data.get("expires_in")),
+        scopes=_scopes(data.get("scope"), scope_separator),
+        refresh_token=refresh_token,
+        extra=extra,
+    )
+
+
+def _expires_in(value: object) -> int | None:
+    if value is None:
+        return None
+    # Some providers send a numeric string; RFC 6749 §5.1 says a number of seconds.
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ProviderError(
+            "the token response has a malformed expires_in", error="invalid_response"
+        )
+    return int(value)
+
+
+def _scopes(value: object, separator: str) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ProviderError("the token response has a malformed scope", error="invalid_response")
+    return tuple(s for s in (part.strip() for part in value.split(separator)) if s)

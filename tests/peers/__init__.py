@@ -1,0 +1,1 @@
+"""Real peers started by the tests: servers from other projects, run locally."""
