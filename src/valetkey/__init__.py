@@ -1,1 +1,133 @@
-"""Valetkey."""
+"""Valetkey: short-lived provider credentials for agents and apps, from your own broker.
+
+    import valetkey
+
+    token = await valetkey.get_token("slack/mybot", scopes=["chat:write"])
+    token = await valetkey.get_token("github/deploy-bot", user="alice")
+
+The functions here are async and use a default :class:`AsyncClient` configured from
+the environment; ``valetkey.sync`` has the same functions for synchronous code, and
+:class:`Client` / :class:`AsyncClient` take explicit configuration.
+
+Importing this package is cheap: the errors load now, the client (and httpx) on
+first use of any other name.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from valetkey.errors import (
+    AccessDenied,
+    AuthorizationExpired,
+    AuthorizationPending,
+    BrokerUnavailable,
+    Conflict,
+    ConnectorLinked,
+    ConnectorNotLinked,
+    EnvironmentNotLinked,
+    Forbidden,
+    IdentityError,
+    IdentityNotFound,
+    InstallationRequired,
+    InvalidBrokerResponse,
+    InvalidGrant,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    PolicyDenied,
+    ProviderError,
+    ScopeNotAllowed,
+    SubjectNotAllowed,
+    UnsupportedOperation,
+    UserAuthorizationRequired,
+    ValetkeyError,
+)
+
+if TYPE_CHECKING:
+    from valetkey.sdk.client import AsyncClient, Client
+    from valetkey.sdk.default import (
+        get_connector,
+        get_token,
+        get_token_response,
+        revoke_tokens,
+        start_authorization,
+    )
+    from valetkey.sdk.types import (
+        AuthorizationResponse,
+        ConnectorMetadata,
+        ConnectorRef,
+        RevokeResult,
+        Subject,
+        TokenResponse,
+    )
+
+__all__ = [
+    "AccessDenied",
+    "AsyncClient",
+    "AuthorizationExpired",
+    "AuthorizationPending",
+    "AuthorizationResponse",
+    "BrokerUnavailable",
+    "Client",
+    "Conflict",
+    "ConnectorLinked",
+    "ConnectorMetadata",
+    "ConnectorNotLinked",
+    "ConnectorRef",
+    "EnvironmentNotLinked",
+    "Forbidden",
+    "IdentityError",
+    "IdentityNotFound",
+    "InstallationRequired",
+    "InvalidBrokerResponse",
+    "InvalidGrant",
+    "InvalidRequest",
+    "NotFound",
+    "PayloadTooLarge",
+    "PolicyDenied",
+    "ProviderError",
+    "RevokeResult",
+    "ScopeNotAllowed",
+    "Subject",
+    "SubjectNotAllowed",
+    "TokenResponse",
+    "UnsupportedOperation",
+    "UserAuthorizationRequired",
+    "ValetkeyError",
+    "get_connector",
+    "get_token",
+    "get_token_response",
+    "revoke_tokens",
+    "start_authorization",
+]
+
+_LAZY = {
+    "AsyncClient": "valetkey.sdk.client",
+    "Client": "valetkey.sdk.client",
+    "get_connector": "valetkey.sdk.default",
+    "get_token": "valetkey.sdk.default",
+    "get_token_response": "valetkey.sdk.default",
+    "revoke_tokens": "valetkey.sdk.default",
+    "start_authorization": "valetkey.sdk.default",
+    "AuthorizationResponse": "valetkey.sdk.types",
+    "ConnectorMetadata": "valetkey.sdk.types",
+    "ConnectorRef": "valetkey.sdk.types",
+    "RevokeResult": "valetkey.sdk.types",
+    "Subject": "valetkey.sdk.types",
+    "TokenResponse": "valetkey.sdk.types",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'valetkey' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

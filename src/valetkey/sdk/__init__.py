@@ -1,0 +1,1 @@
+"""The SDK: client, identity discovery, token cache, single flight. See ``valetkey``."""
