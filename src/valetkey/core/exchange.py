@@ -374,6 +374,8 @@ class ExchangeService:
         if inv.kind == "connector":
             if inv.team_id is not None and inv.uid is not None:
                 self._views.pop((inv.team_id, inv.uid), None)
+                if inv.connector_id is not None:  # the same view, addressed by id
+                    self._views.pop((inv.team_id, inv.connector_id), None)
             else:
                 self._views.clear()
             self._drop_tokens(inv.connector_id, None)

@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from valetkey.core.exchange import Issued
 from valetkey.core.models import Identity, Member
-from valetkey.errors import ConnectorNotLinked, IdentityError, InvalidRequest
+from valetkey.errors import ConnectorNotLinked, EnvironmentNotLinked, IdentityError, InvalidRequest, NotFound
 from valetkey.server.broker import Broker
 from valetkey.server.wire import parse_json_object, parse_subject, parse_token_request
 
@@ -82,8 +82,6 @@ async def connector_metadata(uid: str, request: Request) -> Response:
     identity = await identity_of(request)
     view = await broker.repo.connector_view(identity.team_id, uid)
     if view is None:
-        from valetkey.errors import NotFound
-
         raise NotFound(f"no connector {uid}", connector=uid)
     link = view.links.get(identity.project_id)
     if link is None:
@@ -91,6 +89,13 @@ async def connector_metadata(uid: str, request: Request) -> Response:
             f"connector {uid} is not attached to project {identity.project_slug}",
             connector=uid,
             project=identity.project_slug,
+        )
+    if identity.environment not in link.environments:
+        raise EnvironmentNotLinked(
+            f"connector {uid} is not attached to project {identity.project_slug} for {identity.environment}",
+            connector=uid,
+            environment=identity.environment,
+            linkedEnvironments=list(link.environments),
         )
     c = view.connector
     caps = broker.providers.get(c.type).capabilities(c)

@@ -96,9 +96,10 @@ def parse_token_request(data: Mapping[str, Any]) -> TokenRequest:
         installation = _text(installation, "installationId")
     audience = data.get("audience")
     if audience is not None:
-        if isinstance(audience, list) and len(audience) == 1:
-            audience = audience[0]
-        audience = _text(audience, "audience", max_len=2000)
+        audiences = _string_list(audience, "audience")
+        if len(audiences) > 1:
+            raise UnsupportedOperation("a request may name one audience", field="audience")
+        audience = audiences[0] if audiences else None
     details = data.get("authorizationDetails")
     if details:
         raise UnsupportedOperation(

@@ -104,7 +104,8 @@ class Repository:
             row = await s.scalar(
                 select(t.Connector).where(
                     t.Connector.team_id == team_id,
-                    t.Connector.uid == uid,
+                    # Addressed by uid (service/name) or by opaque id, as the Connect API allows.
+                    t.Connector.uid == uid if "/" in uid else t.Connector.id == uid,
                     t.Connector.deleted_at.is_(None),
                 )
             )
