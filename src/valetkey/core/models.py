@@ -72,16 +72,32 @@ class Subject:
 
 @dataclass(frozen=True, slots=True)
 class TokenRequest:
-    """A normalized exchange request: scopes sorted and de-duplicated, so field order is irrelevant."""
+    """A normalized exchange request: scopes sorted and de-duplicated, so field order is irrelevant.
+
+    For a ``token`` subject (RFC 8693) ``subject_token`` holds the credential to exchange and the
+    subject's id is its SHA-256; for ``jwt-bearer`` (RFC 7523) the subject's id is the assertion's
+    ``sub`` and ``assertion`` the other claims asked for (``iss``, ``aud``, ``additionalClaims``).
+    """
 
     subject: Subject
     scopes: tuple[str, ...] | None = None
     installation_id: str | None = None
     resources: tuple[str, ...] | None = None
     audience: str | None = None
+    subject_token: str | None = field(default=None, repr=False)
+    subject_token_type: str | None = None
+    assertion: tuple[tuple[str, str], ...] | None = None
 
     def cache_key(self) -> tuple[Any, ...]:
-        return (self.subject.key(), self.scopes, self.installation_id, self.resources, self.audience)
+        return (
+            self.subject.key(),
+            self.scopes,
+            self.installation_id,
+            self.resources,
+            self.audience,
+            self.subject_token_type,
+            self.assertion,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,7 @@ import re
 import secrets
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,6 +117,8 @@ class KeyRing:
         self._path = path
         self._clock = clock or SystemClock()
         self._lock = threading.RLock()
+        self._file_seen = self._file_signature()
+        self._file_checked = time.monotonic()
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
@@ -168,9 +171,35 @@ class KeyRing:
     def reload(self) -> None:
         """Re-read the key file (picks up another process's rotation or retirement)."""
         if self._path is not None:
+            signature = self._file_signature()
             active, keys = keyfile.read(self._path)
             with self._lock:
                 self._keks, self._active = dict(keys), active
+                self._file_seen = signature
+
+    #: How often ``encrypt`` looks at the key file for a rotation made by another process.
+    RELOAD_CHECK_SECONDS = 1.0
+
+    def _file_signature(self) -> tuple[int, int, int] | None:
+        if self._path is None:
+            return None
+        try:
+            st = os.stat(self._path)
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def _follow_rotation(self) -> None:
+        """Reload when the key file changed (checked at most once per RELOAD_CHECK_SECONDS), so a
+        process never keeps encrypting with a key that ``valetkey keys rotate`` is about to retire."""
+        if self._path is None:
+            return
+        now = time.monotonic()
+        if now - self._file_checked < self.RELOAD_CHECK_SECONDS:
+            return
+        self._file_checked = now
+        if self._file_signature() != self._file_seen:
+            self.reload()
 
     def rotate(self) -> str:
         """Make a new KEK active, keep the old ones for decryption, persist; return its id."""
@@ -205,6 +234,7 @@ class KeyRing:
     # -- encryption -----------------------------------------------------------------------
     def encrypt(self, plaintext: bytes, *, aad: bytes) -> bytes:
         """Seal ``plaintext`` under a fresh data key, bound to ``aad``."""
+        self._follow_rotation()
         with self._lock:
             kek = self._keks[self._active]
         dek = AESGCM.generate_key(bit_length=256)

@@ -10,7 +10,6 @@ addresses unless ``allow_private_addresses`` is set (SSRF, DESIGN §9).
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import socket
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from joserfc.jwk import JWKRegistry, Key, KeySet, RSAKey
 
 from valetkey.core.clock import Clock
 from valetkey.identity.errors import IssuerUnreachable, UnknownKey
+from valetkey.netguard import address_is_public, is_loopback_host
 
 __all__ = ["DISCOVERY_PATH", "JwksCache", "discovery_url"]
 
@@ -46,22 +46,6 @@ class _Entry:
     kid_refetch_at: float = float("-inf")
     failure: IssuerUnreachable | None = None
     generation: int = 0
-
-
-def _address_is_public(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast and not ip.is_unspecified
-
-
-def _is_loopback_host(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class JwksCache:
@@ -183,7 +167,7 @@ class JwksCache:
         if not host or parsed.userinfo or parsed.fragment:
             raise IssuerUnreachable(f"the URL for issuer {issuer} is not allowed", issuer=issuer)
         loopback_http = (
-            parsed.scheme == "http" and self.allow_private_addresses and _is_loopback_host(host)
+            parsed.scheme == "http" and self.allow_private_addresses and is_loopback_host(host)
         )
         if parsed.scheme != "https" and not loopback_http:
             raise IssuerUnreachable(f"issuer {issuer} must be served over https", issuer=issuer)
@@ -199,7 +183,7 @@ class JwksCache:
                 f"cannot resolve the host of issuer {issuer}", issuer=issuer
             ) from exc
         addresses = {str(info[4][0]) for info in infos}
-        if not addresses or not all(_address_is_public(a) for a in addresses):
+        if not addresses or not all(address_is_public(a) for a in addresses):
             raise IssuerUnreachable(
                 f"the host of issuer {issuer} resolves to a private or local address", issuer=issuer
             )

@@ -6,6 +6,7 @@ and every refusal must carry its own code and the exact field.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Mapping
@@ -54,9 +55,42 @@ def parse_subject(value: Any, field: str = "subject") -> Subject:
             raise InvalidRequest(f"a user subject takes no {', '.join(sorted(extra))}", field=field)
         return Subject("user", _text(value.get("id"), f"{field}.id"))
     if kind == "jwt-bearer":
+        extra = set(value) - {"type", "sub", "iss", "aud", "additionalClaims"}
+        if extra:
+            raise InvalidRequest(f"a jwt-bearer subject takes no {', '.join(sorted(extra))}", field=field)
         return Subject("jwt-bearer", _text(value.get("sub"), f"{field}.sub"))
-    _text(value.get("token"), f"{field}.token", max_len=16384)
-    return Subject("token")
+    extra = set(value) - {"type", "token", "tokenType"}
+    if extra:
+        raise InvalidRequest(f"a token subject takes no {', '.join(sorted(extra))}", field=field)
+    token = _text(value.get("token"), f"{field}.token", max_len=16384)
+    return Subject("token", hashlib.sha256(token.encode()).hexdigest()[:32])
+
+
+_ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
+
+
+def _subject_extras(value: Mapping[str, Any], subject: Subject) -> dict[str, Any]:
+    """The parts of a jwt-bearer or token subject that are not its identity."""
+    if subject.type == "token":
+        token_type = value.get("tokenType", _ACCESS_TOKEN_TYPE)
+        if not isinstance(token_type, str) or not token_type.startswith("urn:"):
+            raise InvalidRequest("subject.tokenType must be an RFC 8693 token type URN", field="subject.tokenType")
+        return {"subject_token": value["token"], "subject_token_type": token_type}
+    if subject.type == "jwt-bearer":
+        claims: list[tuple[str, str]] = []
+        for name in ("iss", "aud"):
+            if value.get(name) is not None:
+                claims.append((name, _text(value[name], f"subject.{name}", max_len=2000)))
+        additional = value.get("additionalClaims")
+        if additional is not None:
+            if not isinstance(additional, Mapping) or len(additional) > 32:
+                raise InvalidRequest("subject.additionalClaims must be an object of at most 32 claims", field="subject.additionalClaims")
+            reserved = {"iss", "sub", "aud", "exp", "iat", "nbf", "jti"} & set(additional)
+            if reserved:
+                raise InvalidRequest(f"subject.additionalClaims may not set {', '.join(sorted(reserved))}", field="subject.additionalClaims")
+            claims.append(("additionalClaims", json.dumps(additional, sort_keys=True, separators=(",", ":"))))
+        return {"assertion": tuple(claims)}
+    return {}
 
 
 def _string_list(value: Any, field: str, pattern: re.Pattern[str] | None = None) -> tuple[str, ...]:
@@ -106,4 +140,4 @@ def parse_token_request(data: Mapping[str, Any]) -> TokenRequest:
             "authorizationDetails (RFC 9396) is not supported by this broker's connectors yet",
             field="authorizationDetails",
         )
-    return TokenRequest(subject, scopes, installation, resources, audience)
+    return TokenRequest(subject, scopes, installation, resources, audience, **_subject_extras(data["subject"], subject))

@@ -28,7 +28,7 @@ from valetkey.core.models import (
     parse_uid,
 )
 from valetkey.core.ports import Invalidation, InvalidationBus
-from valetkey.crypto import KeyRing
+from valetkey.crypto import DecryptionError, KeyRing
 from valetkey.errors import Conflict, ConnectorLinked, Forbidden, IdentityError, InvalidRequest, NotFound
 from valetkey.identity.access_tokens import hash_token, new_access_token, new_member_token
 from valetkey.identity.bindings import validate_conditions
@@ -638,14 +638,25 @@ class Management:
 
     # -- keys -------------------------------------------------------------------------------
 
-    async def rewrap_all(self, *, batch: int = 200) -> dict[str, int]:
-        """Re-wrap every data key with the key ring's active KEK. Safe while the broker serves."""
-        active = self.keyring.active_id
-        counts = {"connectors": 0, "cachedTokens": 0}
-        for table, column, key, aad, label in (
+    def _encrypted_columns(self) -> list[tuple[Any, str, str, Any, str]]:
+        from valetkey.store.consent import authorization_aad, grant_aad
+
+        return [
             (t.Connector, "secrets", "id", secrets_aad, "connectors"),
             (t.CachedToken, "payload", "key_hash", cache_aad, "cachedTokens"),
-        ):
+            (t.Grant, "payload", "id", grant_aad, "grants"),
+            (t.Authorization, "payload", "id", authorization_aad, "authorizations"),
+        ]
+
+    async def rewrap_all(self, *, batch: int = 200) -> dict[str, int]:
+        """Re-wrap every data key with the key ring's active KEK. Safe while the broker serves.
+
+        A cached token whose key is gone is only a cache: it is dropped, not fatal. Any other
+        unreadable record stops the rotation with an error naming it.
+        """
+        active = self.keyring.active_id
+        counts = {"connectors": 0, "cachedTokens": 0, "grants": 0, "authorizations": 0, "droppedCacheEntries": 0}
+        for table, column, key, aad, label in self._encrypted_columns():
             last = ""
             while True:
                 async with self.db.session.begin() as s:
@@ -653,9 +664,17 @@ class Management:
                     rows = (await s.scalars(select(table).where(pk > last).order_by(pk).limit(batch).with_for_update())).all()
                     for row in rows:
                         blob = getattr(row, column)
-                        if self.keyring.kek_id_of(blob) != active:
+                        if self.keyring.kek_id_of(blob) == active:
+                            continue
+                        try:
                             setattr(row, column, self.keyring.rewrap(blob, aad=aad(getattr(row, key))))
-                            counts[label] += 1
+                        except DecryptionError:
+                            if table is not t.CachedToken:
+                                raise
+                            await s.delete(row)
+                            counts["droppedCacheEntries"] += 1
+                            continue
+                        counts[label] += 1
                 if not rows:
                     break
                 last = getattr(rows[-1], key)
@@ -664,10 +683,9 @@ class Management:
     async def kek_ids_in_use(self) -> set[str]:
         used: set[str] = set()
         async with self.db.session() as s:
-            for blob in (await s.scalars(select(t.Connector.secrets))).all():
-                used.add(self.keyring.kek_id_of(blob))
-            for blob in (await s.scalars(select(t.CachedToken.payload))).all():
-                used.add(self.keyring.kek_id_of(blob))
+            for table, column, _key, _aad, _label in self._encrypted_columns():
+                for blob in (await s.scalars(select(getattr(table, column)))).all():
+                    used.add(self.keyring.kek_id_of(blob))
         return used
 
     # -- helpers ------------------------------------------------------------------------

@@ -249,3 +249,61 @@ class Setting(Base):
     __tablename__ = "settings"
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+class Grant(Base):
+    """What the broker keeps to mint a subject's tokens later: a refresh token, an imported token.
+
+    Scoped to (connector, project, environment, subject): consent given in one environment is
+    never used from another. ``payload`` is the encrypted token set; ``version`` increases on
+    every refresh, so a replica can tell that another one refreshed first.
+    """
+
+    __tablename__ = "grants"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    team_id: Mapped[str] = mapped_column(ForeignKey("teams.id"), index=True)
+    connector_id: Mapped[str] = mapped_column(ForeignKey("connectors.id"), index=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), index=True)
+    environment: Mapped[str] = mapped_column(String(40))
+    subject_type: Mapped[str] = mapped_column(String(16))
+    subject_id: Mapped[str] = mapped_column(String(200))
+    #: "active" | "needs_consent"
+    status: Mapped[str] = mapped_column(String(16))
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    scopes: Mapped[list[Any] | None] = mapped_column(JSON)
+    provider_subject: Mapped[str | None] = mapped_column(String(300))
+    source: Mapped[str] = mapped_column(String(16))  # "consent" | "import"
+    version: Mapped[int] = mapped_column(Integer)
+    failure: Mapped[str | None] = mapped_column(String(300))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    __table_args__ = (UniqueConstraint("connector_id", "project_id", "environment", "subject_type", "subject_id"),)
+
+
+class Authorization(Base):
+    """A consent in progress. ``state`` and the app's ``verifier`` are kept only as hashes;
+    the PKCE verifier, nonce and provider device code are encrypted; all are single-use."""
+
+    __tablename__ = "authorizations"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    team_id: Mapped[str] = mapped_column(ForeignKey("teams.id"), index=True)
+    connector_id: Mapped[str] = mapped_column(ForeignKey("connectors.id"), index=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    environment: Mapped[str] = mapped_column(String(40))
+    user_id: Mapped[str] = mapped_column(String(200))
+    #: "callback" | "webhook" | "device"
+    mode: Mapped[str] = mapped_column(String(16))
+    #: "pending" | "confirming" | "completed" | "failed" | "denied" | "expired"
+    status: Mapped[str] = mapped_column(String(16))
+    state_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    verifier_hash: Mapped[str] = mapped_column(String(64))
+    user_code: Mapped[str | None] = mapped_column(String(16), unique=True)
+    scopes: Mapped[list[Any] | None] = mapped_column(JSON)
+    return_url: Mapped[str | None] = mapped_column(Text)
+    webhook_url: Mapped[str | None] = mapped_column(Text)
+    #: Encrypted: PKCE verifier, nonce, provider device code, and the token set awaiting confirmation.
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    error: Mapped[str | None] = mapped_column(String(300))
+    expires_at: Mapped[datetime]
+    created_at: Mapped[datetime]
+    completed_at: Mapped[datetime | None]

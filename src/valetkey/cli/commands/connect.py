@@ -1,0 +1,318 @@
+"""``valetkey connect …``: connectors, their links to projects, tokens and revocation."""
+
+from __future__ import annotations
+
+import enum
+import sys
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+import typer
+
+from valetkey.cli.broker import seg, uid_path
+from valetkey.cli.output import Format, FormatOption, emit, emit_fields, field, note, short_time
+from valetkey.cli.parsing import parse_data, parse_list
+from valetkey.cli.state import broker
+
+__all__ = ["app"]
+
+app = typer.Typer(no_args_is_help=True)
+
+UidArg = Annotated[
+    str, typer.Argument(help="The connector's uid, service/name (like api-key/search).")
+]
+DataOption = Annotated[
+    str,
+    typer.Option(
+        "--data", help="Configuration as inline JSON, @path to a JSON file, or @- for stdin."
+    ),
+]
+ProjectOption = Annotated[str, typer.Option("--project", "-p", help="The project's slug.")]
+
+
+def _links(row: Mapping[str, Any]) -> str:
+    return "; ".join(
+        f"{link['project']} ({', '.join(link['environments'])})" for link in row.get("links") or []
+    )
+
+
+_COLUMNS = [
+    ("uid", field("uid")),
+    ("type", field("type")),
+    ("attached to", _links),
+    ("id", field("id")),
+]
+_FIELDS = [
+    "uid",
+    "id",
+    "type",
+    "service",
+    "name",
+    "data",
+    "secretFields",
+    "capabilities",
+    "links",
+    "createdAt",
+    "updatedAt",
+]
+
+
+def _show(row: Mapping[str, Any], fmt: Format, title: str) -> None:
+    if fmt is Format.json:
+        emit_fields(row, fmt)
+        return
+    display = dict(row)
+    display["links"] = _links(row) or "(not attached)"
+    for name in ("createdAt", "updatedAt"):
+        display[name] = short_time(row.get(name))
+    emit_fields(display, fmt, title=title, fields=_FIELDS)
+
+
+@app.command("create")
+def create(
+    ctx: typer.Context,
+    service: Annotated[
+        str, typer.Argument(help="The service, like api-key, github, slack or a domain.")
+    ],
+    name: Annotated[
+        str, typer.Option("--name", help="The connector's name: its uid is SERVICE/NAME.")
+    ],
+    data: DataOption = "{}",
+    type_: Annotated[
+        str | None,
+        typer.Option("--type", help="The provider type, when the service does not imply one."),
+    ] = None,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """Create a connector. Secret fields in --data are stored encrypted and never shown again."""
+    body: dict[str, Any] = {"service": service, "name": name, "data": parse_data(data)}
+    if type_ is not None:
+        body["type"] = type_
+    _show(broker(ctx).post("/v1/connectors", body), fmt, "connector created")
+
+
+@app.command("list")
+def list_connectors(
+    ctx: typer.Context,
+    service: Annotated[str | None, typer.Option("--service", help="Only this service.")] = None,
+    project: Annotated[
+        str | None, typer.Option("--project", "-p", help="Only those attached to it.")
+    ] = None,
+    search: Annotated[str | None, typer.Option("--search", help="Text in the uid or type.")] = None,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """List connectors."""
+    rows = broker(ctx).get("/v1/connectors", service=service, project=project, search=search)
+    emit(rows, _COLUMNS, fmt, empty="no connectors: valetkey connect create SERVICE --name NAME")
+
+
+@app.command("show")
+def show(ctx: typer.Context, uid: UidArg, fmt: FormatOption = Format.table) -> None:
+    """Show a connector: its non-secret configuration, capabilities and links."""
+    _show(broker(ctx).get(f"/v1/connectors/{uid_path(uid)}"), fmt, uid)
+
+
+@app.command("update")
+def update(
+    ctx: typer.Context, uid: UidArg, data: DataOption, fmt: FormatOption = Format.table
+) -> None:
+    """Replace a connector's configuration (secret fields left out keep their stored value)."""
+    row = broker(ctx).request(
+        "PATCH", f"/v1/connectors/{uid_path(uid)}", body={"data": parse_data(data)}
+    )
+    _show(row, fmt, "connector updated")
+
+
+@app.command("remove")
+def remove(
+    ctx: typer.Context,
+    uid: UidArg,
+    disconnect_all: Annotated[
+        bool,
+        typer.Option(
+            "--disconnect-all", help="Also detach it from every project it is attached to."
+        ),
+    ] = False,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """Remove a connector (refused while attached, unless --disconnect-all)."""
+    params = {"disconnectAll": "true"} if disconnect_all else None
+    result = broker(ctx).request("DELETE", f"/v1/connectors/{uid_path(uid)}", params=params)
+    emit_fields(result, fmt, title="connector removed")
+
+
+@app.command("attach")
+def attach(
+    ctx: typer.Context,
+    uid: UidArg,
+    project: ProjectOption,
+    environments: Annotated[
+        list[str],
+        typer.Option(
+            "--environment",
+            "--environments",
+            "-e",
+            help="Environments, comma-separated or repeated.",
+        ),
+    ],
+    subjects: Annotated[
+        list[str] | None,
+        typer.Option("--subjects", help="Subject types allowed (default app): app,user."),
+    ] = None,
+    scopes: Annotated[
+        list[str] | None, typer.Option("--scopes", help="The scope ceiling, comma-separated.")
+    ] = None,
+    max_lifetime: Annotated[
+        int | None, typer.Option("--max-lifetime", help="The longest token lifetime, in seconds.")
+    ] = None,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """Attach a connector to a project's environments, with a policy (re-attaching replaces it)."""
+    body: dict[str, Any] = {"project": project, "environments": parse_list(environments)}
+    if subjects is not None:
+        body["subjects"] = parse_list(subjects)
+    if scopes is not None:
+        body["scopes"] = parse_list(scopes)
+    if max_lifetime is not None:
+        body["maxLifetimeSeconds"] = max_lifetime
+    emit_fields(
+        broker(ctx).post(f"/v1/connectors/{uid_path(uid)}/links", body), fmt, title="attached"
+    )
+
+
+@app.command("detach")
+def detach(
+    ctx: typer.Context,
+    uid: UidArg,
+    project: ProjectOption,
+    environments: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--environment", "--environments", "-e", help="Only these environments (default: all)."
+        ),
+    ] = None,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """Detach a connector from a project (or from some of its environments)."""
+    body: dict[str, Any] = {"project": project}
+    if environments is not None:
+        body["environments"] = parse_list(environments)
+    emit_fields(
+        broker(ctx).post(f"/v1/connectors/{uid_path(uid)}/detach", body), fmt, title="detached"
+    )
+
+
+class SubjectChoice(enum.StrEnum):
+    app = "app"
+    user = "user"
+
+
+def _user(subject: SubjectChoice | None, user: str | None) -> str | None:
+    """The user the subject names, or None for the app subject."""
+    if subject is SubjectChoice.user and not user:
+        raise typer.BadParameter("--subject user needs --user ID", param_hint="--subject")
+    if subject is SubjectChoice.app and user:
+        raise typer.BadParameter(
+            "--user names a user subject; drop --subject app", param_hint="--user"
+        )
+    return user or None
+
+
+@app.command("token")
+def token(
+    uid: UidArg,
+    subject: Annotated[
+        SubjectChoice | None, typer.Option("--subject", help="app (default) or user.")
+    ] = None,
+    user: Annotated[str | None, typer.Option("--user", help="The user the token acts for.")] = None,
+    scopes: Annotated[
+        list[str] | None, typer.Option("--scopes", help="Narrow to these scopes, comma-separated.")
+    ] = None,
+    no_newline: Annotated[
+        bool, typer.Option("--no-newline", "-n", help="Do not end the output with a newline.")
+    ] = False,
+) -> None:
+    """Print a provider token (and nothing else) for shell use.
+
+    The workload identity is found the way the SDK finds it
+    (VALETKEY_TOKEN, VALETKEY_OIDC_TOKEN, …, or the .env written by `valetkey env pull`)."""
+    from valetkey.sdk.client import Client
+
+    user_id = _user(subject, user)
+    with Client() as client:
+        value = client.get_token(uid, user=user_id, scopes=parse_list(scopes), no_cache=True)
+    sys.stdout.write(value if no_newline else value + "\n")
+    sys.stdout.flush()
+
+
+_REVOKE_FIELDS = ["tokensFound", "deleted", "providerRevoked", "providerSkipped", "providerFailed"]
+
+
+@app.command("revoke-tokens")
+def revoke_tokens(
+    ctx: typer.Context,
+    uid: UidArg,
+    my_tokens: Annotated[
+        bool,
+        typer.Option(
+            "--my-tokens", help="Tokens issued to this workload identity, for one subject."
+        ),
+    ] = False,
+    all_tokens: Annotated[
+        bool,
+        typer.Option(
+            "--all-tokens", help="Every token of the connector (needs a member credential)."
+        ),
+    ] = False,
+    subject: Annotated[
+        SubjectChoice | None,
+        typer.Option("--subject", help="With --my-tokens: app (default) or user."),
+    ] = None,
+    user: Annotated[
+        str | None, typer.Option("--user", help="With --my-tokens: this user's tokens.")
+    ] = None,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """Revoke issued tokens, at the provider where it supports revocation."""
+    if my_tokens == all_tokens:
+        raise typer.BadParameter(
+            "give exactly one of --my-tokens and --all-tokens", param_hint="--my-tokens"
+        )
+    uid_path(uid)  # checks the uid
+    if all_tokens:
+        if subject is not None or user is not None:
+            raise typer.BadParameter(
+                "--all-tokens takes no --subject or --user", param_hint="--all-tokens"
+            )
+        result: dict[str, Any] = broker(ctx).request(
+            "DELETE", f"/v1/connect/connectors/{seg(uid)}/tokens", body={"allTokens": True}
+        )
+    else:
+        from valetkey.sdk.client import Client
+
+        user_id = _user(subject, user)
+        with Client() as client:
+            if user_id is None:
+                outcome = client.revoke_tokens(uid, subject="app")
+            else:
+                outcome = client.revoke_tokens(uid, user=user_id)
+        result = {
+            "tokensFound": outcome.tokens_found,
+            "deleted": outcome.deleted,
+            "providerRevoked": outcome.provider_revoked,
+            "providerSkipped": outcome.provider_skipped,
+            "providerFailed": outcome.provider_failed,
+            **dict(outcome.extra),
+        }
+    emit_fields(
+        result,
+        fmt,
+        title=f"revoked: {uid}",
+        fields=[*_REVOKE_FIELDS, *(k for k in result if k not in _REVOKE_FIELDS)],
+    )
+    if fmt is Format.table and result.get("providerSkipped"):
+        note(
+            "Skipped tokens could not be revoked at the provider (it has no revocation API): "
+            "the broker stops handing them out, but a copy already issued stays valid "
+            "until it expires."
+        )

@@ -1,0 +1,514 @@
+"""User consent: starting it, finishing it, and binding it to the right person.
+
+Three ways to finish (DESIGN §3 "User authorization"):
+
+- **callback**: the broker runs authorization code + PKCE + state with the provider and sends
+  the browser back to the app's ``returnUrl``;
+- **webhook**: the same browser flow, and the broker POSTs a signed event to the app;
+- **device**: RFC 8628. The broker fronts the provider's device endpoint, or, when the provider
+  has none, serves its own ``/device`` page that walks the person through the browser flow.
+
+**Binding consent to the person the app named.** A consent link forwarded to someone else
+(or phished) must not attach *their* provider account to the user the app asked for. So a
+browser consent (callback or webhook) does not become a grant when the provider answers:
+it waits, ``confirming``, until the app calls ``confirm`` with the request id and the
+``verifier`` it received when it started — a 256-bit secret the app keeps in the session of
+the user it named. In callback mode the browser comes back to the app carrying only the
+request id; the app confirms only if the browser's own session is that user's and holds the
+matching verifier. Someone else finishing the consent lands in *their* session at the app,
+which has no such verifier, so nothing is attached. The provider account (``providerSubject``,
+verified ID token claims) is shown to the app before it confirms, for apps that also want to
+compare it with what they know. Device flows cannot be bound this way (the person types a code
+the app showed them); there the app may pass ``loginHint`` and check the returned provider
+subject. docs/security.md describes the threat and the defence.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any, Literal, Protocol
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+from valetkey.core.audit import AuditEvent, AuditLog
+from valetkey.core.clock import Clock
+from valetkey.core.grants import GrantScope, GrantStore
+from valetkey.core.models import Connector, Identity, Subject
+from valetkey.errors import (
+    AccessDenied,
+    AuthorizationExpired,
+    AuthorizationPending,
+    InvalidRequest,
+    NotFound,
+    UnsupportedOperation,
+    UserAuthorizationRequired,
+    ValetkeyError,
+)
+from valetkey.providers.base import ProviderContext, TokenSet, UserFlows
+
+Mode = Literal["callback", "webhook", "device"]
+Status = Literal["pending", "exchanging", "confirming", "completed", "failed", "denied", "expired"]
+
+DEFAULT_LIFETIME = timedelta(minutes=10)
+MAX_LIFETIME = timedelta(hours=1)
+_USER_CODE_ALPHABET = "BCDFGHJKLMNPQRSTVWXZ"  # RFC 8628 §6.1: no vowels, no look-alikes
+
+
+class VerificationFailed(ValetkeyError):
+    """The verifier does not match this authorization request."""
+
+    code = "verification_failed"
+    status = 403
+
+
+def digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def new_user_code() -> str:
+    return "".join(secrets.choice(_USER_CODE_ALPHABET) for _ in range(8))
+
+
+def normalize_user_code(text: str) -> str:
+    return "".join(ch for ch in text.upper() if ch.isalnum())
+
+
+def display_user_code(code: str) -> str:
+    return f"{code[:4]}-{code[4:]}"
+
+
+@dataclass(frozen=True, slots=True)
+class PendingAuthorization:
+    id: str
+    team_id: str
+    connector_id: str
+    project_id: str
+    environment: str
+    user_id: str
+    mode: Mode
+    status: Status
+    verifier_hash: str
+    scopes: tuple[str, ...] | None
+    return_url: str | None
+    webhook_url: str | None
+    expires_at: datetime
+    created_at: datetime
+    #: Secret working state, stored encrypted.
+    code_verifier: str | None = field(default=None, repr=False)
+    nonce: str | None = field(default=None, repr=False)
+    device_code: str | None = field(default=None, repr=False)
+    provider_url: str | None = None  # the provider's authorization URL (broker device page)
+    user_code: str | None = None
+    interval: int = 5
+    next_poll_at: datetime | None = None
+    tokens: TokenSet | None = None  # awaiting confirmation
+    error: str | None = None
+
+
+class ConsentStore(Protocol):
+    async def create_authorization(self, pending: PendingAuthorization, *, state_hash: str | None) -> None: ...
+
+    async def take_by_state(self, state_hash: str) -> PendingAuthorization | None:
+        """Atomically move a ``pending`` authorization with this state to ``exchanging`` (single use)."""
+        ...
+
+    async def get_authorization(self, authorization_id: str) -> PendingAuthorization | None: ...
+
+    async def by_user_code(self, user_code: str) -> PendingAuthorization | None: ...
+
+    async def latest_device_authorization(
+        self, connector_id: str, project_id: str, environment: str, user_id: str
+    ) -> PendingAuthorization | None: ...
+
+    async def update_authorization(
+        self, authorization_id: str, *, expect: Sequence[Status] | None = None, **changes: Any
+    ) -> bool:
+        """Apply ``changes`` (status, tokens, error, next_poll_at, interval, completed_at);
+        with ``expect``, only if the current status is one of them. Returns whether it applied."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    authorization: PendingAuthorization
+    url: str
+    verifier: str = field(repr=False)
+    user_code: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackResult:
+    """Where to send the browser, or a page to show it (``title``/``message``)."""
+
+    redirect: str | None
+    title: str
+    message: str
+    ok: bool
+    authorization: PendingAuthorization | None = None
+
+
+def check_return_url(url: str) -> str:
+    """``https://``, or ``http://`` on localhost, 127.0.0.1, [::1] or ``*.localhost`` only."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    local = host in ("localhost", "127.0.0.1", "::1") or host.endswith(".localhost")
+    if not host or len(url) > 2000 or parts.username or parts.password:
+        raise InvalidRequest("returnUrl must be an absolute URL without credentials", field="returnUrl")
+    if parts.scheme == "https" or (parts.scheme == "http" and local):
+        return url
+    raise InvalidRequest(
+        "returnUrl must be https, or http on localhost, *.localhost or 127.0.0.1", field="returnUrl"
+    )
+
+
+def check_webhook_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname or parts.username or parts.password or len(url) > 2000:
+        raise InvalidRequest("webhook must be an https URL without credentials", field="webhook")
+    return url
+
+
+def with_query(url: str, params: Mapping[str, str]) -> str:
+    parts = urlsplit(url)
+    query = parts.query + ("&" if parts.query else "") + urlencode(params)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+
+
+class Notifier(Protocol):
+    def notify(self, url: str, event: Mapping[str, Any]) -> None:
+        """Deliver a signed event to an app's webhook, in the background, with retries."""
+        ...
+
+
+class ConsentService:
+    def __init__(
+        self,
+        *,
+        store: ConsentStore,
+        grants: GrantStore,
+        audit: AuditLog,
+        clock: Clock,
+        ctx: ProviderContext,
+        callback_url: str,
+        device_url: str,
+        notifier: Notifier,
+    ) -> None:
+        self._store = store
+        self._grants = grants
+        self._audit = audit
+        self._clock = clock
+        self._ctx = ctx
+        self.callback_url = callback_url
+        self.device_url = device_url
+        self._notifier = notifier
+
+    # -- start --------------------------------------------------------------------------------
+
+    async def start(
+        self,
+        identity: Identity,
+        connector: Connector,
+        provider: UserFlows,
+        *,
+        user_id: str,
+        scopes: tuple[str, ...] | None,
+        return_url: str | None,
+        webhook_url: str | None,
+        device: bool,
+        lifetime: timedelta | None,
+        login_hint: str | None = None,
+    ) -> Started:
+        modes = [m for m, on in (("callback", return_url), ("webhook", webhook_url), ("device", device)) if on]
+        if len(modes) != 1:
+            raise InvalidRequest("give exactly one of returnUrl, webhook or deviceCode", field="returnUrl")
+        mode: Mode = modes[0]  # type: ignore[assignment]
+        if return_url:
+            check_return_url(return_url)
+        if webhook_url:
+            check_webhook_url(webhook_url)
+        ttl = lifetime or DEFAULT_LIFETIME
+        if not timedelta(seconds=30) <= ttl <= MAX_LIFETIME:
+            raise InvalidRequest("expiresInMs must be between 30 seconds and 1 hour", field="expiresInMs")
+        now = self._clock.now()
+        verifier = secrets.token_urlsafe(32)
+        authorization_id = "authz_" + secrets.token_hex(12)
+        base = PendingAuthorization(
+            id=authorization_id,
+            team_id=identity.team_id,
+            connector_id=connector.id,
+            project_id=identity.project_id,
+            environment=identity.environment,
+            user_id=user_id,
+            mode=mode,
+            status="pending",
+            verifier_hash=digest(verifier),
+            scopes=scopes,
+            return_url=return_url,
+            webhook_url=webhook_url,
+            expires_at=now + ttl,
+            created_at=now,
+        )
+        if mode == "device":
+            device_start = await provider.start_device(self._ctx, connector, scopes=scopes)
+            if device_start is not None:
+                pending = replace(
+                    base,
+                    device_code=device_start.device_code,
+                    user_code=normalize_user_code(device_start.user_code),
+                    interval=max(device_start.interval, 1),
+                    expires_at=min(base.expires_at, device_start.expires_at),
+                )
+                await self._store.create_authorization(pending, state_hash=None)
+                self._record(pending, "authorization.start", "allowed", "device")
+                return Started(
+                    pending,
+                    device_start.verification_uri_complete or device_start.verification_uri,
+                    verifier,
+                    device_start.user_code,
+                )
+        state = secrets.token_urlsafe(32)
+        built = await provider.start_authorization(
+            self._ctx,
+            connector,
+            redirect_uri=self.callback_url,
+            state=state,
+            scopes=scopes,
+            login_hint=login_hint,
+        )
+        pending = replace(base, code_verifier=built.code_verifier, nonce=built.nonce, provider_url=built.url)
+        if mode == "device":  # the provider has no device endpoint: the broker's own device page
+            pending = replace(pending, user_code=new_user_code())
+            await self._store.create_authorization(pending, state_hash=digest(state))
+            self._record(pending, "authorization.start", "allowed", "device_page")
+            assert pending.user_code is not None
+            code = display_user_code(pending.user_code)
+            return Started(pending, with_query(self.device_url, {"user_code": code}), verifier, code)
+        await self._store.create_authorization(pending, state_hash=digest(state))
+        self._record(pending, "authorization.start", "allowed", mode)
+        return Started(pending, built.url, verifier)
+
+    # -- the broker's device page ---------------------------------------------------------
+
+    async def device_redirect(self, user_code: str) -> str:
+        """The provider URL to send a person to who typed ``user_code`` on the broker's device page."""
+        code = normalize_user_code(user_code)
+        pending = await self._store.by_user_code(code) if len(code) == 8 else None
+        if pending is None or pending.status != "pending" or pending.provider_url is None:
+            raise NotFound("that code is not valid, or was already used")
+        if pending.expires_at <= self._clock.now():
+            await self._store.update_authorization(pending.id, expect=["pending"], status="expired")
+            raise AuthorizationExpired("that code has expired; ask the app for a new one")
+        return pending.provider_url
+
+    # -- callback -------------------------------------------------------------------------------
+
+    async def callback(
+        self,
+        connectors: ConnectorLookup,
+        *,
+        state: str | None,
+        code: str | None,
+        error: str | None,
+    ) -> CallbackResult:
+        if not state:
+            return CallbackResult(None, "Invalid link", "This consent link is missing its state.", False)
+        pending = await self._store.take_by_state(digest(state))
+        if pending is None:
+            return CallbackResult(None, "Invalid link", "This consent link is not valid, or was already used.", False)
+        now = self._clock.now()
+        if pending.expires_at <= now:
+            await self._store.update_authorization(pending.id, status="expired")
+            return self._finish(replace(pending, status="expired"), "This consent request has expired.", False)
+        if error or not code:
+            status: Status = "denied" if error == "access_denied" else "failed"
+            reason = (error or "missing_code")[:64]
+            await self._store.update_authorization(pending.id, status=status, error=reason, completed_at=now)
+            self._record(pending, "authorization.callback", "denied", reason)
+            return self._finish(replace(pending, status=status, error=reason), "Consent was not given.", False)
+        connector, provider = await connectors(pending.team_id, pending.connector_id)
+        try:
+            assert pending.code_verifier is not None
+            tokens = await provider.exchange_code(
+                self._ctx,
+                connector,
+                code=code,
+                redirect_uri=self.callback_url,
+                code_verifier=pending.code_verifier,
+                nonce=pending.nonce,
+            )
+        except ValetkeyError as exc:
+            await self._store.update_authorization(pending.id, status="failed", error=exc.code, completed_at=now)
+            self._record(pending, "authorization.callback", "denied", exc.code)
+            return self._finish(replace(pending, status="failed", error=exc.code), "The provider refused the consent.", False)
+        if pending.mode == "device":
+            # Device flows cannot be confirmed in the app's session; the grant is made at once.
+            await self._activate(pending, tokens)
+            return self._finish(replace(pending, status="completed"), "Done. You can close this window and return to the app.", True)
+        await self._store.update_authorization(pending.id, status="confirming", tokens=tokens)
+        self._record(pending, "authorization.callback", "allowed", "awaiting_confirmation")
+        return self._finish(
+            replace(pending, status="confirming", tokens=tokens),
+            "Consent received. Return to the app to finish.",
+            True,
+        )
+
+    def _finish(self, pending: PendingAuthorization, message: str, ok: bool) -> CallbackResult:
+        status = pending.status if pending.status != "confirming" else "confirm"
+        if pending.webhook_url:
+            self._notifier.notify(pending.webhook_url, self.event(pending))
+        if pending.mode == "callback" and pending.return_url:
+            params = {"valetkey_request": pending.id, "valetkey_status": status}
+            if pending.error:
+                params["valetkey_error"] = pending.error
+            return CallbackResult(with_query(pending.return_url, params), "Consent", message, ok, pending)
+        title = "Consent received" if ok else "Consent not completed"
+        return CallbackResult(None, title, message, ok, pending)
+
+    def event(self, pending: PendingAuthorization) -> dict[str, Any]:
+        """The webhook event for an authorization's current state (no secrets)."""
+        kinds = {
+            "confirming": "authorization.confirmation_required",
+            "completed": "authorization.completed",
+        }
+        body: dict[str, Any] = {
+            "type": kinds.get(pending.status, "authorization.failed"),
+            "request": pending.id,
+            "status": pending.status,
+            "user": pending.user_id,
+            "connectorId": pending.connector_id,
+            "error": pending.error,
+        }
+        if pending.tokens is not None:
+            body["providerSubject"] = pending.tokens.provider_subject
+            body["scopes"] = None if pending.tokens.scopes is None else list(pending.tokens.scopes)
+        return body
+
+    # -- confirm ----------------------------------------------------------------------------------
+
+    async def confirm(self, identity: Identity, connector: Connector, request_id: str, verifier: str) -> PendingAuthorization:
+        """The app says: the person who finished consent is the user I named. Single use."""
+        pending = await self._store.get_authorization(request_id)
+        if (
+            pending is None
+            or pending.connector_id != connector.id
+            or pending.project_id != identity.project_id
+            or pending.environment != identity.environment
+        ):
+            raise NotFound(f"no authorization request {request_id} for this connector and environment")
+        if pending.status != "confirming":
+            raise InvalidRequest(f"authorization request {request_id} is {pending.status}, not awaiting confirmation", field="request")
+        if pending.expires_at + DEFAULT_LIFETIME <= self._clock.now():
+            await self._store.update_authorization(pending.id, expect=["confirming"], status="expired", tokens=None)
+            raise AuthorizationExpired("the authorization request expired before it was confirmed")
+        if not hmac.compare_digest(digest(verifier), pending.verifier_hash):
+            # One wrong verifier ends the request: consent must be started again.
+            await self._store.update_authorization(pending.id, expect=["confirming"], status="failed", error="verification_failed", tokens=None)
+            self._record(pending, "authorization.confirm", "denied", "verification_failed")
+            raise VerificationFailed("the verifier does not match; start the authorization again")
+        assert pending.tokens is not None
+        if not await self._store.update_authorization(pending.id, expect=["confirming"], status="completed", tokens=None, completed_at=self._clock.now()):
+            raise InvalidRequest("authorization request already confirmed", field="request")
+        await self._grants.save_grant(self._scope(pending), pending.tokens, source="consent")
+        self._record(pending, "authorization.confirm", "allowed", "completed")
+        return replace(pending, status="completed")
+
+    async def _activate(self, pending: PendingAuthorization, tokens: TokenSet) -> None:
+        await self._grants.save_grant(self._scope(pending), tokens, source="consent")
+        await self._store.update_authorization(pending.id, status="completed", tokens=None, completed_at=self._clock.now())
+        self._record(pending, "authorization.complete", "allowed", pending.mode)
+
+    def _scope(self, pending: PendingAuthorization) -> GrantScope:
+        return GrantScope(pending.team_id, pending.connector_id, pending.project_id, pending.environment, Subject("user", pending.user_id))
+
+    # -- device polling -------------------------------------------------------------------------
+
+    async def poll(self, identity: Identity, connector: Connector, provider: UserFlows, user_id: str) -> None:
+        """No grant yet for ``user_id``: report the device authorization's state, polling the provider.
+
+        Returns when a grant now exists; raises the typed state otherwise.
+        """
+        pending = await self._store.latest_device_authorization(connector.id, identity.project_id, identity.environment, user_id)
+        now = self._clock.now()
+        if pending is None or pending.created_at + MAX_LIFETIME * 2 < now:
+            raise _consent_needed(connector, user_id)
+        if pending.status == "completed":
+            raise _consent_needed(connector, user_id)  # completed, but the grant is gone since
+        if pending.status == "denied":
+            raise AccessDenied("the user refused the authorization request", request=pending.id)
+        if pending.status in ("expired", "failed"):
+            raise AuthorizationExpired("the device authorization expired or failed; start a new one", request=pending.id)
+        if pending.expires_at <= now:
+            await self._store.update_authorization(pending.id, expect=["pending"], status="expired")
+            raise AuthorizationExpired("the device code expired before the user finished", request=pending.id)
+        if pending.device_code is None:  # the broker's own device page: the callback makes the grant
+            raise AuthorizationPending("waiting for the user to finish on the device page", request=pending.id, interval=pending.interval)
+        if pending.next_poll_at is not None and now < pending.next_poll_at:
+            raise AuthorizationPending("waiting for the user", request=pending.id, interval=pending.interval)
+        claimed = await self._store.update_authorization(
+            pending.id, expect=["pending"], next_poll_at=now + timedelta(seconds=pending.interval)
+        )
+        if not claimed:
+            raise AuthorizationPending("waiting for the user", request=pending.id, interval=pending.interval)
+        try:
+            tokens = await provider.poll_device(self._ctx, connector, device_code=pending.device_code)
+        except AuthorizationPending as exc:
+            interval = int(exc.details.get("interval", pending.interval + 5)) if exc.details.get("slowDown") else pending.interval
+            await self._store.update_authorization(pending.id, interval=interval, next_poll_at=now + timedelta(seconds=interval))
+            raise AuthorizationPending(exc.message, request=pending.id, interval=interval, slowDown=bool(exc.details.get("slowDown"))) from None
+        except AccessDenied:
+            await self._store.update_authorization(pending.id, status="denied", error="access_denied", completed_at=now)
+            self._record(pending, "authorization.device", "denied", "access_denied")
+            raise
+        except AuthorizationExpired:
+            await self._store.update_authorization(pending.id, status="expired", completed_at=now)
+            raise
+        await self._activate(pending, tokens)
+
+    # -- audit ----------------------------------------------------------------------------------
+
+    def _record(self, pending: PendingAuthorization, action: str, decision: str, reason: str) -> None:
+        self._audit.record(
+            AuditEvent(
+                team_id=pending.team_id,
+                at=self._clock.now(),
+                actor="broker",
+                action=action,
+                decision=decision,
+                reason=reason,
+                connector_uid=None,
+                project_id=pending.project_id,
+                environment=pending.environment,
+                subject=f"user:{pending.user_id}",
+                details={"request": pending.id, "mode": pending.mode, "connectorId": pending.connector_id},
+            )
+        )
+
+
+class ConnectorLookup(Protocol):
+    async def __call__(self, team_id: str, connector_id: str) -> tuple[Connector, UserFlows]: ...
+
+
+def _consent_needed(connector: Connector, user_id: str) -> UserAuthorizationRequired:
+    return UserAuthorizationRequired(
+        f"user {user_id} has not authorized {connector.uid}; start consent with "
+        f"POST /v1/connect/authorize/{connector.uid}",
+        connector=connector.uid,
+        user=user_id,
+        authorizeUrl=f"/v1/connect/authorize/{connector.uid}",
+    )
+
+
+def consent_needed(connector: Connector, user_id: str, **details: Any) -> UserAuthorizationRequired:
+    err = _consent_needed(connector, user_id)
+    err.details.update(details)
+    return err
+
+
+def require_user_flows(provider: object, connector: Connector) -> UserFlows:
+    if not hasattr(provider, "start_authorization"):
+        raise UnsupportedOperation(f"{connector.type} connectors cannot act for a user")
+    return provider  # type: ignore[return-value]

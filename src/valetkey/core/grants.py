@@ -1,0 +1,93 @@
+"""Grants: what the broker keeps to mint a subject's tokens later, and refreshing them safely.
+
+A grant is scoped to (connector, project, environment, subject). Its access token is used
+while it is valid for longer than the buffer; otherwise it is refreshed under a lock held
+in the database (a row lock on PostgreSQL, the write lock on SQLite), so that however many
+requests on however many replicas find it expired, the provider sees exactly one refresh,
+and a rotated refresh token replaces the old one in the same transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Literal, Protocol
+
+from valetkey.core.models import Subject
+from valetkey.providers.base import TokenSet
+
+GrantStatus = Literal["active", "needs_consent"]
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    id: str
+    team_id: str
+    connector_id: str
+    project_id: str
+    environment: str
+    subject: Subject
+    status: GrantStatus
+    tokens: TokenSet
+    version: int
+    source: str
+    failure: str | None = None
+
+    def fresh(self, now: datetime, buffer: timedelta) -> bool:
+        exp = self.tokens.expires_at
+        return exp is None or exp - now > buffer
+
+    @property
+    def scopes(self) -> tuple[str, ...] | None:
+        return self.tokens.scopes
+
+
+#: Given the grant as it is now (under the lock), return new tokens, or None to keep it as is.
+Refresher = Callable[[Grant], Awaitable[TokenSet | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class GrantScope:
+    team_id: str
+    connector_id: str
+    project_id: str
+    environment: str
+    subject: Subject
+
+
+class GrantStore(Protocol):
+    async def get_grant(self, scope: GrantScope) -> Grant | None: ...
+
+    async def save_grant(self, scope: GrantScope, tokens: TokenSet, *, source: str) -> Grant:
+        """Create or replace the grant (a new consent or import replaces an old one)."""
+        ...
+
+    async def refresh_grant(self, grant_id: str, refresher: Refresher) -> Grant:
+        """Run ``refresher`` with the grant locked; store what it returns in the same transaction.
+
+        If ``refresher`` raises ``InvalidGrant`` the grant is marked ``needs_consent`` and the
+        error re-raised.
+        """
+        ...
+
+    async def delete_grants(
+        self,
+        team_id: str,
+        connector_id: str,
+        *,
+        subject: Subject | None,
+        project_id: str | None,
+        environment: str | None,
+    ) -> Sequence[Grant]:
+        """Remove matching grants and return them (with their tokens, for provider revocation)."""
+        ...
+
+
+def merge_refreshed(old: TokenSet, new: TokenSet) -> TokenSet:
+    """A refresh response without a refresh token keeps the old one (RFC 6749 §6: rotation is optional)."""
+    if new.refresh_token is None and old.refresh_token is not None:
+        new = replace(new, refresh_token=old.refresh_token)
+    if new.provider_subject is None and old.provider_subject is not None:
+        new = replace(new, provider_subject=old.provider_subject)
+    return new
