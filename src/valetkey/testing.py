@@ -139,21 +139,28 @@ def spawn_broker(
     *,
     database_url: str | None = None,
     owner_token: str | None = None,
+    public_url: str | None = None,
     env: Mapping[str, str] | None = None,
 ) -> BrokerProcess:
     """Run ``valetkey serve`` as a separate process. Several may share one PostgreSQL database:
-    give them the same ``data_dir`` keys (or ``VALETKEY_KEK``) so they read each other's secrets."""
+    give them the same ``data_dir`` (the same key files) and the same ``public_url``, as
+    replicas behind one load balancer have."""
     port = free_port()
     args = [sys.executable, "-m", "valetkey.cli", "serve", "--data-dir", str(data_dir), "--port", str(port), "--allow-private-networks", "--log-level", "warning"]
     if database_url:
         args += ["--database-url", database_url]
-    proc = subprocess.Popen(args, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if public_url:
+        args += ["--public-url", public_url]
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    log_path = data_dir / f"broker-{port}.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(args, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=log)
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(url, time.monotonic() + 30, proc)
     except Exception:
         proc.kill()
-        _, err = proc.communicate(timeout=5)
-        raise RuntimeError(f"broker failed to start: {err.decode(errors='replace')[-2000:]}") from None
+        proc.wait(timeout=5)
+        raise RuntimeError(f"broker failed to start: {log_path.read_text(errors='replace')[-2000:]}") from None
     token = owner_token or json.loads((data_dir / "cli.json").read_text())["token"]
     return BrokerProcess(proc, RunningBroker(url=url, data_dir=data_dir, owner_token=token))

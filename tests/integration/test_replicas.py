@@ -20,8 +20,10 @@ from valetkey.testing import BrokerProcess, spawn_broker
 def replicas(postgres_url: str, tmp_path: Path) -> Iterator[tuple[BrokerProcess, BrokerProcess]]:
     """Two `valetkey serve` processes sharing a database and the same key files."""
     data = tmp_path / "data"
-    first = spawn_broker(data, database_url=postgres_url)
-    second = spawn_broker(data, database_url=postgres_url, owner_token=first.handle.owner_token)
+    # Replicas behind one load balancer share one public URL: it is the issuer of their dev identities.
+    public = "http://valetkey.test"
+    first = spawn_broker(data, database_url=postgres_url, public_url=public)
+    second = spawn_broker(data, database_url=postgres_url, owner_token=first.handle.owner_token, public_url=public)
     try:
         yield first, second
     finally:

@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from dataclasses import replace as dataclass_replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
 from valetkey.core.audit import AuditEvent, AuditLog
 from valetkey.core.clock import Clock
+from valetkey.core.consent import ConsentService, Notifier, consent_needed, require_user_flows
+from valetkey.core.grants import Grant, GrantScope, GrantStore
 from valetkey.core.models import Connector, Identity, Member, Subject, TokenRequest
 from valetkey.core.policy import Allowed, evaluate
 from valetkey.core.ports import (
@@ -28,8 +32,15 @@ from valetkey.core.ports import (
     Invalidation,
     InvalidationBus,
 )
-from valetkey.errors import Forbidden, NotFound, UnsupportedOperation, ValetkeyError
-from valetkey.providers.base import Capabilities, Provider
+from valetkey.errors import (
+    Forbidden,
+    InvalidGrant,
+    NotFound,
+    UnsupportedOperation,
+    UserAuthorizationRequired,
+    ValetkeyError,
+)
+from valetkey.providers.base import Capabilities, MintedToken, Provider, TokenSet, UserFlows
 from valetkey.providers.registry import ProviderRegistry
 
 log = logging.getLogger("valetkey.exchange")
@@ -115,7 +126,25 @@ class ExchangeService:
         self._views: dict[tuple[str, str], tuple[ConnectorView | None, datetime]] = {}
         self._tokens: OrderedDict[TokenKey, CachedMint] = OrderedDict()
         self._inflight: dict[TokenKey, asyncio.Future[CachedMint]] = {}
+        #: Set by the broker when user subjects are enabled (``attach_consent``).
+        self._grants: GrantStore | None = None
+        self._consent: ConsentService | None = None
+        self._notifier: Notifier | None = None
+        self._webhook_for: WebhookLookup | None = None
+        self._background: set[asyncio.Task[None]] = set()
         bus.subscribe(self._on_invalidation)
+
+    @property
+    def context(self) -> _Context:
+        return self._ctx
+
+    def attach_consent(
+        self, grants: GrantStore, consent: ConsentService, notifier: Notifier, webhook_for: WebhookLookup
+    ) -> None:
+        self._grants = grants
+        self._consent = consent
+        self._notifier = notifier
+        self._webhook_for = webhook_for
 
     # -- the exchange -------------------------------------------------------------------
 
@@ -205,7 +234,7 @@ class ExchangeService:
         stored = await self._store.load_cached(key_hash)
         if stored is not None and self._fresh(stored, now):
             return stored
-        minted = await provider.mint(self._ctx, connector, request)
+        minted = await self._mint(identity, connector, provider, request)
         serve_until = minted.expires_at
         if max_lifetime is not None:
             cap = now + timedelta(seconds=max_lifetime)
@@ -220,6 +249,136 @@ class ExchangeService:
         )
         self._audit.count(identity.team_id, "tokens_minted")
         return CachedMint(minted, issued_id, serve_until)
+
+    async def _mint(
+        self, identity: Identity, connector: Connector, provider: Provider, request: TokenRequest
+    ) -> MintedToken:
+        kind = request.subject.type
+        if kind == "app":
+            return await provider.mint(self._ctx, connector, request)
+        flows = require_user_flows(provider, connector)
+        if kind == "user":
+            return await self._user_token(identity, connector, flows, request)
+        if kind == "jwt-bearer":
+            assert request.subject.id is not None
+            claims = dict(request.assertion or ())
+            extra = json.loads(claims["additionalClaims"]) if "additionalClaims" in claims else {}
+            tokens = await flows.jwt_bearer(
+                self._ctx,
+                connector,
+                subject=request.subject.id,
+                issuer=claims.get("iss"),
+                audience=claims.get("aud"),
+                claims=extra,
+                scopes=request.scopes,
+            )
+            return _minted(tokens)
+        assert request.subject_token is not None
+        tokens = await flows.token_exchange(
+            self._ctx,
+            connector,
+            subject_token=request.subject_token,
+            subject_token_type=request.subject_token_type or "urn:ietf:params:oauth:token-type:access_token",
+            scopes=request.scopes,
+            audience=request.audience,
+            resources=request.resources,
+        )
+        return _minted(tokens)
+
+    async def _user_token(
+        self, identity: Identity, connector: Connector, flows: UserFlows, request: TokenRequest
+    ) -> MintedToken:
+        """A user's access token from their grant, refreshed (single flight across replicas) when needed."""
+        if self._grants is None or self._consent is None:
+            raise UnsupportedOperation("user subjects are not enabled on this broker")
+        user_id = request.subject.id or ""
+        scope = GrantScope(identity.team_id, connector.id, identity.project_id, identity.environment, request.subject)
+        grant = await self._grants.get_grant(scope)
+        if grant is None:
+            await self._consent.poll(identity, connector, flows, user_id)  # raises unless a device flow just finished
+            grant = await self._grants.get_grant(scope)
+            if grant is None:
+                raise consent_needed(connector, user_id)
+        if grant.status != "active":
+            raise consent_needed(connector, user_id, reason="grant_failed", failure=grant.failure)
+        wanted, granted = request.scopes, grant.scopes
+        if wanted is not None and granted is not None:
+            missing = sorted(set(wanted) - set(granted))
+            if missing:
+                raise consent_needed(connector, user_id, reason="scopes_not_granted", missingScopes=missing)
+        narrow = wanted is not None and granted is not None and set(wanted) != set(granted)
+        now = self._clock.now()
+        if not narrow and grant.fresh(now, self._buffer):
+            return _minted(grant.tokens)
+        if grant.tokens.refresh_token is None:
+            if narrow:
+                raise UnsupportedOperation("this grant has no refresh token, so it cannot be narrowed")
+            raise consent_needed(connector, user_id, reason="expired_without_refresh_token")
+        narrowed: list[TokenSet] = []
+
+        async def refresher(current: Grant) -> TokenSet | None:
+            if not narrow and current.fresh(self._clock.now(), self._buffer):
+                return None  # another request or replica refreshed while we waited for the lock
+            assert current.tokens.refresh_token is not None
+            fresh = await flows.refresh(
+                self._ctx,
+                connector,
+                refresh_token=current.tokens.refresh_token,
+                scopes=wanted if narrow else None,
+            )
+            if narrow:
+                narrowed.append(fresh)
+                rotated = fresh.refresh_token or current.tokens.refresh_token
+                return dataclass_replace(current.tokens, refresh_token=rotated)
+            return fresh
+
+        try:
+            updated = await self._grants.refresh_grant(grant.id, refresher)
+        except InvalidGrant as exc:
+            self._grant_failed(identity, connector, user_id, exc)
+            raise consent_needed(connector, user_id, reason="grant_failed", failure=exc.message) from exc
+        if narrowed:
+            return _minted(narrowed[0])
+        return _minted(updated.tokens)
+
+    def _grant_failed(self, identity: Identity, connector: Connector, user_id: str, exc: ValetkeyError) -> None:
+        self._audit.record(
+            AuditEvent(
+                team_id=identity.team_id,
+                at=self._clock.now(),
+                actor="broker",
+                action="grant.failed",
+                decision="denied",
+                reason=exc.code,
+                connector_uid=connector.uid,
+                project_id=identity.project_id,
+                environment=identity.environment,
+                subject=f"user:{user_id}",
+                details={"message": exc.message},
+            )
+        )
+        if self._notifier is not None and self._webhook_for is not None:
+            lookup = self._webhook_for
+            notifier = self._notifier
+
+            async def send() -> None:
+                url = await lookup(connector.id, identity.project_id, identity.environment, user_id)
+                if url:
+                    notifier.notify(
+                        url,
+                        {
+                            "type": "grant.failed",
+                            "user": user_id,
+                            "connectorId": connector.id,
+                            "connector": connector.uid,
+                            "error": exc.code,
+                            "authorizeUrl": f"/v1/connect/authorize/{connector.uid}",
+                        },
+                    )
+
+            task = asyncio.get_running_loop().create_task(send())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     def _remember(self, key: TokenKey, entry: CachedMint) -> None:
         self._tokens[key] = entry
@@ -330,6 +489,35 @@ class ExchangeService:
                 outcomes[target.issued_id] = f"failed: {result.error or 'unknown'}"[:300]
                 failed += 1
         deleted = await self._store.mark_revoked(outcomes, now) if outcomes else 0
+        grants_found = 0
+        if self._grants is not None and (subject is None or subject.type != "app"):
+            # Grants hold refresh tokens: revoke them at the provider (RFC 7009) and forget them.
+            removed = await self._grants.delete_grants(
+                team_id, connector.id, subject=subject, project_id=project_id, environment=environment
+            )
+            grants_found = len(removed)
+            deleted += grants_found
+            flows = provider if hasattr(provider, "revoke_user_token") else None
+            for grant in removed:
+                token, hint = (
+                    (grant.tokens.refresh_token, "refresh_token")
+                    if grant.tokens.refresh_token
+                    else (grant.tokens.access_token, "access_token")
+                )
+                if flows is None:
+                    skipped += 1
+                    continue
+                try:
+                    result = await flows.revoke_user_token(self._ctx, connector, token=token, hint=hint)
+                except ValetkeyError:
+                    failed += 1
+                    continue
+                if result.revoked:
+                    revoked += 1
+                elif result.skipped:
+                    skipped += 1
+                else:
+                    failed += 1
         await self._bus.publish(
             Invalidation(
                 kind="tokens",
@@ -338,7 +526,7 @@ class ExchangeService:
                 subject_key=None if subject is None else subject.key(),
             )
         )
-        counts = RevokeCounts(len(targets), deleted, revoked, skipped, failed)
+        counts = RevokeCounts(len(targets) + grants_found, deleted, revoked, skipped, failed)
         self._audit_revoke(principal, uid, subject, "allowed", "revoked", actor, **counts.to_wire())
         return counts
 
@@ -389,6 +577,21 @@ class ExchangeService:
             if subject_key is not None and key[3][0] != subject_key:
                 continue
             del self._tokens[key]
+
+
+class WebhookLookup(Protocol):
+    async def __call__(self, connector_id: str, project_id: str, environment: str, user_id: str) -> str | None: ...
+
+
+def _minted(tokens: TokenSet) -> MintedToken:
+    """What the exchange hands out from a token set: never the refresh token."""
+    return MintedToken(
+        token=tokens.access_token,
+        expires_at=tokens.expires_at,
+        scopes=tokens.scopes,
+        token_type=tokens.token_type,
+        metadata={"providerSubject": tokens.provider_subject} if tokens.provider_subject else {},
+    )
 
 
 def _hash_key(key: TokenKey) -> str:

@@ -108,7 +108,7 @@ class Identity:
     project_id: str
     project_slug: str
     environment: str
-    kind: Literal["development", "oidc", "access_token"]
+    kind: Literal["development", "oidc", "access_token", "member"]
     subject: str  # the token's `sub`, or the access token's id
     expires_at: datetime | None
     #: For access tokens: the user the token may act for (None: app subjects only).

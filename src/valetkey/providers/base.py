@@ -111,3 +111,132 @@ class Provider(Protocol):
     ) -> RevokeResult:
         """Revoke a credential this provider minted."""
         ...
+
+
+# -- user flows (authorization code, device code, refresh, assertion and exchange grants) -----
+
+
+@dataclass(frozen=True, slots=True)
+class TokenSet:
+    """What a provider's token endpoint returned for a user grant. Stored encrypted by the broker."""
+
+    access_token: str = field(repr=False)
+    expires_at: datetime | None
+    refresh_token: str | None = field(default=None, repr=False)
+    scopes: tuple[str, ...] | None = None
+    token_type: str = "Bearer"
+    #: The provider's account id for the person (the ID token's or introspection's ``sub``), if known.
+    provider_subject: str | None = None
+    #: Verified ID token claims (when the provider is OpenID Connect and returned one), else {}.
+    id_claims: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorizationStart:
+    """A built authorization-code request (RFC 6749 §4.1 + PKCE RFC 7636 S256)."""
+
+    url: str
+    #: The PKCE code verifier; the broker keeps it (encrypted) until the callback, single-use.
+    code_verifier: str = field(repr=False)
+    nonce: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceStart:
+    """An RFC 8628 device authorization response."""
+
+    device_code: str = field(repr=False)
+    user_code: str
+    verification_uri: str
+    verification_uri_complete: str | None
+    expires_at: datetime
+    interval: int
+
+
+class UserFlows(Protocol):
+    """Optional provider capability: acting for a named user.
+
+    Errors: provider refusals raise ``ProviderError`` carrying the provider's OAuth
+    ``error`` code in details; ``invalid_grant`` on refresh raises ``InvalidGrant``;
+    device polling raises ``AuthorizationPending`` (details ``slowDown=True`` for
+    ``slow_down``), ``AccessDenied`` or ``AuthorizationExpired``.
+    """
+
+    async def start_authorization(
+        self,
+        ctx: ProviderContext,
+        connector: Connector,
+        *,
+        redirect_uri: str,
+        state: str,
+        scopes: tuple[str, ...] | None,
+        resources: tuple[str, ...] | None = None,
+        login_hint: str | None = None,
+    ) -> AuthorizationStart: ...
+
+    async def exchange_code(
+        self,
+        ctx: ProviderContext,
+        connector: Connector,
+        *,
+        code: str,
+        redirect_uri: str,
+        code_verifier: str,
+        nonce: str | None,
+        resources: tuple[str, ...] | None = None,
+    ) -> TokenSet: ...
+
+    async def refresh(
+        self,
+        ctx: ProviderContext,
+        connector: Connector,
+        *,
+        refresh_token: str,
+        scopes: tuple[str, ...] | None = None,
+        resources: tuple[str, ...] | None = None,
+    ) -> TokenSet: ...
+
+    async def start_device(
+        self, ctx: ProviderContext, connector: Connector, *, scopes: tuple[str, ...] | None
+    ) -> DeviceStart | None:
+        """RFC 8628 §3.1, or None when the provider has no device endpoint."""
+        ...
+
+    async def poll_device(
+        self, ctx: ProviderContext, connector: Connector, *, device_code: str
+    ) -> TokenSet: ...
+
+    async def revoke_user_token(
+        self, ctx: ProviderContext, connector: Connector, *, token: str, hint: str
+    ) -> RevokeResult:
+        """RFC 7009 with ``token_type_hint`` ``access_token`` or ``refresh_token``."""
+        ...
+
+    async def jwt_bearer(
+        self,
+        ctx: ProviderContext,
+        connector: Connector,
+        *,
+        subject: str,
+        issuer: str | None,
+        audience: str | None,
+        claims: Mapping[str, Any],
+        scopes: tuple[str, ...] | None,
+    ) -> TokenSet:
+        """RFC 7523 §2.1: an assertion signed with the connector's private key."""
+        ...
+
+    async def token_exchange(
+        self,
+        ctx: ProviderContext,
+        connector: Connector,
+        *,
+        subject_token: str,
+        subject_token_type: str,
+        scopes: tuple[str, ...] | None,
+        audience: str | None,
+        resources: tuple[str, ...] | None,
+    ) -> TokenSet:
+        """RFC 8693 §2.1 at the provider's token endpoint."""
+        ...

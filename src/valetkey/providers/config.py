@@ -18,7 +18,9 @@ from valetkey.providers.base import ValidatedConfig
 __all__ = [
     "LOOPBACK_HOSTS",
     "check_url",
+    "optional_secret",
     "optional_str",
+    "optional_url",
     "refuse_unknown",
     "require_mapping",
     "require_str",
@@ -78,6 +80,25 @@ def secret_str(data: Mapping[str, Any], name: str, previous: ValidatedConfig | N
     if data.get(name) is None and previous is not None and name in previous.secrets:
         return previous.secrets[name]
     return require_str(data, name)
+
+
+def optional_secret(
+    data: Mapping[str, Any],
+    name: str,
+    previous: ValidatedConfig | None,
+    *,
+    max_length: int = MAX_FIELD_LENGTH,
+) -> str | None:
+    """An optional secret string; on update, a payload that leaves it out keeps the stored one."""
+    if name not in data and previous is not None and name in previous.secrets:
+        return previous.secrets[name]
+    return optional_str(data, name, max_length=max_length)
+
+
+def optional_url(data: Mapping[str, Any], name: str) -> str | None:
+    """An optional URL checked by :func:`check_url` (None when absent or null)."""
+    value = optional_str(data, name)
+    return None if value is None else check_url(value, name)
 
 
 def check_url(value: str, name: str) -> str:

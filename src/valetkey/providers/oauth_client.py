@@ -1,7 +1,9 @@
 """OAuth 2.0 client mechanics shared by every OAuth-based provider.
 
-- client authentication: ``client_secret_basic`` and ``client_secret_post`` (RFC 6749 §2.3.1);
+- client authentication: ``client_secret_basic`` and ``client_secret_post`` (RFC 6749 §2.3.1),
+  ``private_key_jwt`` (RFC 7523 §2.2, the assertion built by the caller's signer);
 - the token endpoint call and its response (RFC 6749 §5.1) or error (§5.2);
+- any other form POST answered by a JSON object (RFC 8628 §3.1 device authorization);
 - token revocation (RFC 7009 §2.1).
 
 Grant types build their form parameters and call :func:`request_token`; nothing here
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -26,18 +28,26 @@ from valetkey.errors import ProviderError
 
 __all__ = [
     "AUTH_METHODS",
+    "CLIENT_ASSERTION_TYPE",
     "DEFAULT_TIMEOUT",
     "MAX_RESPONSE_BYTES",
     "AuthMethod",
     "ClientAuth",
     "RevocationOutcome",
     "TokenResponse",
+    "post_form",
     "request_token",
     "revoke_token",
 ]
 
-AuthMethod = Literal["client_secret_basic", "client_secret_post"]
-AUTH_METHODS: tuple[AuthMethod, ...] = ("client_secret_basic", "client_secret_post")
+AuthMethod = Literal["client_secret_basic", "client_secret_post", "private_key_jwt"]
+AUTH_METHODS: tuple[AuthMethod, ...] = (
+    "client_secret_basic",
+    "client_secret_post",
+    "private_key_jwt",
+)
+#: RFC 7523 §2.2 ``client_assertion_type``.
+CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 #: Largest token or revocation response read from a provider, in bytes.
 MAX_RESPONSE_BYTES = 64 * 1024
@@ -48,14 +58,30 @@ _MAX_DESCRIPTION = 200
 
 @dataclass(frozen=True, slots=True)
 class ClientAuth:
-    """A confidential client's credentials and how it presents them (RFC 6749 §2.3.1)."""
+    """A confidential client's credentials and how it presents them.
+
+    ``client_secret_basic`` / ``client_secret_post``: RFC 6749 §2.3.1 with ``client_secret``.
+    ``private_key_jwt``: RFC 7523 §2.2; ``assertion`` returns a fresh signed client
+    assertion (single-use ``jti``) each time it is called.
+    """
 
     client_id: str
-    client_secret: str = field(repr=False)
+    client_secret: str = field(default="", repr=False)
     method: AuthMethod = "client_secret_basic"
+    assertion: Callable[[], str] | None = field(default=None, repr=False, compare=False)
 
     def apply(self, form: dict[str, Any], headers: dict[str, str]) -> None:
         """Add the client authentication to a request's form or headers, in place."""
+        if self.method == "private_key_jwt":
+            if self.assertion is None:
+                raise ProviderError(
+                    "private_key_jwt client authentication has no signing key",
+                    error="invalid_configuration",
+                )
+            form["client_id"] = self.client_id
+            form["client_assertion_type"] = CLIENT_ASSERTION_TYPE
+            form["client_assertion"] = self.assertion()
+            return
         if self.method == "client_secret_post":
             form["client_id"] = self.client_id
             form["client_secret"] = self.client_secret
@@ -109,13 +135,47 @@ async def request_token(
     :class:`ProviderError` with ``error`` in its details: the provider's §5.2 code,
     or ``timeout``, ``unreachable``, ``invalid_response``, ``response_too_large``.
     """
+    body = await _post_authenticated(http, token_url, auth, params, time_limit, "token endpoint")
+    return _parse_token_response(body, scope_separator)
+
+
+async def post_form(
+    http: httpx.AsyncClient,
+    url: str,
+    auth: ClientAuth,
+    params: Mapping[str, str | Sequence[str]],
+    *,
+    what: str,
+    time_limit: float = DEFAULT_TIMEOUT,
+) -> dict[str, Any]:
+    """POST an authenticated form to an OAuth endpoint answering a JSON object on 200.
+
+    Errors as for :func:`request_token`; ``what`` names the endpoint in messages.
+    """
+    body = await _post_authenticated(http, url, auth, params, time_limit, what)
+    data = _json_object(body)
+    if data is None:
+        raise ProviderError(
+            f"the provider's {what} answered 200 without a JSON object", error="invalid_response"
+        )
+    return data
+
+
+async def _post_authenticated(
+    http: httpx.AsyncClient,
+    url: str,
+    auth: ClientAuth,
+    params: Mapping[str, str | Sequence[str]],
+    time_limit: float,
+    what: str,
+) -> bytes:
     form: dict[str, Any] = {k: (v if isinstance(v, str) else list(v)) for k, v in params.items()}
     headers = {"Accept": "application/json"}
     auth.apply(form, headers)
-    status, body = await _post(http, token_url, form, headers, time_limit, "token endpoint")
+    status, body = await _post(http, url, form, headers, time_limit, what)
     if status != 200:
-        raise _error_from(status, body, "token endpoint", auth)
-    return _parse_token_response(body, scope_separator)
+        raise _error_from(status, body, what, auth)
+    return body
 
 
 async def revoke_token(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,7 +14,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from valetkey.core.clock import Clock
-from valetkey.server import connect, errors, management
+from valetkey.server import connect, consent, errors, management
 from valetkey.server.broker import Broker
 from valetkey.server.connect import json_response
 from valetkey.server.settings import Settings
@@ -76,6 +77,17 @@ class _TooLarge(Exception):
     pass
 
 
+def _freeze_startup_objects() -> None:
+    """Move what startup built (framework, ORM, migrations: ~10^5 objects) out of the cyclic GC's reach.
+
+    Without it every full collection walks them all and stalls the event loop for ~60 ms
+    under load, which is most of the exchange's tail latency. Garbage is collected first,
+    so only live objects are frozen; objects created later are collected as usual.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def create_app(settings: Settings, *, clock: Clock | None = None, broker: Broker | None = None) -> FastAPI:
     """Build the broker's ASGI app. The broker starts (migrations, bootstrap) in the lifespan."""
     the_broker = broker or Broker.create(settings, clock=clock)
@@ -83,6 +95,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, broker: Broker
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await the_broker.start()
+        _freeze_startup_objects()
         try:
             yield
         finally:
@@ -96,6 +109,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, broker: Broker
     )
     app.state.broker = the_broker
     errors.install(app)
+    app.include_router(consent.router)  # before connect: its routes are more specific
     app.include_router(connect.router)
     app.include_router(management.router)
 

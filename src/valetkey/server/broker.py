@@ -17,6 +17,7 @@ import httpx
 
 from valetkey.core.audit import AuditLog
 from valetkey.core.clock import Clock, SystemClock
+from valetkey.core.consent import ConsentService
 from valetkey.core.exchange import ExchangeService
 from valetkey.core.ports import Invalidation, InvalidationBus, LocalBus
 from valetkey.crypto import KeyRing
@@ -25,7 +26,9 @@ from valetkey.identity.jwks import JwksCache
 from valetkey.identity.keys import SigningKeys
 from valetkey.identity.verifier import IdentityVerifier
 from valetkey.providers.registry import ProviderRegistry
+from valetkey.server.notify import WebhookNotifier
 from valetkey.server.settings import Settings
+from valetkey.store.consent import ConsentRepository
 from valetkey.store.db import Database
 from valetkey.store.management import Bootstrap, Management
 from valetkey.store.repo import Repository
@@ -64,6 +67,9 @@ class Broker:
     verifier: IdentityVerifier
     exchange: ExchangeService
     management: Management
+    consent: ConsentService
+    consent_store: ConsentRepository
+    notifier: WebhookNotifier
     bootstrap_result: Bootstrap | None = None
 
     @classmethod
@@ -104,6 +110,19 @@ class Broker:
         management = Management(
             db=db, repo=repo, keyring=keyring, providers=providers, audit=audit, bus=bus, clock=clock
         )
+        consent_store = ConsentRepository(db, keyring, clock)
+        notifier = WebhookNotifier(http, issuer, allow_private=settings.allow_private_networks)
+        consent = ConsentService(
+            store=consent_store,
+            grants=consent_store,
+            audit=audit,
+            clock=clock,
+            ctx=exchange.context,
+            callback_url=f"{settings.issuer_url}/v1/connect/callback",
+            device_url=f"{settings.issuer_url}/device",
+            notifier=notifier,
+        )
+        exchange.attach_consent(consent_store, consent, notifier, consent_store.webhook_for)
         broker = cls(
             settings=settings,
             clock=clock,
@@ -119,6 +138,9 @@ class Broker:
             verifier=verifier,
             exchange=exchange,
             management=management,
+            consent=consent,
+            consent_store=consent_store,
+            notifier=notifier,
         )
         bus.subscribe(broker._on_invalidation)
         return broker
@@ -145,6 +167,7 @@ class Broker:
         return self.bootstrap_result
 
     async def close(self) -> None:
+        await self.notifier.close()
         await self.audit.close()
         close = getattr(self.bus, "close", None)
         if close is not None:

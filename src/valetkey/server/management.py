@@ -120,7 +120,7 @@ async def development_identity(
         ttl_seconds=body.ttlSeconds,
     )
     expires = broker.clock.timestamp() + body.ttlSeconds
-    m._audit(member, "identity.development", project_id=prj["id"], environment="development")
+    m.record(member, "identity.development", project_id=prj["id"], environment="development")
     return {
         "token": token,
         "expiresAt": int(expires * 1000),

@@ -325,3 +325,20 @@ class ConsentRepository:
             secret["meta"] = meta
             row.payload = self.keyring.encrypt_json(secret, aad=authorization_aad(row.id))
             return True
+
+    async def webhook_for(self, connector_id: str, project_id: str, environment: str, user_id: str) -> str | None:
+        """The webhook the app gave when it last started consent for this user, if any."""
+        async with self.db.session() as s:
+            url: str | None = await s.scalar(
+                select(t.Authorization.webhook_url)
+                .where(
+                    t.Authorization.connector_id == connector_id,
+                    t.Authorization.project_id == project_id,
+                    t.Authorization.environment == environment,
+                    t.Authorization.user_id == user_id,
+                    t.Authorization.webhook_url.is_not(None),
+                )
+                .order_by(t.Authorization.created_at.desc())
+                .limit(1)
+            )
+        return url

@@ -21,6 +21,7 @@ from valetkey.core.clock import Clock
 from valetkey.core.models import (
     STANDARD_ENVIRONMENTS,
     SUBJECT_TYPES,
+    Identity,
     Member,
     Policy,
     Role,
@@ -687,6 +688,39 @@ class Management:
                 for blob in (await s.scalars(select(getattr(table, column)))).all():
                     used.add(self.keyring.kek_id_of(blob))
         return used
+
+    # -- acting for a project ------------------------------------------------------------
+
+    async def identity_for(self, actor: Member, project: Any, environment: Any) -> Identity:
+        """An owner or member acting directly on a project's environment (token import)."""
+        self._require(actor)
+        if not isinstance(project, str) or not isinstance(environment, str):
+            raise InvalidRequest("with a member credential, name the project and environment", field="project")
+        prj = await self._project(actor.team_id, project)
+        await self._check_environments(prj.id, project, [environment])
+        return Identity(
+            team_id=actor.team_id,
+            project_id=prj.id,
+            project_slug=prj.slug,
+            environment=environment,
+            kind="member",
+            subject=actor.name,
+            expires_at=None,
+        )
+
+    def record_import(self, identity: Identity, uid: str, subject: str, grant_id: str) -> None:
+        self.audit.record(
+            AuditEvent(
+                team_id=identity.team_id, at=self.clock.now(), actor=f"{identity.kind}:{identity.subject}",
+                action="grant.import", decision="allowed", reason="imported", connector_uid=uid,
+                project_id=identity.project_id, environment=identity.environment, subject=subject,
+                details={"grant": grant_id},
+            )
+        )
+
+    def record(self, actor: Member, action: str, **fields: Any) -> None:
+        """Record a management event done outside this class (e.g. a development identity issued)."""
+        self._audit(actor, action, **fields)
 
     # -- helpers ------------------------------------------------------------------------
 

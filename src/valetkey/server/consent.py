@@ -1,0 +1,230 @@
+"""User consent over HTTP: start, confirm, the provider callback, the device page, token import."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Form, Request
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from valetkey.core.consent import require_user_flows
+from valetkey.core.grants import GrantScope
+from valetkey.core.models import Connector, Identity, Subject, TokenRequest
+from valetkey.core.policy import Allowed, evaluate
+from valetkey.core.ports import Invalidation
+from valetkey.errors import InvalidRequest, NotFound, UnsupportedOperation, ValetkeyError
+from valetkey.providers.base import TokenSet, UserFlows
+from valetkey.server.broker import Broker
+from valetkey.server.connect import bearer, broker_of, json_response
+from valetkey.server.wire import parse_json_object, parse_subject, parse_token_request
+
+router = APIRouter(tags=["consent"])
+
+_templates = Environment(
+    loader=FileSystemLoader(Path(__file__).parent / "templates"),
+    autoescape=select_autoescape(["html"]),
+)
+_SECURITY_HEADERS = {
+    "cache-control": "no-store",
+    "referrer-policy": "no-referrer",
+    "x-frame-options": "DENY",
+    "content-security-policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self' https: http:",
+}
+
+
+def page(title: str, message: str = "", *, status: int = 200, error: bool = False, form: bool = False, user_code: str | None = None) -> HTMLResponse:
+    html = _templates.get_template("page.html").render(title=title, message=message, error=error, form=form, user_code=user_code)
+    return HTMLResponse(html, status, headers=_SECURITY_HEADERS)
+
+
+async def _linked(broker: Broker, identity: Identity, uid: str, subject: Subject, scopes: tuple[str, ...] | None) -> tuple[Connector, UserFlows, TokenRequest]:
+    view = await broker.repo.connector_view(identity.team_id, uid)
+    if view is None:
+        raise NotFound(f"no connector {uid}", connector=uid)
+    connector = view.connector
+    decision = evaluate(identity, connector, view.links.get(identity.project_id), TokenRequest(subject, scopes))
+    if not isinstance(decision, Allowed):
+        raise decision.error
+    provider = broker.providers.get(connector.type)
+    if subject.type not in provider.capabilities(connector).subjects:
+        raise UnsupportedOperation(f"{connector.type} connector {connector.uid} cannot act for a {subject.type}", subject=subject.type)
+    return connector, require_user_flows(provider, connector), decision.request
+
+
+def _connector_ref(c: Connector) -> dict[str, str]:
+    return {"id": c.id, "uid": c.uid, "type": c.type, "name": c.name, "service": c.service}
+
+
+_AUTHORIZE_FIELDS = {"subject", "scopes", "returnUrl", "callbackUrl", "webhook", "deviceCode", "expiresInMs", "installationId", "loginHint"}
+
+
+@router.post("/v1/connect/authorize/{uid:path}/confirm", summary="Confirm that the person who consented is the user named")
+async def confirm(uid: str, request: Request) -> Response:
+    broker = broker_of(request)
+    identity = await broker.verifier.verify(bearer(request))
+    data = parse_json_object(await request.body())
+    request_id, verifier = data.get("request"), data.get("verifier")
+    if not isinstance(request_id, str) or not request_id or len(request_id) > 64:
+        raise InvalidRequest("request must be the id returned by authorize", field="request")
+    if not isinstance(verifier, str) or not verifier or len(verifier) > 256:
+        raise InvalidRequest("verifier must be the value returned by authorize", field="verifier")
+    view = await broker.repo.connector_view(identity.team_id, uid)
+    if view is None:
+        raise NotFound(f"no connector {uid}", connector=uid)
+    done = await broker.consent.confirm(identity, view.connector, request_id, verifier)
+    await broker.bus.publish(Invalidation(kind="tokens", connector_id=view.connector.id, subject_key=f"user:{done.user_id}"))
+    return json_response({"request": done.id, "status": done.status, "user": done.user_id})
+
+
+@router.post("/v1/connect/authorize/{uid:path}", summary="Start a user's consent (callback, webhook or device code)")
+async def authorize(uid: str, request: Request) -> Response:
+    broker = broker_of(request)
+    identity = await broker.verifier.verify(bearer(request))
+    data = parse_json_object(await request.body())
+    unknown = set(data) - _AUTHORIZE_FIELDS
+    if unknown:
+        raise InvalidRequest(f"unknown field {sorted(unknown)[0]}", field=sorted(unknown)[0])
+    subject = parse_subject(data.get("subject"))
+    if subject.type != "user":
+        raise InvalidRequest("consent is for a user subject: {\"type\": \"user\", \"id\": ...}", field="subject.type")
+    scopes = parse_token_request({"subject": {"type": "app"}, "scopes": data.get("scopes")}).scopes
+    connector, flows, effective = await _linked(broker, identity, uid, subject, scopes)
+    return_url = data.get("returnUrl") or data.get("callbackUrl")
+    webhook = data.get("webhook")
+    device = data.get("deviceCode", False)
+    for name, value in (("returnUrl", return_url), ("webhook", webhook), ("loginHint", data.get("loginHint"))):
+        if value is not None and not isinstance(value, str):
+            raise InvalidRequest(f"{name} must be a string", field=name)
+    if not isinstance(device, bool):
+        raise InvalidRequest("deviceCode must be a boolean", field="deviceCode")
+    lifetime = None
+    if data.get("expiresInMs") is not None:
+        ms = data["expiresInMs"]
+        if isinstance(ms, bool) or not isinstance(ms, int):
+            raise InvalidRequest("expiresInMs must be an integer", field="expiresInMs")
+        lifetime = timedelta(milliseconds=ms)
+    started = await broker.consent.start(
+        identity,
+        connector,
+        flows,
+        user_id=subject.id or "",
+        scopes=effective.scopes,
+        return_url=return_url,
+        webhook_url=webhook,
+        device=device,
+        lifetime=lifetime,
+        login_hint=data.get("loginHint"),
+    )
+    body: dict[str, Any] = {
+        "url": started.url,
+        "request": started.authorization.id,
+        "verifier": started.verifier,
+        "expiresAt": int(started.authorization.expires_at.timestamp() * 1000),
+        "connector": _connector_ref(connector),
+    }
+    if started.user_code is not None:
+        body["deviceCode"] = started.user_code
+        body["interval"] = started.authorization.interval
+    return json_response(body)
+
+
+@router.get("/v1/connect/callback", include_in_schema=False)
+async def callback(request: Request) -> Response:
+    broker = broker_of(request)
+    q = request.query_params
+    for name in ("state", "code", "error"):
+        if len(q.get(name) or "") > 4096:
+            return page("Invalid link", "This consent link is malformed.", status=400, error=True)
+
+    async def lookup(team_id: str, connector_id: str) -> tuple[Connector, UserFlows]:
+        view = await broker.repo.connector_view(team_id, connector_id)
+        if view is None:
+            raise NotFound("the connector was removed")
+        return view.connector, require_user_flows(broker.providers.get(view.connector.type), view.connector)
+
+    result = await broker.consent.callback(lookup, state=q.get("state"), code=q.get("code"), error=q.get("error"))
+    if result.redirect is not None:
+        return RedirectResponse(result.redirect, 303, headers={"cache-control": "no-store", "referrer-policy": "no-referrer"})
+    return page(result.title, result.message, status=200 if result.ok else 400, error=not result.ok)
+
+
+@router.get("/device", include_in_schema=False)
+async def device_page(user_code: str | None = None) -> Response:
+    return page("Connect your account", form=True, user_code=(user_code or "")[:12])
+
+
+@router.post("/device", include_in_schema=False)
+async def device_submit(request: Request, user_code: str = Form(default="", max_length=32)) -> Response:
+    broker = broker_of(request)
+    try:
+        target = await broker.consent.device_redirect(user_code)
+    except ValetkeyError as exc:
+        return page("Connect your account", exc.message, status=400, error=True, form=True)
+    return RedirectResponse(target, 303, headers={"cache-control": "no-store", "referrer-policy": "no-referrer"})
+
+
+_IMPORT_FIELDS = {"subject", "accessToken", "refreshToken", "expiresAt", "expiresIn", "scopes", "project", "environment"}
+
+
+@router.post("/v1/connect/token/{uid:path}/import", summary="Import a user's existing tokens as a grant, without a consent round")
+async def import_tokens(uid: str, request: Request) -> Response:
+    broker = broker_of(request)
+    credential = bearer(request)
+    data = parse_json_object(await request.body())
+    unknown = set(data) - _IMPORT_FIELDS
+    if unknown:
+        raise InvalidRequest(f"unknown field {sorted(unknown)[0]}", field=sorted(unknown)[0])
+    if credential.startswith("vk_pt_"):
+        member = await broker.management.authenticate(credential)
+        identity = await broker.management.identity_for(member, data.get("project"), data.get("environment"))
+    else:
+        identity = await broker.verifier.verify(credential)
+    subject = parse_subject(data.get("subject"))
+    if subject.type != "user":
+        raise InvalidRequest("tokens are imported for a user subject", field="subject.type")
+    access = data.get("accessToken")
+    if not isinstance(access, str) or not access or len(access) > 16384:
+        raise InvalidRequest("accessToken must be a non-empty string", field="accessToken")
+    refresh = data.get("refreshToken")
+    if refresh is not None and (not isinstance(refresh, str) or not refresh or len(refresh) > 16384):
+        raise InvalidRequest("refreshToken must be a non-empty string", field="refreshToken")
+    expires_at = _import_expiry(data, broker.clock.now())
+    scopes = parse_token_request({"subject": {"type": "app"}, "scopes": data.get("scopes")}).scopes
+    connector, _flows, _effective = await _linked(broker, identity, uid, subject, scopes)
+    tokens = TokenSet(access_token=access, expires_at=expires_at, refresh_token=refresh, scopes=scopes)
+    scope = GrantScope(identity.team_id, connector.id, identity.project_id, identity.environment, subject)
+    grant = await broker.consent_store.save_grant(scope, tokens, source="import")
+    await broker.bus.publish(Invalidation(kind="tokens", connector_id=connector.id, subject_key=subject.key()))
+    broker.management.record_import(identity, connector.uid, subject.key(), grant.id)
+    return json_response(
+        {
+            "grantId": grant.id,
+            "subject": {"type": "user", "id": subject.id},
+            "expiresAt": None if expires_at is None else int(expires_at.timestamp() * 1000),
+            "refreshable": refresh is not None,
+            "scopes": None if scopes is None else list(scopes),
+        },
+        201,
+    )
+
+
+def _import_expiry(data: dict[str, Any], now: datetime) -> datetime | None:
+    if data.get("expiresAt") is not None and data.get("expiresIn") is not None:
+        raise InvalidRequest("give expiresAt or expiresIn, not both", field="expiresAt")
+    if data.get("expiresAt") is not None:
+        ms = data["expiresAt"]
+        if isinstance(ms, bool) or not isinstance(ms, int) or ms <= 0:
+            raise InvalidRequest("expiresAt is epoch milliseconds", field="expiresAt")
+        try:
+            return datetime.fromtimestamp(ms / 1000, UTC)
+        except (OverflowError, ValueError, OSError) as exc:
+            raise InvalidRequest("expiresAt is out of range", field="expiresAt") from exc
+    if data.get("expiresIn") is not None:
+        seconds = data["expiresIn"]
+        if isinstance(seconds, bool) or not isinstance(seconds, int) or not 0 < seconds <= 10 * 365 * 86400:
+            raise InvalidRequest("expiresIn is a positive number of seconds", field="expiresIn")
+        return now + timedelta(seconds=seconds)
+    return None
