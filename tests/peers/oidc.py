@@ -29,6 +29,24 @@ The ``config`` dict (all fields optional) is passed to the server as JSON:
 ``features``
     ``{name: bool}`` to switch off ``clientCredentials``, ``introspection``, ``revocation``,
     ``deviceFlow``, ``resourceIndicators``, ``devInteractions`` (all on by default).
+``mountPath``
+    e.g. ``"/tenant"``: a path-suffixed issuer (``url + mountPath``) with every endpoint under
+    it, as oidc-provider mounted by a router; anything outside it answers 404 (so RFC 8414's
+    ``/.well-known/oauth-authorization-server/tenant`` is not served, the OIDC
+    ``/tenant/.well-known/openid-configuration`` is).
+``jwtBearer``
+    ``{"issuers": {iss: public JWK}}`` registers the RFC 7523 ``jwt-bearer`` grant: an
+    assertion is accepted when its ``iss`` is listed and that key (RS256 or ES256) verifies
+    it, ``aud`` is the issuer or the token endpoint URL, ``exp`` is in the future, ``sub`` is
+    present, and its ``jti`` is new. The token acts for ``sub``, scopes within the client's.
+``tokenExchange``
+    ``true`` registers the RFC 8693 ``token-exchange`` grant: ``subject_token`` must be a
+    valid user access token from this server (``subject_token_type`` access_token); the new
+    token acts for the same account, scopes narrowed within the subject token's, one
+    ``audience`` or ``resource`` at most as its ``aud``; ``issued_token_type`` access_token.
+
+A client using them lists the grant's URN in ``grant_types``; ``private_key_jwt`` clients
+carry their public keys in ``jwks``.
 
 Login and consent use oidc-provider's ``devInteractions`` (any login, any password):
 :meth:`OidcProviderPeer.authorize` and :meth:`OidcProviderPeer.approve_device` drive them.
@@ -112,8 +130,15 @@ def confidential_client(
 class OidcProviderPeer:
     """A running oidc-provider process. Build it with :meth:`start`; end it with :meth:`stop`."""
 
-    def __init__(self, url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
+    def __init__(
+        self,
+        url: str,
+        process: subprocess.Popen[bytes],
+        log_path: Path,
+        issuer: str | None = None,
+    ) -> None:
         self.url = url
+        self._issuer = issuer or url
         self._process = process
         self._log_path = log_path
 
@@ -145,17 +170,20 @@ class OidcProviderPeer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        peer_url = cls._wait_ready(process, log_path, timeout)
-        return cls(peer_url, process, log_path)
+        ready = cls._wait_ready(process, log_path, timeout)
+        return cls(str(ready["url"]), process, log_path, str(ready.get("issuer") or ready["url"]))
 
     @staticmethod
-    def _wait_ready(process: subprocess.Popen[bytes], log_path: Path, timeout: float) -> str:
+    def _wait_ready(
+        process: subprocess.Popen[bytes], log_path: Path, timeout: float
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             output = log_path.read_text(errors="replace")
             for line in output.splitlines():
                 if line.startswith(_READY):
-                    return str(json.loads(line[len(_READY) :])["url"])
+                    ready: dict[str, Any] = json.loads(line[len(_READY) :])
+                    return ready
             if process.poll() is not None:
                 log_path.unlink(missing_ok=True)
                 raise PeerFailed(f"the oidc-provider peer exited ({process.returncode}):\n{output}")
@@ -194,44 +222,45 @@ class OidcProviderPeer:
 
     @property
     def issuer(self) -> str:
-        return self.url
+        """The issuer identifier: ``url``, plus ``mountPath`` when one is configured."""
+        return self._issuer
 
     @property
     def token_url(self) -> str:
-        return f"{self.url}/token"
+        return f"{self.issuer}/token"
 
     @property
     def revocation_url(self) -> str:
-        return f"{self.url}/token/revocation"
+        return f"{self.issuer}/token/revocation"
 
     @property
     def introspection_url(self) -> str:
-        return f"{self.url}/token/introspection"
+        return f"{self.issuer}/token/introspection"
 
     @property
     def authorization_url(self) -> str:
-        return f"{self.url}/auth"
+        return f"{self.issuer}/auth"
 
     @property
     def device_authorization_url(self) -> str:
-        return f"{self.url}/device/auth"
+        return f"{self.issuer}/device/auth"
 
     @property
     def jwks_url(self) -> str:
-        return f"{self.url}/jwks"
+        return f"{self.issuer}/jwks"
 
     def metadata(self) -> dict[str, Any]:
         """The OpenID discovery document."""
-        return self._get_json("/.well-known/openid-configuration")
+        return self._get_json("/.well-known/openid-configuration", base=self.issuer)
 
     # -- test-only observation -----------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
         """``{"token": {grant_type: calls}, "tokenErrors": {...}, "revocation": n, ...}``."""
-        return self._get_json("/__stats")
+        return self._get_json("/__stats", base=self.issuer)
 
     def reset_stats(self) -> None:
-        httpx.post(f"{self.url}/__stats/reset").raise_for_status()
+        httpx.post(f"{self.issuer}/__stats/reset").raise_for_status()
 
     def introspect(self, token: str, client_id: str, client_secret: str) -> dict[str, Any]:
         """RFC 7662 introspection at the peer, authenticated as a confidential client."""
@@ -244,8 +273,8 @@ class OidcProviderPeer:
         data: dict[str, Any] = response.json()
         return data
 
-    def _get_json(self, path: str) -> dict[str, Any]:
-        response = httpx.get(f"{self.url}{path}")
+    def _get_json(self, path: str, base: str | None = None) -> dict[str, Any]:
+        response = httpx.get(f"{base or self.url}{path}")
         response.raise_for_status()
         data: dict[str, Any] = response.json()
         return data
@@ -263,12 +292,13 @@ class OidcProviderPeer:
     def approve_device(self, user_code: str, login: str = "alice") -> None:
         """Enter ``user_code`` at the verification page, sign in as ``login`` and consent."""
         with httpx.Client(follow_redirects=False) as browser:
-            page = browser.get(f"{self.url}/device")
+            page = browser.get(f"{self.issuer}/device")
             match = _XSRF.search(page.text)
             if match is None:
                 raise PeerFailed("the device verification page has no xsrf field")
             form = {"xsrf": match.group(1), "user_code": user_code, "confirm": "yes"}
-            outcome = self._drive(browser, browser.post(f"{self.url}/device", data=form), login)
+            response = browser.post(f"{self.issuer}/device", data=form)
+            outcome = self._drive(browser, response, login)
         if isinstance(outcome, str) or "Sign-in Success" not in outcome.text:
             raise PeerFailed(f"the device approval did not succeed: {_describe(outcome)}")
 

@@ -34,6 +34,7 @@ def test_minimal_config_gets_defaults_and_hides_the_secret() -> None:
         "tokenUrl": GOOD["tokenUrl"],
         "clientId": "client-1",
         "authMethod": "client_secret_basic",
+        "grants": ["client_credentials"],
         "scopes": [],
         "scopeSeparator": " ",
     }
@@ -51,6 +52,14 @@ def test_full_config_round_trips() -> None:
         tokenParams={"audience": "https://api.example.test"},
         audienceParam="audience",
         description="Acme API",
+        grants=["client_credentials", "authorization_code", "token_exchange"],
+        issuer="https://auth.example.test/tenant",
+        authorizationUrl="https://auth.example.test/oauth/authorize",
+        deviceAuthorizationUrl="https://auth.example.test/oauth/device",
+        jwksUri="https://auth.example.test/jwks",
+        userScopes=["openid", "read"],
+        authorizationParams={"prompt": "consent", "access_type": "offline"},
+        privateKeyId="key-1",
     )
     validated = OAuthProvider().validate_config(data)
     expected = {k: v for k, v in data.items() if k != "clientSecret"}
@@ -95,7 +104,8 @@ def test_urls_accept_https_and_loopback_http(url: str) -> None:
         ({"clientSecret": 1234}, "clientSecret"),
         ({"clientSecret": "s\u00e9cret"}, "clientSecret"),
         ({"clientId": "cl\u00efent"}, "clientId"),
-        ({"authMethod": "private_key_jwt"}, "authMethod"),
+        ({"authMethod": "private_key_jwt"}, "privateKey"),
+        ({"authMethod": "client_secret_jwt"}, "authMethod"),
         ({"authMethod": None}, "authMethod"),
         ({"scopes": "read write"}, "scopes"),
         ({"scopes": ["read", "read"]}, "scopes"),
@@ -121,7 +131,25 @@ def test_urls_accept_https_and_loopback_http(url: str) -> None:
         ({"audienceParam": "has space"}, "audienceParam"),
         ({"description": 3}, "description"),
         ({"clientSecrt": "typo"}, "clientSecrt"),
-        ({"issuer": "https://auth.example.test"}, "issuer"),
+        ({"issuer": "http://auth.example.test"}, "issuer"),
+        ({"issuer": "https://auth.example.test/?tenant=a"}, "issuer"),
+        ({"tokenUrl": _DROP, "issuer": None}, "tokenUrl"),
+        ({"authorizationUrl": "http://auth.example.test/authorize"}, "authorizationUrl"),
+        ({"deviceAuthorizationUrl": "ftp://auth.example.test/d"}, "deviceAuthorizationUrl"),
+        ({"jwksUri": "https://auth.example.test/jwks"}, "jwksUri"),
+        ({"grants": []}, "grants"),
+        ({"grants": "client_credentials"}, "grants"),
+        ({"grants": ["password"]}, "grants"),
+        ({"grants": ["client_credentials", "client_credentials"]}, "grants"),
+        ({"grants": ["authorization_code"]}, "authorizationUrl"),
+        ({"grants": ["device_code"]}, "deviceAuthorizationUrl"),
+        ({"grants": ["jwt_bearer"]}, "privateKey"),
+        ({"userScopes": "openid"}, "userScopes"),
+        ({"userScopes": ["a b"]}, "userScopes"),
+        ({"privateKey": "not a pem"}, "privateKey"),
+        ({"privateKey": 12}, "privateKey"),
+        ({"authorizationParams": {"prompt": 1}}, "authorizationParams"),
+        ({"authorizationParams": ["prompt"]}, "authorizationParams"),
     ],
 )
 def test_bad_fields_are_refused_by_name(changes: dict[str, Any], field: str) -> None:
@@ -131,6 +159,31 @@ def test_bad_fields_are_refused_by_name(changes: dict[str, Any], field: str) -> 
     assert caught.value.details["field"] == field
     assert SECRET not in caught.value.message
     assert SECRET not in repr(caught.value.to_wire())
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "response_type",
+        "client_id",
+        "redirect_uri",
+        "state",
+        "scope",
+        "code_challenge",
+        "code_challenge_method",
+        "nonce",
+        "resource",
+        "request",
+        "request_uri",
+        "response_mode",
+    ],
+)
+def test_reserved_authorization_params_are_refused(name: str) -> None:
+    """authorizationParams may not set what the authorization request itself controls."""
+    with pytest.raises(InvalidRequest) as caught:
+        OAuthProvider().validate_config(_with(authorizationParams={name: "x"}))
+    assert caught.value.details["field"] == "authorizationParams"
+    assert repr(name) in caught.value.message
 
 
 def test_config_that_is_not_an_object_is_refused() -> None:
