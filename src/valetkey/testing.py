@@ -85,16 +85,21 @@ def _wait_ready(url: str, deadline: float, proc: subprocess.Popen[bytes] | None 
 
 @contextlib.contextmanager
 def running_broker(
-    data_dir: Path, *, database_url: str | None = None, allow_private_networks: bool = True, **settings: Any
+    data_dir: Path,
+    *,
+    database_url: str | None = None,
+    allow_private_networks: bool = True,
+    port: int | None = None,
+    **settings: Any,
 ) -> Iterator[RunningBroker]:
-    """Run a broker in a background thread (its own event loop) on a free loopback port."""
+    """Run a broker in a background thread (its own event loop) on ``port`` (default: a free one)."""
     import uvicorn
 
     from valetkey.server.app import create_app
     from valetkey.server.broker import Broker
     from valetkey.server.settings import Settings
 
-    port = free_port()
+    port = port or free_port()
     config = Settings(
         data_dir=data_dir,
         database_url=database_url,
@@ -140,12 +145,13 @@ def spawn_broker(
     database_url: str | None = None,
     owner_token: str | None = None,
     public_url: str | None = None,
+    port: int | None = None,
     env: Mapping[str, str] | None = None,
 ) -> BrokerProcess:
     """Run ``valetkey serve`` as a separate process. Several may share one PostgreSQL database:
     give them the same ``data_dir`` (the same key files) and the same ``public_url``, as
     replicas behind one load balancer have."""
-    port = free_port()
+    port = port or free_port()
     args = [sys.executable, "-m", "valetkey.cli", "serve", "--data-dir", str(data_dir), "--port", str(port), "--allow-private-networks", "--log-level", "warning"]
     if database_url:
         args += ["--database-url", database_url]
