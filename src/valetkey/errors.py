@@ -246,7 +246,9 @@ def _all_subclasses(cls: type[ValetkeyError]) -> list[type[ValetkeyError]]:
     return found
 
 
-def error_for_code(code: str, message: str, status: int, details: Mapping[str, Any]) -> ValetkeyError:
+def error_for_code(
+    code: str, message: str, status: int, details: Mapping[str, Any]
+) -> ValetkeyError:
     """Rebuild the most specific error class for a wire ``code``.
 
     Codes this version does not know become an instance of the nearest class by

@@ -34,7 +34,9 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
-async def check_outbound(url: str, *, allow_private: bool, allow_loopback_http: bool = False) -> None:
+async def check_outbound(
+    url: str, *, allow_private: bool, allow_loopback_http: bool = False
+) -> None:
     """Raise ``OutboundRefused`` unless ``url`` is https (or loopback http when allowed) to a public host."""
     try:
         parsed = httpx.URL(url)
@@ -43,13 +45,17 @@ async def check_outbound(url: str, *, allow_private: bool, allow_loopback_http: 
     host = parsed.host
     if not host or parsed.userinfo:
         raise OutboundRefused("the URL has no host, or carries credentials")
-    loopback_http = parsed.scheme == "http" and allow_loopback_http and allow_private and is_loopback_host(host)
+    loopback_http = (
+        parsed.scheme == "http" and allow_loopback_http and allow_private and is_loopback_host(host)
+    )
     if parsed.scheme != "https" and not loopback_http:
         raise OutboundRefused("the URL must be https")
     if allow_private:
         return
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, parsed.port or 443, type=socket.SOCK_STREAM)
+        infos = await asyncio.get_running_loop().getaddrinfo(
+            host, parsed.port or 443, type=socket.SOCK_STREAM
+        )
     except OSError as exc:
         raise OutboundRefused(f"cannot resolve {host}") from exc
     addresses = {str(info[4][0]) for info in infos}

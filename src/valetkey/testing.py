@@ -46,19 +46,34 @@ class RunningBroker:
     def admin(self, timeout: float = 30) -> httpx.Client:
         """An HTTP client carrying the owner credential."""
         return httpx.Client(
-            base_url=self.url, headers={"authorization": f"Bearer {self.owner_token}"}, timeout=timeout
+            base_url=self.url,
+            headers={"authorization": f"Bearer {self.owner_token}"},
+            timeout=timeout,
         )
 
     def setup_project(
-        self, project: str, connectors: Mapping[str, Mapping[str, Any]] = (), environments: tuple[str, ...] = ("development",)  # type: ignore[assignment]
+        self,
+        project: str,
+        connectors: Mapping[str, Mapping[str, Any]] | None = None,
+        environments: tuple[str, ...] = ("development",),
     ) -> str:
         """Create ``project``, create and attach ``connectors`` ({uid: data}); return a development identity."""
         with self.admin() as c:
             _ok(c.post("/v1/projects", json={"slug": project}))
-            for uid, data in dict(connectors).items():
+            for uid, data in dict(connectors or {}).items():
                 service, name = uid.split("/")
-                _ok(c.post("/v1/connectors", json={"service": service, "name": name, "data": dict(data)}))
-                _ok(c.post(f"/v1/connectors/{uid}/links", json={"project": project, "environments": list(environments)}))
+                _ok(
+                    c.post(
+                        "/v1/connectors",
+                        json={"service": service, "name": name, "data": dict(data)},
+                    )
+                )
+                _ok(
+                    c.post(
+                        f"/v1/connectors/{uid}/links",
+                        json={"project": project, "environments": list(environments)},
+                    )
+                )
             ident = _ok(c.post(f"/v1/projects/{project}/development-identity", json={}))
             token: str = ident["token"]
             return token
@@ -66,7 +81,9 @@ class RunningBroker:
 
 def _ok(response: httpx.Response) -> Any:
     if response.status_code >= 400:
-        raise AssertionError(f"{response.request.method} {response.request.url.path}: {response.status_code} {response.text}")
+        raise AssertionError(
+            f"{response.request.method} {response.request.url.path}: {response.status_code} {response.text}"
+        )
     return response.json()
 
 
@@ -110,9 +127,13 @@ def running_broker(
     broker = Broker.create(config)
     app = create_app(config, broker=broker)
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", access_log=False)
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", access_log=False
+        )
     )
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True, name=f"broker-{port}")
+    thread = threading.Thread(
+        target=lambda: asyncio.run(server.serve()), daemon=True, name=f"broker-{port}"
+    )
     thread.start()
     url = f"http://127.0.0.1:{port}"
     try:
@@ -152,7 +173,19 @@ def spawn_broker(
     give them the same ``data_dir`` (the same key files) and the same ``public_url``, as
     replicas behind one load balancer have."""
     port = port or free_port()
-    args = [sys.executable, "-m", "valetkey.cli", "serve", "--data-dir", str(data_dir), "--port", str(port), "--allow-private-networks", "--log-level", "warning"]
+    args = [
+        sys.executable,
+        "-m",
+        "valetkey.cli",
+        "serve",
+        "--data-dir",
+        str(data_dir),
+        "--port",
+        str(port),
+        "--allow-private-networks",
+        "--log-level",
+        "warning",
+    ]
     if database_url:
         args += ["--database-url", database_url]
     if public_url:
@@ -160,13 +193,17 @@ def spawn_broker(
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     log_path = data_dir / f"broker-{port}.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(args, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=log)
+        proc = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+            args, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=log
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(url, time.monotonic() + 30, proc)
     except Exception:
         proc.kill()
         proc.wait(timeout=5)
-        raise RuntimeError(f"broker failed to start: {log_path.read_text(errors='replace')[-2000:]}") from None
+        raise RuntimeError(
+            f"broker failed to start: {log_path.read_text(errors='replace')[-2000:]}"
+        ) from None
     token = owner_token or json.loads((data_dir / "cli.json").read_text())["token"]
     return BrokerProcess(proc, RunningBroker(url=url, data_dir=data_dir, owner_token=token))

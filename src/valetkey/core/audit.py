@@ -171,6 +171,8 @@ class AuditLog:
         await self.flush()
 
 
-def _merge(into: dict[tuple[str, str, str], int], items: Iterable[tuple[tuple[str, str, str], int]]) -> None:
+def _merge(
+    into: dict[tuple[str, str, str], int], items: Iterable[tuple[tuple[str, str, str], int]]
+) -> None:
     for key, n in items:
         into[key] = into.get(key, 0) + n

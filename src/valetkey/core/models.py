@@ -19,7 +19,7 @@ _SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$")
 _UID_PART = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?$")
 
 
-class Role(str, enum.Enum):
+class Role(enum.StrEnum):
     """A team member's role. Owners manage members and keys; viewers only read."""
 
     OWNER = "owner"
@@ -30,7 +30,7 @@ class Role(str, enum.Enum):
         return self in (Role.OWNER, Role.MEMBER)
 
 
-class Decision(str, enum.Enum):
+class Decision(enum.StrEnum):
     ALLOWED = "allowed"
     DENIED = "denied"
 

@@ -80,14 +80,17 @@ def evaluate(
     if identity.kind == "access_token" and subject.type not in ("app", "user"):
         return Denied(
             SubjectNotAllowed(
-                "access tokens may request only app subjects or their own user", subject=subject.type
+                "access tokens may request only app subjects or their own user",
+                subject=subject.type,
             )
         )
-    if identity.kind == "access_token" and subject.type == "user" and subject.id != identity.user_id:
+    if (
+        identity.kind == "access_token"
+        and subject.type == "user"
+        and subject.id != identity.user_id
+    ):
         return Denied(
-            SubjectNotAllowed(
-                "this access token may not act for that user", subject=subject.type
-            )
+            SubjectNotAllowed("this access token may not act for that user", subject=subject.type)
         )
     if request.scopes is not None:
         ceiling = scope_ceiling(connector, link)
@@ -103,4 +106,3 @@ def evaluate(
             )
         return Allowed(request)
     return Allowed(replace(request, scopes=scope_ceiling(connector, link)))
-

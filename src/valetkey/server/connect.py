@@ -10,7 +10,13 @@ from starlette.responses import Response
 
 from valetkey.core.exchange import Issued
 from valetkey.core.models import Identity, Member
-from valetkey.errors import ConnectorNotLinked, EnvironmentNotLinked, IdentityError, InvalidRequest, NotFound
+from valetkey.errors import (
+    ConnectorNotLinked,
+    EnvironmentNotLinked,
+    IdentityError,
+    InvalidRequest,
+    NotFound,
+)
 from valetkey.server.broker import Broker
 from valetkey.server.wire import parse_json_object, parse_subject, parse_token_request
 
@@ -55,7 +61,13 @@ def token_body(issued: Issued) -> dict[str, Any]:
         "token": issued.token,
         "expiresAt": _ms(issued),
         "tokenId": issued.token_id,
-        "connector": {"id": c.id, "uid": c.uid, "type": c.type, "name": c.name, "service": c.service},
+        "connector": {
+            "id": c.id,
+            "uid": c.uid,
+            "type": c.type,
+            "name": c.name,
+            "service": c.service,
+        },
     }
     if issued.installation_id is not None:
         body["installationId"] = issued.installation_id

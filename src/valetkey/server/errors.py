@@ -28,7 +28,9 @@ _STATUS_CODES = {
 
 def envelope(status: int, code: str, message: str, **details: Any) -> JSONResponse:
     headers = {"www-authenticate": 'Bearer realm="valetkey"'} if status == 401 else None
-    return JSONResponse({"error": {"code": code, "message": message, **details}}, status, headers=headers)
+    return JSONResponse(
+        {"error": {"code": code, "message": message, **details}}, status, headers=headers
+    )
 
 
 def install(app: FastAPI) -> None:
@@ -41,11 +43,16 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = [
-            {"field": ".".join(str(p) for p in err.get("loc", ()) if p != "body"), "problem": err.get("msg", "")}
+            {
+                "field": ".".join(str(p) for p in err.get("loc", ()) if p != "body"),
+                "problem": err.get("msg", ""),
+            }
             for err in exc.errors()[:20]
         ]
         first = problems[0] if problems else {"field": "", "problem": "invalid"}
-        return envelope(400, "invalid_request", f"{first['field']}: {first['problem']}", problems=problems)
+        return envelope(
+            400, "invalid_request", f"{first['field']}: {first['problem']}", problems=problems
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:

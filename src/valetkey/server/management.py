@@ -41,7 +41,9 @@ class Me(BaseModel):
 
 @router.get("/me", response_model=Me, summary="Who this credential belongs to")
 async def me(member: MemberDep) -> Me:
-    return Me(team=member.team_id, member=member.member_id, name=member.name, role=member.role.value)
+    return Me(
+        team=member.team_id, member=member.member_id, name=member.name, role=member.role.value
+    )
 
 
 # -- members ---------------------------------------------------------------------------
@@ -90,7 +92,9 @@ class EnvironmentCreate(_Model):
 
 
 @router.post("/projects/{project}/environments", status_code=201)
-async def create_environment(project: str, body: EnvironmentCreate, member: MemberDep, m: MgmtDep) -> dict[str, Any]:
+async def create_environment(
+    project: str, body: EnvironmentCreate, member: MemberDep, m: MgmtDep
+) -> dict[str, Any]:
     return await m.create_environment(member, project, body.slug)
 
 
@@ -198,7 +202,9 @@ async def get_connector(uid: str, member: MemberDep, m: MgmtDep) -> dict[str, An
 
 
 @router.patch("/connectors/{uid:path}")
-async def update_connector(uid: str, body: ConnectorUpdate, member: MemberDep, m: MgmtDep) -> dict[str, Any]:
+async def update_connector(
+    uid: str, body: ConnectorUpdate, member: MemberDep, m: MgmtDep
+) -> dict[str, Any]:
     return await m.update_connector(member, uid, body.data)
 
 
@@ -221,7 +227,9 @@ class BindingCreate(_Model):
 
 
 @router.post("/projects/{project}/trust-bindings", status_code=201)
-async def create_binding(project: str, body: BindingCreate, member: MemberDep, m: MgmtDep) -> dict[str, Any]:
+async def create_binding(
+    project: str, body: BindingCreate, member: MemberDep, m: MgmtDep
+) -> dict[str, Any]:
     return await m.create_binding(
         member,
         project,
@@ -255,7 +263,11 @@ class AccessTokenCreate(_Model):
     expiresInSeconds: int | None = None
 
 
-@router.post("/projects/{project}/access-tokens", status_code=201, summary="Create an access token (shown once)")
+@router.post(
+    "/projects/{project}/access-tokens",
+    status_code=201,
+    summary="Create an access token (shown once)",
+)
 async def create_access_token(
     project: str, body: AccessTokenCreate, member: MemberDep, m: MgmtDep
 ) -> dict[str, Any]:

@@ -14,10 +14,14 @@ from valetkey.server.broker import Broker
 from valetkey.server.settings import Settings
 
 
-def serve(settings: Settings, *, log_level: str = "info", echo: Callable[[str], None] | None = None) -> None:
+def serve(
+    settings: Settings, *, log_level: str = "info", echo: Callable[[str], None] | None = None
+) -> None:
     """Start the broker and block until it is stopped (SIGINT/SIGTERM)."""
     say = echo or (lambda line: print(line, file=sys.stderr, flush=True))
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     broker = Broker.create(settings)
     app = create_app(settings, broker=broker)
     config = uvicorn.Config(
@@ -45,13 +49,17 @@ def serve(settings: Settings, *, log_level: str = "info", echo: Callable[[str], 
 
 
 def _announce(broker: Broker, settings: Settings, say: Callable[[str], None]) -> None:
-    store = "PostgreSQL" if broker.db.is_postgres else f"SQLite ({settings.data_dir / 'valetkey.db'})"
+    store = (
+        "PostgreSQL" if broker.db.is_postgres else f"SQLite ({settings.data_dir / 'valetkey.db'})"
+    )
     say(f"Valetkey broker listening on {settings.issuer_url}  [store: {store}]")
     say(f"  data directory: {settings.data_dir}")
     first = broker.bootstrap_result is not None and broker.bootstrap_result.owner_token is not None
     if first:
         say("  First start: created the default team, keys and an owner credential.")
-        say(f"  The owner credential is in {settings.cli_credentials_path} (mode 0600); the CLI on this")
+        say(
+            f"  The owner credential is in {settings.cli_credentials_path} (mode 0600); the CLI on this"
+        )
         say("  machine finds it on its own. Next:")
     else:
         say("  Next:")

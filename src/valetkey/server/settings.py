@@ -7,7 +7,12 @@
 | listen address | ``--host``, ``--port`` | ``VALETKEY_HOST``, ``VALETKEY_PORT`` | ``127.0.0.1``, ``8787`` |
 | public URL (issuer) | ``--public-url`` | ``VALETKEY_PUBLIC_URL`` | ``http://<host>:<port>`` |
 | key-encryption key | | ``VALETKEY_KEK`` | key file ``<data dir>/keys/kek.json`` |
-| private networks | ``--allow-private-networks`` | ``VALETKEY_ALLOW_PRIVATE_NETWORKS=1`` | off: issuers and provider URLs on private or loopback addresses are refused |
+| private networks | ``--allow-private-networks`` | ``VALETKEY_ALLOW_PRIVATE_NETWORKS=1`` | off (refused) |
+| extra CA certificates | | ``VALETKEY_CA_FILE`` | none: the public CAs (certifi) only |
+
+With private networks off, issuers, JWKS and webhooks on private or loopback addresses are refused.
+``VALETKEY_CA_FILE`` is a PEM bundle trusted in addition to the public CAs for every outbound
+HTTPS call (providers, issuers' JWKS, app webhooks): an internal CA, say.
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ class Settings:
     allow_private_networks: bool = False
     #: Largest request body accepted, in bytes.
     max_body_bytes: int = 1 << 20
+    #: A PEM bundle of CA certificates trusted besides the public ones, for outbound HTTPS.
+    ca_file: Path | None = None
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -55,6 +62,7 @@ class Settings:
             "public_url": env.get("VALETKEY_PUBLIC_URL") or None,
             "kek": env.get("VALETKEY_KEK") or None,
             "allow_private_networks": _truthy(env.get("VALETKEY_ALLOW_PRIVATE_NETWORKS")),
+            "ca_file": Path(env["VALETKEY_CA_FILE"]).expanduser() if env.get("VALETKEY_CA_FILE") else None,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         if isinstance(values["data_dir"], str):

@@ -16,7 +16,9 @@ from valetkey.core.models import SUBJECT_TYPES, Subject, TokenRequest
 from valetkey.errors import InvalidRequest, UnsupportedOperation
 
 _SCOPE = re.compile(r"^[\x21\x23-\x5B\x5D-\x7E]{1,200}$")  # RFC 6749 §3.3 scope-token
-_TOKEN_FIELDS = frozenset({"subject", "scopes", "installationId", "resources", "audience", "authorizationDetails"})
+_TOKEN_FIELDS = frozenset(
+    {"subject", "scopes", "installationId", "resources", "audience", "authorizationDetails"}
+)
 _MAX_ITEMS = 100
 
 
@@ -34,7 +36,10 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
 
 def _text(value: Any, field: str, *, max_len: int = 200) -> str:
     if not isinstance(value, str) or not value or len(value) > max_len or not value.isprintable():
-        raise InvalidRequest(f"{field} must be a non-empty string of at most {max_len} printable characters", field=field)
+        raise InvalidRequest(
+            f"{field} must be a non-empty string of at most {max_len} printable characters",
+            field=field,
+        )
     return value
 
 
@@ -43,7 +48,9 @@ def parse_subject(value: Any, field: str = "subject") -> Subject:
         raise InvalidRequest(f"{field} must be an object with a type", field=field)
     kind = value.get("type")
     if kind not in SUBJECT_TYPES:
-        raise InvalidRequest(f"{field}.type must be one of {', '.join(SUBJECT_TYPES)}", field=f"{field}.type")
+        raise InvalidRequest(
+            f"{field}.type must be one of {', '.join(SUBJECT_TYPES)}", field=f"{field}.type"
+        )
     if kind == "app":
         extra = set(value) - {"type"}
         if extra:
@@ -57,7 +64,9 @@ def parse_subject(value: Any, field: str = "subject") -> Subject:
     if kind == "jwt-bearer":
         extra = set(value) - {"type", "sub", "iss", "aud", "additionalClaims"}
         if extra:
-            raise InvalidRequest(f"a jwt-bearer subject takes no {', '.join(sorted(extra))}", field=field)
+            raise InvalidRequest(
+                f"a jwt-bearer subject takes no {', '.join(sorted(extra))}", field=field
+            )
         return Subject("jwt-bearer", _text(value.get("sub"), f"{field}.sub"))
     extra = set(value) - {"type", "token", "tokenType"}
     if extra:
@@ -66,7 +75,7 @@ def parse_subject(value: Any, field: str = "subject") -> Subject:
     return Subject("token", hashlib.sha256(token.encode()).hexdigest()[:32])
 
 
-_ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
+_ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105 - a URN
 
 
 def _subject_extras(value: Mapping[str, Any], subject: Subject) -> dict[str, Any]:
@@ -74,7 +83,9 @@ def _subject_extras(value: Mapping[str, Any], subject: Subject) -> dict[str, Any
     if subject.type == "token":
         token_type = value.get("tokenType", _ACCESS_TOKEN_TYPE)
         if not isinstance(token_type, str) or not token_type.startswith("urn:"):
-            raise InvalidRequest("subject.tokenType must be an RFC 8693 token type URN", field="subject.tokenType")
+            raise InvalidRequest(
+                "subject.tokenType must be an RFC 8693 token type URN", field="subject.tokenType"
+            )
         return {"subject_token": value["token"], "subject_token_type": token_type}
     if subject.type == "jwt-bearer":
         claims: list[tuple[str, str]] = []
@@ -84,11 +95,19 @@ def _subject_extras(value: Mapping[str, Any], subject: Subject) -> dict[str, Any
         additional = value.get("additionalClaims")
         if additional is not None:
             if not isinstance(additional, Mapping) or len(additional) > 32:
-                raise InvalidRequest("subject.additionalClaims must be an object of at most 32 claims", field="subject.additionalClaims")
+                raise InvalidRequest(
+                    "subject.additionalClaims must be an object of at most 32 claims",
+                    field="subject.additionalClaims",
+                )
             reserved = {"iss", "sub", "aud", "exp", "iat", "nbf", "jti"} & set(additional)
             if reserved:
-                raise InvalidRequest(f"subject.additionalClaims may not set {', '.join(sorted(reserved))}", field="subject.additionalClaims")
-            claims.append(("additionalClaims", json.dumps(additional, sort_keys=True, separators=(",", ":"))))
+                raise InvalidRequest(
+                    f"subject.additionalClaims may not set {', '.join(sorted(reserved))}",
+                    field="subject.additionalClaims",
+                )
+            claims.append(
+                ("additionalClaims", json.dumps(additional, sort_keys=True, separators=(",", ":")))
+            )
         return {"assertion": tuple(claims)}
     return {}
 
@@ -140,4 +159,11 @@ def parse_token_request(data: Mapping[str, Any]) -> TokenRequest:
             "authorizationDetails (RFC 9396) is not supported by this broker's connectors yet",
             field="authorizationDetails",
         )
-    return TokenRequest(subject, scopes, installation, resources, audience, **_subject_extras(data["subject"], subject))
+    return TokenRequest(
+        subject,
+        scopes,
+        installation,
+        resources,
+        audience,
+        **_subject_extras(data["subject"], subject),
+    )

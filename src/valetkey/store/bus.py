@@ -87,7 +87,7 @@ class PostgresBus:
             try:
                 self._conn = await asyncpg.connect(dsn)
                 lost = asyncio.Event()
-                self._conn.add_termination_listener(lambda _c: lost.set())
+                self._conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await self._conn.add_listener(CHANNEL, self._on_notify)
                 if self._connected.is_set():  # a reconnect: we may have missed notifications
                     for inv in EVERYTHING:
@@ -97,7 +97,9 @@ class PostgresBus:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.warning("invalidation listener lost its connection; reconnecting", exc_info=True)
+                log.warning(
+                    "invalidation listener lost its connection; reconnecting", exc_info=True
+                )
             finally:
                 if self._conn is not None and not self._conn.is_closed():
                     with contextlib.suppress(Exception):

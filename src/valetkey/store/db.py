@@ -10,7 +10,12 @@ from alembic.config import Config
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.engine.url import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from valetkey.errors import InvalidRequest
 
@@ -37,7 +42,8 @@ def normalize_url(url: str) -> str:
             raise InvalidRequest("SQLite needs a file path: sqlite:///path/to/valetkey.db")
         return parsed.set(drivername="sqlite+aiosqlite").render_as_string(hide_password=False)
     raise InvalidRequest(
-        f"unsupported database {backend!r}: use postgresql://… or sqlite:///path", field="database_url"
+        f"unsupported database {backend!r}: use postgresql://… or sqlite:///path",
+        field="database_url",
     )
 
 

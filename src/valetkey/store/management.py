@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
@@ -25,12 +25,20 @@ from valetkey.core.models import (
     Member,
     Policy,
     Role,
+    SubjectType,
     check_slug,
     parse_uid,
 )
 from valetkey.core.ports import Invalidation, InvalidationBus
 from valetkey.crypto import DecryptionError, KeyRing
-from valetkey.errors import Conflict, ConnectorLinked, Forbidden, IdentityError, InvalidRequest, NotFound
+from valetkey.errors import (
+    Conflict,
+    ConnectorLinked,
+    Forbidden,
+    IdentityError,
+    InvalidRequest,
+    NotFound,
+)
 from valetkey.identity.access_tokens import hash_token, new_access_token, new_member_token
 from valetkey.identity.bindings import validate_conditions
 from valetkey.providers.base import ValidatedConfig
@@ -94,7 +102,15 @@ class Management:
             async with self.db.session.begin() as s:
                 s.add(t.Team(id=team_id, slug="default", name="Default team", created_at=now))
                 await s.flush()
-                s.add(t.Member(id=member_id, team_id=team_id, name="owner", role=Role.OWNER.value, created_at=now))
+                s.add(
+                    t.Member(
+                        id=member_id,
+                        team_id=team_id,
+                        name="owner",
+                        role=Role.OWNER.value,
+                        created_at=now,
+                    )
+                )
                 await s.flush()
                 s.add(
                     t.MemberCredential(
@@ -120,7 +136,9 @@ class Management:
         if found is None:
             raise IdentityError("unknown or revoked member credential")
         member, _cred = found
-        return Member(team_id=member.team_id, member_id=member.id, name=member.name, role=Role(member.role))
+        return Member(
+            team_id=member.team_id, member_id=member.id, name=member.name, role=Role(member.role)
+        )
 
     async def create_member(self, actor: Member, name: str, role: str) -> dict[str, Any]:
         self._require(actor, owner=True)
@@ -134,12 +152,24 @@ class Management:
         token, digest = new_member_token()
         try:
             async with self.db.session.begin() as s:
-                s.add(t.Member(id=member_id, team_id=actor.team_id, name=name, role=role_.value, created_at=now))
+                s.add(
+                    t.Member(
+                        id=member_id,
+                        team_id=actor.team_id,
+                        name=name,
+                        role=role_.value,
+                        created_at=now,
+                    )
+                )
                 await s.flush()
                 s.add(
                     t.MemberCredential(
-                        id=new_id("cred"), member_id=member_id, name="initial", token_hash=digest,
-                        created_at=now, revoked_at=None,
+                        id=new_id("cred"),
+                        member_id=member_id,
+                        name="initial",
+                        token_hash=digest,
+                        created_at=now,
+                        revoked_at=None,
                     )
                 )
         except IntegrityError as exc:
@@ -149,22 +179,41 @@ class Management:
 
     async def list_members(self, actor: Member) -> list[dict[str, Any]]:
         async with self.db.session() as s:
-            rows = (await s.scalars(select(t.Member).where(t.Member.team_id == actor.team_id))).all()
-        return [{"id": r.id, "name": r.name, "role": r.role, "createdAt": _iso(r.created_at)} for r in rows]
+            rows = (
+                await s.scalars(select(t.Member).where(t.Member.team_id == actor.team_id))
+            ).all()
+        return [
+            {"id": r.id, "name": r.name, "role": r.role, "createdAt": _iso(r.created_at)}
+            for r in rows
+        ]
 
     # -- projects and environments -----------------------------------------------------
 
-    async def create_project(self, actor: Member, slug: str, name: str | None = None) -> dict[str, Any]:
+    async def create_project(
+        self, actor: Member, slug: str, name: str | None = None
+    ) -> dict[str, Any]:
         self._require(actor)
         check_slug(slug, "project")
         now = self.clock.now()
         project_id = new_id("prj")
         try:
             async with self.db.session.begin() as s:
-                s.add(t.Project(id=project_id, team_id=actor.team_id, slug=slug, name=name or slug, created_at=now))
+                s.add(
+                    t.Project(
+                        id=project_id,
+                        team_id=actor.team_id,
+                        slug=slug,
+                        name=name or slug,
+                        created_at=now,
+                    )
+                )
                 await s.flush()
                 for env in STANDARD_ENVIRONMENTS:
-                    s.add(t.Environment(id=new_id("env"), project_id=project_id, slug=env, created_at=now))
+                    s.add(
+                        t.Environment(
+                            id=new_id("env"), project_id=project_id, slug=env, created_at=now
+                        )
+                    )
         except IntegrityError as exc:
             raise Conflict(f"project {slug} exists", field="project") from exc
         self._audit(actor, "project.create", project_id=project_id, slug=slug)
@@ -172,14 +221,20 @@ class Management:
 
     async def _project(self, team_id: str, slug: str) -> t.Project:
         async with self.db.session() as s:
-            row = await s.scalar(select(t.Project).where(t.Project.team_id == team_id, t.Project.slug == slug))
+            row = await s.scalar(
+                select(t.Project).where(t.Project.team_id == team_id, t.Project.slug == slug)
+            )
         if row is None:
             raise NotFound(f"no project {slug}", project=slug)
         return row
 
     async def _environments(self, project_id: str) -> list[str]:
         async with self.db.session() as s:
-            rows = (await s.scalars(select(t.Environment.slug).where(t.Environment.project_id == project_id))).all()
+            rows = (
+                await s.scalars(
+                    select(t.Environment.slug).where(t.Environment.project_id == project_id)
+                )
+            ).all()
         order = {e: i for i, e in enumerate(STANDARD_ENVIRONMENTS)}
         return sorted(rows, key=lambda e: (order.get(e, len(order)), e))
 
@@ -195,9 +250,21 @@ class Management:
 
     async def list_projects(self, actor: Member) -> list[dict[str, Any]]:
         async with self.db.session() as s:
-            rows = (await s.scalars(select(t.Project).where(t.Project.team_id == actor.team_id).order_by(t.Project.slug))).all()
+            rows = (
+                await s.scalars(
+                    select(t.Project)
+                    .where(t.Project.team_id == actor.team_id)
+                    .order_by(t.Project.slug)
+                )
+            ).all()
         return [
-            {"id": r.id, "slug": r.slug, "name": r.name, "environments": await self._environments(r.id), "createdAt": _iso(r.created_at)}
+            {
+                "id": r.id,
+                "slug": r.slug,
+                "name": r.name,
+                "environments": await self._environments(r.id),
+                "createdAt": _iso(r.created_at),
+            }
             for r in rows
         ]
 
@@ -207,7 +274,11 @@ class Management:
         row = await self._project(actor.team_id, project)
         try:
             async with self.db.session.begin() as s:
-                s.add(t.Environment(id=new_id("env"), project_id=row.id, slug=slug, created_at=self.clock.now()))
+                s.add(
+                    t.Environment(
+                        id=new_id("env"), project_id=row.id, slug=slug, created_at=self.clock.now()
+                    )
+                )
         except IntegrityError as exc:
             raise Conflict(f"environment {slug} exists in {project}", field="environment") from exc
         self._audit(actor, "environment.create", project_id=row.id, environment=slug)
@@ -217,7 +288,9 @@ class Management:
         row = await self._project(actor.team_id, project)
         return await self._environments(row.id)
 
-    async def _check_environments(self, project_id: str, project: str, environments: Sequence[str]) -> None:
+    async def _check_environments(
+        self, project_id: str, project: str, environments: Sequence[str]
+    ) -> None:
         known = set(await self._environments(project_id))
         for env in environments:
             if env not in known:
@@ -225,7 +298,12 @@ class Management:
 
     # -- connectors ---------------------------------------------------------------------
 
-    def connector_json(self, row: t.Connector, links: Sequence[t.ProjectLink] = (), projects: Mapping[str, str] | None = None) -> dict[str, Any]:
+    def connector_json(
+        self,
+        row: t.Connector,
+        links: Sequence[t.ProjectLink] = (),
+        projects: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
         provider = self.providers.get(row.type)
         secret_fields = sorted(self.keyring.decrypt_json(row.secrets, aad=secrets_aad(row.id)))
         return {
@@ -253,14 +331,23 @@ class Management:
         parse_uid(uid)
         async with self.db.session() as s:
             row = await s.scalar(
-                select(t.Connector).where(t.Connector.team_id == team_id, t.Connector.uid == uid, t.Connector.deleted_at.is_(None))
+                select(t.Connector).where(
+                    t.Connector.team_id == team_id,
+                    t.Connector.uid == uid,
+                    t.Connector.deleted_at.is_(None),
+                )
             )
         if row is None:
             raise NotFound(f"no connector {uid}", connector=uid)
         return row
 
     async def create_connector(
-        self, actor: Member, service: str, name: str, data: Mapping[str, Any], type_: str | None = None
+        self,
+        actor: Member,
+        service: str,
+        name: str,
+        data: Mapping[str, Any],
+        type_: str | None = None,
     ) -> dict[str, Any]:
         self._require(actor)
         uid = f"{service}/{name}"
@@ -281,10 +368,19 @@ class Management:
             async with self.db.session.begin() as s:
                 s.add(
                     t.Connector(
-                        id=connector_id, team_id=actor.team_id, uid=uid, service=service, name=name, type=kind,
+                        id=connector_id,
+                        team_id=actor.team_id,
+                        uid=uid,
+                        service=service,
+                        name=name,
+                        type=kind,
                         config=validated.config,
-                        secrets=self.keyring.encrypt_json(validated.secrets, aad=secrets_aad(connector_id)),
-                        created_at=now, updated_at=now, deleted_at=None,
+                        secrets=self.keyring.encrypt_json(
+                            validated.secrets, aad=secrets_aad(connector_id)
+                        ),
+                        created_at=now,
+                        updated_at=now,
+                        deleted_at=None,
                     )
                 )
         except IntegrityError as exc:
@@ -298,39 +394,69 @@ class Management:
         links, projects = await self._links_of([row.id])
         return self.connector_json(row, links.get(row.id, []), projects)
 
-    async def _links_of(self, connector_ids: Sequence[str]) -> tuple[dict[str, list[t.ProjectLink]], dict[str, str]]:
+    async def _links_of(
+        self, connector_ids: Sequence[str]
+    ) -> tuple[dict[str, list[t.ProjectLink]], dict[str, str]]:
         async with self.db.session() as s:
-            rows = (await s.scalars(select(t.ProjectLink).where(t.ProjectLink.connector_id.in_(list(connector_ids))))).all()
-            projects = {pid: slug for pid, slug in (await s.execute(select(t.Project.id, t.Project.slug))).all()}
+            rows = (
+                await s.scalars(
+                    select(t.ProjectLink).where(t.ProjectLink.connector_id.in_(list(connector_ids)))
+                )
+            ).all()
+            projects: dict[str, str] = dict(
+                (await s.execute(select(t.Project.id, t.Project.slug))).all()
+            )
         by_connector: dict[str, list[t.ProjectLink]] = {}
         for row in rows:
             by_connector.setdefault(row.connector_id, []).append(row)
         return by_connector, projects
 
     async def list_connectors(
-        self, actor: Member, *, service: str | None = None, project: str | None = None, search: str | None = None
+        self,
+        actor: Member,
+        *,
+        service: str | None = None,
+        project: str | None = None,
+        search: str | None = None,
     ) -> list[dict[str, Any]]:
-        query = select(t.Connector).where(t.Connector.team_id == actor.team_id, t.Connector.deleted_at.is_(None))
+        query = select(t.Connector).where(
+            t.Connector.team_id == actor.team_id, t.Connector.deleted_at.is_(None)
+        )
         if service:
             query = query.where(t.Connector.service == service)
         if search:
-            pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            query = query.where(or_(t.Connector.uid.ilike(pattern, escape="\\"), t.Connector.type.ilike(pattern, escape="\\")))
+            pattern = (
+                "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            )
+            query = query.where(
+                or_(
+                    t.Connector.uid.ilike(pattern, escape="\\"),
+                    t.Connector.type.ilike(pattern, escape="\\"),
+                )
+            )
         if project:
             prj = await self._project(actor.team_id, project)
-            query = query.where(t.Connector.id.in_(select(t.ProjectLink.connector_id).where(t.ProjectLink.project_id == prj.id)))
+            query = query.where(
+                t.Connector.id.in_(
+                    select(t.ProjectLink.connector_id).where(t.ProjectLink.project_id == prj.id)
+                )
+            )
         async with self.db.session() as s:
             rows = (await s.scalars(query.order_by(t.Connector.uid))).all()
         links, projects = await self._links_of([r.id for r in rows])
         return [self.connector_json(r, links.get(r.id, []), projects) for r in rows]
 
-    async def update_connector(self, actor: Member, uid: str, data: Mapping[str, Any]) -> dict[str, Any]:
+    async def update_connector(
+        self, actor: Member, uid: str, data: Mapping[str, Any]
+    ) -> dict[str, Any]:
         self._require(actor)
         row = await self._connector(actor.team_id, uid)
         if not isinstance(data, Mapping):
             raise InvalidRequest("data must be a JSON object", field="data")
         provider = self.providers.get(row.type)
-        previous = ValidatedConfig(dict(row.config), self.keyring.decrypt_json(row.secrets, aad=secrets_aad(row.id)))
+        previous = ValidatedConfig(
+            dict(row.config), self.keyring.decrypt_json(row.secrets, aad=secrets_aad(row.id))
+        )
         validated = provider.validate_config(data, previous)
         async with self.db.session.begin() as s:
             fresh = await s.get(t.Connector, row.id)
@@ -339,17 +465,25 @@ class Management:
             fresh.secrets = self.keyring.encrypt_json(validated.secrets, aad=secrets_aad(row.id))
             fresh.updated_at = self.clock.now()
         self._audit(actor, "connector.update", connector_uid=uid, fields=sorted(data))
-        await self.bus.publish(Invalidation(kind="connector", team_id=actor.team_id, uid=uid, connector_id=row.id))
+        await self.bus.publish(
+            Invalidation(kind="connector", team_id=actor.team_id, uid=uid, connector_id=row.id)
+        )
         return await self.get_connector(actor, uid)
 
-    async def remove_connector(self, actor: Member, uid: str, *, disconnect_all: bool = False) -> dict[str, Any]:
+    async def remove_connector(
+        self, actor: Member, uid: str, *, disconnect_all: bool = False
+    ) -> dict[str, Any]:
         self._require(actor)
         row = await self._connector(actor.team_id, uid)
         async with self.db.session.begin() as s:
-            links = (await s.scalars(select(t.ProjectLink).where(t.ProjectLink.connector_id == row.id))).all()
+            links = (
+                await s.scalars(select(t.ProjectLink).where(t.ProjectLink.connector_id == row.id))
+            ).all()
             if links and not disconnect_all:
                 raise ConnectorLinked(
-                    f"connector {uid} is attached to {len(links)} project(s)", connector=uid, links=len(links)
+                    f"connector {uid} is attached to {len(links)} project(s)",
+                    connector=uid,
+                    links=len(links),
                 )
             for link in links:
                 await s.delete(link)
@@ -357,7 +491,9 @@ class Management:
             assert fresh is not None
             fresh.deleted_at = self.clock.now()
         self._audit(actor, "connector.remove", connector_uid=uid, detached=len(links))
-        await self.bus.publish(Invalidation(kind="connector", team_id=actor.team_id, uid=uid, connector_id=row.id))
+        await self.bus.publish(
+            Invalidation(kind="connector", team_id=actor.team_id, uid=uid, connector_id=row.id)
+        )
         return {"uid": uid, "removed": True, "detached": len(links)}
 
     # -- links ----------------------------------------------------------------------------
@@ -383,59 +519,102 @@ class Management:
         subjects_ = tuple(_string_list(subjects or ["app"], "subjects"))
         for subject in subjects_:
             if subject not in SUBJECT_TYPES:
-                raise InvalidRequest(f"unknown subject type {subject!r}; use {', '.join(SUBJECT_TYPES)}", field="subjects")
+                raise InvalidRequest(
+                    f"unknown subject type {subject!r}; use {', '.join(SUBJECT_TYPES)}",
+                    field="subjects",
+                )
         provider = self.providers.get(row.type)
         caps = provider.capabilities(_domain(row, self.keyring))
         unsupported = [s for s in subjects_ if s not in caps.subjects]
         if unsupported:
             raise InvalidRequest(
-                f"{row.type} connectors cannot issue {', '.join(unsupported)} tokens", field="subjects"
+                f"{row.type} connectors cannot issue {', '.join(unsupported)} tokens",
+                field="subjects",
             )
         scopes_ = None if scopes is None else tuple(sorted(set(_string_list(scopes, "scopes"))))
         if scopes_ is not None and not caps.scopable and scopes_:
-            raise InvalidRequest(f"{row.type} connectors cannot be narrowed by scope", field="scopes")
+            raise InvalidRequest(
+                f"{row.type} connectors cannot be narrowed by scope", field="scopes"
+            )
         configured = row.config.get("scopes")
         if scopes_ is not None and isinstance(configured, list):
             beyond = sorted(set(scopes_) - set(configured))
             if beyond:
                 raise InvalidRequest(
-                    f"scope ceiling {', '.join(beyond)} is not among the connector's scopes", field="scopes"
+                    f"scope ceiling {', '.join(beyond)} is not among the connector's scopes",
+                    field="scopes",
                 )
         if max_lifetime_seconds is not None and (
-            isinstance(max_lifetime_seconds, bool) or not isinstance(max_lifetime_seconds, int) or not 60 <= max_lifetime_seconds <= 31 * 24 * 3600
+            isinstance(max_lifetime_seconds, bool)
+            or not isinstance(max_lifetime_seconds, int)
+            or not 60 <= max_lifetime_seconds <= 31 * 24 * 3600
         ):
-            raise InvalidRequest("maxLifetimeSeconds must be an integer from 60 to 2678400", field="maxLifetimeSeconds")
-        policy = Policy(subjects=subjects_, scopes=scopes_, max_lifetime_seconds=max_lifetime_seconds)
+            raise InvalidRequest(
+                "maxLifetimeSeconds must be an integer from 60 to 2678400",
+                field="maxLifetimeSeconds",
+            )
+        policy = Policy(
+            subjects=cast(tuple[SubjectType, ...], subjects_),
+            scopes=scopes_,
+            max_lifetime_seconds=max_lifetime_seconds,
+        )
         now = self.clock.now()
         async with self.db.session.begin() as s:
             link = await s.scalar(
-                select(t.ProjectLink).where(t.ProjectLink.connector_id == row.id, t.ProjectLink.project_id == prj.id)
+                select(t.ProjectLink).where(
+                    t.ProjectLink.connector_id == row.id, t.ProjectLink.project_id == prj.id
+                )
             )
             if link is None:
                 link = t.ProjectLink(
-                    id=new_id("lnk"), connector_id=row.id, project_id=prj.id, environments=sorted(envs),
-                    policy=policy.to_json(), created_at=now, updated_at=now,
+                    id=new_id("lnk"),
+                    connector_id=row.id,
+                    project_id=prj.id,
+                    environments=sorted(envs),
+                    policy=policy.to_json(),
+                    created_at=now,
+                    updated_at=now,
                 )
                 s.add(link)
             else:
                 link.environments = sorted(set(link.environments) | set(envs))
                 link.policy = policy.to_json()
                 link.updated_at = now
-            result = {"connector": uid, "project": project, "environments": list(link.environments), "policy": policy.to_json()}
-        self._audit(actor, "link.attach", connector_uid=uid, project_id=prj.id, environments=list(envs), policy=policy.to_json())
-        await self.bus.publish(Invalidation(kind="connector", team_id=actor.team_id, uid=uid, connector_id=row.id))
+            result = {
+                "connector": uid,
+                "project": project,
+                "environments": list(link.environments),
+                "policy": policy.to_json(),
+            }
+        self._audit(
+            actor,
+            "link.attach",
+            connector_uid=uid,
+            project_id=prj.id,
+            environments=list(envs),
+            policy=policy.to_json(),
+        )
+        await self.bus.publish(
+            Invalidation(kind="connector", team_id=actor.team_id, uid=uid, connector_id=row.id)
+        )
         return result
 
-    async def detach(self, actor: Member, uid: str, project: str, environments: Sequence[str] | None = None) -> dict[str, Any]:
+    async def detach(
+        self, actor: Member, uid: str, project: str, environments: Sequence[str] | None = None
+    ) -> dict[str, Any]:
         self._require(actor)
         row = await self._connector(actor.team_id, uid)
         prj = await self._project(actor.team_id, project)
         async with self.db.session.begin() as s:
             link = await s.scalar(
-                select(t.ProjectLink).where(t.ProjectLink.connector_id == row.id, t.ProjectLink.project_id == prj.id)
+                select(t.ProjectLink).where(
+                    t.ProjectLink.connector_id == row.id, t.ProjectLink.project_id == prj.id
+                )
             )
             if link is None:
-                raise NotFound(f"connector {uid} is not attached to {project}", connector=uid, project=project)
+                raise NotFound(
+                    f"connector {uid} is not attached to {project}", connector=uid, project=project
+                )
             remaining: list[str] = []
             if environments:
                 remaining = [e for e in link.environments if e not in set(environments)]
@@ -444,9 +623,22 @@ class Management:
                 link.updated_at = self.clock.now()
             else:
                 await s.delete(link)
-        self._audit(actor, "link.detach", connector_uid=uid, project_id=prj.id, environments=list(environments or []))
-        await self.bus.publish(Invalidation(kind="connector", team_id=actor.team_id, uid=uid, connector_id=row.id))
-        return {"connector": uid, "project": project, "environments": remaining, "detached": not remaining}
+        self._audit(
+            actor,
+            "link.detach",
+            connector_uid=uid,
+            project_id=prj.id,
+            environments=list(environments or []),
+        )
+        await self.bus.publish(
+            Invalidation(kind="connector", team_id=actor.team_id, uid=uid, connector_id=row.id)
+        )
+        return {
+            "connector": uid,
+            "project": project,
+            "environments": remaining,
+            "detached": not remaining,
+        }
 
     # -- trust bindings -------------------------------------------------------------------
 
@@ -464,7 +656,11 @@ class Management:
         self._require(actor)
         prj = await self._project(actor.team_id, project)
         await self._check_environments(prj.id, project, [environment])
-        if not isinstance(issuer, str) or not issuer.startswith(("https://", "http://")) or len(issuer) > 500:
+        if (
+            not isinstance(issuer, str)
+            or not issuer.startswith(("https://", "http://"))
+            or len(issuer) > 500
+        ):
             raise InvalidRequest("issuer must be an http(s) URL", field="issuer")
         if not isinstance(audience, str) or not audience or len(audience) > 500:
             raise InvalidRequest("audience must be a non-empty string", field="audience")
@@ -474,23 +670,40 @@ class Management:
         algs = tuple(_string_list(algorithms or ["RS256", "ES256"], "algorithms"))
         for alg in algs:
             if alg not in ALLOWED_BINDING_ALGORITHMS:
-                raise InvalidRequest(f"algorithm {alg!r} is not allowed; use {', '.join(ALLOWED_BINDING_ALGORITHMS)}", field="algorithms")
+                raise InvalidRequest(
+                    f"algorithm {alg!r} is not allowed; use {', '.join(ALLOWED_BINDING_ALGORITHMS)}",
+                    field="algorithms",
+                )
         binding_id = new_id("tb")
         now = self.clock.now()
         async with self.db.session.begin() as s:
             row = t.TrustBinding(
-                id=binding_id, team_id=actor.team_id, project_id=prj.id, environment=environment,
-                issuer=issuer.rstrip("/") if issuer.endswith("/") and issuer.count("/") > 3 else issuer,
-                audience=audience, conditions=dict(claims), algorithms=list(algs), created_at=now,
+                id=binding_id,
+                team_id=actor.team_id,
+                project_id=prj.id,
+                environment=environment,
+                issuer=issuer.rstrip("/")
+                if issuer.endswith("/") and issuer.count("/") > 3
+                else issuer,
+                audience=audience,
+                conditions=dict(claims),
+                algorithms=list(algs),
+                created_at=now,
             )
             s.add(row)
-        self._audit(actor, "trust.create", project_id=prj.id, environment=environment, issuer=issuer)
+        self._audit(
+            actor, "trust.create", project_id=prj.id, environment=environment, issuer=issuer
+        )
         await self.bus.publish(Invalidation(kind="identity"))
         return _binding_json(binding_from_row(row, project))
 
-    async def list_bindings(self, actor: Member, project: str | None = None) -> list[dict[str, Any]]:
-        query = select(t.TrustBinding, t.Project.slug).join(t.Project, t.Project.id == t.TrustBinding.project_id).where(
-            t.TrustBinding.team_id == actor.team_id
+    async def list_bindings(
+        self, actor: Member, project: str | None = None
+    ) -> list[dict[str, Any]]:
+        query = (
+            select(t.TrustBinding, t.Project.slug)
+            .join(t.Project, t.Project.id == t.TrustBinding.project_id)
+            .where(t.TrustBinding.team_id == actor.team_id)
         )
         if project:
             prj = await self._project(actor.team_id, project)
@@ -525,8 +738,15 @@ class Management:
         self._require(actor)
         prj = await self._project(actor.team_id, project)
         await self._check_environments(prj.id, project, [environment])
-        if ttl_seconds is not None and (isinstance(ttl_seconds, bool) or not isinstance(ttl_seconds, int) or not 60 <= ttl_seconds <= MAX_ACCESS_TOKEN_TTL):
-            raise InvalidRequest(f"expiresInSeconds must be an integer from 60 to {MAX_ACCESS_TOKEN_TTL}", field="expiresInSeconds")
+        if ttl_seconds is not None and (
+            isinstance(ttl_seconds, bool)
+            or not isinstance(ttl_seconds, int)
+            or not 60 <= ttl_seconds <= MAX_ACCESS_TOKEN_TTL
+        ):
+            raise InvalidRequest(
+                f"expiresInSeconds must be an integer from 60 to {MAX_ACCESS_TOKEN_TTL}",
+                field="expiresInSeconds",
+            )
         if user_id is not None and (not isinstance(user_id, str) or not 0 < len(user_id) <= 200):
             raise InvalidRequest("userId must be a string of 1-200 characters", field="userId")
         token, digest = new_access_token()
@@ -537,19 +757,38 @@ class Management:
         async with self.db.session.begin() as s:
             s.add(
                 t.AccessToken(
-                    id=token_id, team_id=actor.team_id, project_id=prj.id, environment=environment, name=label,
-                    token_hash=digest, user_id=user_id, created_at=now, expires_at=expires, revoked_at=None,
+                    id=token_id,
+                    team_id=actor.team_id,
+                    project_id=prj.id,
+                    environment=environment,
+                    name=label,
+                    token_hash=digest,
+                    user_id=user_id,
+                    created_at=now,
+                    expires_at=expires,
+                    revoked_at=None,
                 )
             )
-        self._audit(actor, "access_token.create", project_id=prj.id, environment=environment, token=token_id)
+        self._audit(
+            actor, "access_token.create", project_id=prj.id, environment=environment, token=token_id
+        )
         return {
-            "id": token_id, "name": label, "project": project, "environment": environment, "userId": user_id,
-            "expiresAt": _iso(expires), "token": token,
+            "id": token_id,
+            "name": label,
+            "project": project,
+            "environment": environment,
+            "userId": user_id,
+            "expiresAt": _iso(expires),
+            "token": token,
         }
 
-    async def list_access_tokens(self, actor: Member, project: str | None = None) -> list[dict[str, Any]]:
-        query = select(t.AccessToken, t.Project.slug).join(t.Project, t.Project.id == t.AccessToken.project_id).where(
-            t.AccessToken.team_id == actor.team_id
+    async def list_access_tokens(
+        self, actor: Member, project: str | None = None
+    ) -> list[dict[str, Any]]:
+        query = (
+            select(t.AccessToken, t.Project.slug)
+            .join(t.Project, t.Project.id == t.AccessToken.project_id)
+            .where(t.AccessToken.team_id == actor.team_id)
         )
         if project:
             prj = await self._project(actor.team_id, project)
@@ -558,8 +797,14 @@ class Management:
             rows = (await s.execute(query.order_by(t.AccessToken.created_at))).all()
         return [
             {
-                "id": r.id, "name": r.name, "project": slug, "environment": r.environment, "userId": r.user_id,
-                "createdAt": _iso(r.created_at), "expiresAt": _iso(r.expires_at), "revokedAt": _iso(r.revoked_at),
+                "id": r.id,
+                "name": r.name,
+                "project": slug,
+                "environment": r.environment,
+                "userId": r.user_id,
+                "createdAt": _iso(r.created_at),
+                "expiresAt": _iso(r.expires_at),
+                "revokedAt": _iso(r.revoked_at),
             }
             for r, slug in rows
         ]
@@ -612,12 +857,22 @@ class Management:
             query = query.where(t.AuditEvent.at <= until)
         async with self.db.session() as s:
             rows = (await s.scalars(query.order_by(t.AuditEvent.id.desc()).limit(limit))).all()
-            projects = {pid: slug for pid, slug in (await s.execute(select(t.Project.id, t.Project.slug))).all()}
+            projects: dict[str, str] = dict(
+                (await s.execute(select(t.Project.id, t.Project.slug))).all()
+            )
         return [
             {
-                "id": r.id, "at": _iso(r.at), "actor": r.actor, "action": r.action, "decision": r.decision,
-                "reason": r.reason, "connector": r.connector_uid, "project": projects.get(r.project_id or "", r.project_id),
-                "environment": r.environment, "subject": r.subject, "details": r.details,
+                "id": r.id,
+                "at": _iso(r.at),
+                "actor": r.actor,
+                "action": r.action,
+                "decision": r.decision,
+                "reason": r.reason,
+                "connector": r.connector_uid,
+                "project": projects.get(r.project_id or "", r.project_id),
+                "environment": r.environment,
+                "subject": r.subject,
+                "details": r.details,
             }
             for r in rows
         ]
@@ -625,7 +880,13 @@ class Management:
     async def usage(self, actor: Member, month: str | None = None) -> dict[str, Any]:
         await self.audit.flush()
         month = month or self.clock.now().strftime("%Y-%m")
-        if not (len(month) == 7 and month[4] == "-" and month[:4].isdigit() and month[5:].isdigit() and 1 <= int(month[5:]) <= 12):
+        if not (
+            len(month) == 7
+            and month[4] == "-"
+            and month[:4].isdigit()
+            and month[5:].isdigit()
+            and 1 <= int(month[5:]) <= 12
+        ):
             raise InvalidRequest("month must look like 2026-11", field="month")
         async with self.db.session() as s:
             rows = (
@@ -656,19 +917,35 @@ class Management:
         unreadable record stops the rotation with an error naming it.
         """
         active = self.keyring.active_id
-        counts = {"connectors": 0, "cachedTokens": 0, "grants": 0, "authorizations": 0, "droppedCacheEntries": 0}
+        counts = {
+            "connectors": 0,
+            "cachedTokens": 0,
+            "grants": 0,
+            "authorizations": 0,
+            "droppedCacheEntries": 0,
+        }
         for table, column, key, aad, label in self._encrypted_columns():
             last = ""
             while True:
                 async with self.db.session.begin() as s:
                     pk = getattr(table, key)
-                    rows = (await s.scalars(select(table).where(pk > last).order_by(pk).limit(batch).with_for_update())).all()
+                    rows = (
+                        await s.scalars(
+                            select(table)
+                            .where(pk > last)
+                            .order_by(pk)
+                            .limit(batch)
+                            .with_for_update()
+                        )
+                    ).all()
                     for row in rows:
                         blob = getattr(row, column)
                         if self.keyring.kek_id_of(blob) == active:
                             continue
                         try:
-                            setattr(row, column, self.keyring.rewrap(blob, aad=aad(getattr(row, key))))
+                            setattr(
+                                row, column, self.keyring.rewrap(blob, aad=aad(getattr(row, key)))
+                            )
                         except DecryptionError:
                             if table is not t.CachedToken:
                                 raise
@@ -695,7 +972,9 @@ class Management:
         """An owner or member acting directly on a project's environment (token import)."""
         self._require(actor)
         if not isinstance(project, str) or not isinstance(environment, str):
-            raise InvalidRequest("with a member credential, name the project and environment", field="project")
+            raise InvalidRequest(
+                "with a member credential, name the project and environment", field="project"
+            )
         prj = await self._project(actor.team_id, project)
         await self._check_environments(prj.id, project, [environment])
         return Identity(
@@ -711,9 +990,16 @@ class Management:
     def record_import(self, identity: Identity, uid: str, subject: str, grant_id: str) -> None:
         self.audit.record(
             AuditEvent(
-                team_id=identity.team_id, at=self.clock.now(), actor=f"{identity.kind}:{identity.subject}",
-                action="grant.import", decision="allowed", reason="imported", connector_uid=uid,
-                project_id=identity.project_id, environment=identity.environment, subject=subject,
+                team_id=identity.team_id,
+                at=self.clock.now(),
+                actor=f"{identity.kind}:{identity.subject}",
+                action="grant.import",
+                decision="allowed",
+                reason="imported",
+                connector_uid=uid,
+                project_id=identity.project_id,
+                environment=identity.environment,
+                subject=subject,
                 details={"grant": grant_id},
             )
         )
@@ -730,13 +1016,30 @@ class Management:
         if not actor.role.can_write():
             raise Forbidden("viewers have read-only access")
 
-    def _audit(self, actor: Member, action: str, *, connector_uid: str | None = None, project_id: str | None = None,
-               environment: str | None = None, subject: str | None = None, **details: Any) -> None:
+    def _audit(
+        self,
+        actor: Member,
+        action: str,
+        *,
+        connector_uid: str | None = None,
+        project_id: str | None = None,
+        environment: str | None = None,
+        subject: str | None = None,
+        **details: Any,
+    ) -> None:
         self.audit.record(
             AuditEvent(
-                team_id=actor.team_id, at=self.clock.now(), actor=f"member:{actor.name}", action=action,
-                decision="allowed", reason="ok", connector_uid=connector_uid, project_id=project_id,
-                environment=environment, subject=subject, details=details,
+                team_id=actor.team_id,
+                at=self.clock.now(),
+                actor=f"member:{actor.name}",
+                action=action,
+                decision="allowed",
+                reason="ok",
+                connector_uid=connector_uid,
+                project_id=project_id,
+                environment=environment,
+                subject=subject,
+                details=details,
             )
         )
 
@@ -748,7 +1051,11 @@ def _domain(row: t.Connector, keyring: KeyRing) -> Any:
 
 
 def _string_list(values: Any, what: str) -> list[str]:
-    if isinstance(values, str) or not isinstance(values, Sequence) or not all(isinstance(v, str) and v for v in values):
+    if (
+        isinstance(values, str)
+        or not isinstance(values, Sequence)
+        or not all(isinstance(v, str) and v for v in values)
+    ):
         raise InvalidRequest(f"{what} must be a list of non-empty strings", field=what)
     if len(values) > 100:
         raise InvalidRequest(f"at most 100 {what}", field=what)
@@ -757,8 +1064,12 @@ def _string_list(values: Any, what: str) -> list[str]:
 
 def _binding_json(b: Any) -> dict[str, Any]:
     return {
-        "id": b.id, "project": b.project_slug, "environment": b.environment, "issuer": b.issuer,
-        "audience": b.audience, "claims": dict(b.conditions), "algorithms": list(b.algorithms),
+        "id": b.id,
+        "project": b.project_slug,
+        "environment": b.environment,
+        "issuer": b.issuer,
+        "audience": b.audience,
+        "claims": dict(b.conditions),
+        "algorithms": list(b.algorithms),
         "createdAt": _iso(b.created_at),
     }
-

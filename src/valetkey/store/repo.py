@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import insert as insert_rows
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -265,13 +266,15 @@ class Repository:
             for e in events
         ]
         async with self.db.session.begin() as s:
-            await s.execute(t.AuditEvent.__table__.insert(), rows)
+            await s.execute(insert_rows(t.AuditEvent), rows)
 
     async def add_usage(self, counts: Mapping[tuple[str, str, str], int]) -> None:
         insert = pg_insert if self.db.is_postgres else sqlite_insert
         async with self.db.session.begin() as s:
             for (team_id, month, metric), n in sorted(counts.items()):
-                stmt = insert(t.UsageCounter).values(team_id=team_id, month=month, metric=metric, count=n)
+                stmt = insert(t.UsageCounter).values(
+                    team_id=team_id, month=month, metric=metric, count=n
+                )
                 stmt = stmt.on_conflict_do_update(
                     index_elements=["team_id", "month", "metric"],
                     set_={"count": t.UsageCounter.count + n},
@@ -319,7 +322,9 @@ class Repository:
             user_id=row.user_id,
         )
 
-    async def member_for_credential(self, token_hash_: str) -> tuple[t.Member, t.MemberCredential] | None:
+    async def member_for_credential(
+        self, token_hash_: str
+    ) -> tuple[t.Member, t.MemberCredential] | None:
         async with self.db.session() as s:
             found = (
                 await s.execute(

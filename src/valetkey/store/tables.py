@@ -8,7 +8,7 @@ random token (access tokens, member credentials, issued provider tokens).
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -60,7 +60,7 @@ NAMING = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
-    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON, list[Any]: JSON}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime, dict[str, Any]: JSON, list[Any]: JSON}
 
 
 class Team(Base):
@@ -277,7 +277,9 @@ class Grant(Base):
     failure: Mapped[str | None] = mapped_column(String(300))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
-    __table_args__ = (UniqueConstraint("connector_id", "project_id", "environment", "subject_type", "subject_id"),)
+    __table_args__ = (
+        UniqueConstraint("connector_id", "project_id", "environment", "subject_type", "subject_id"),
+    )
 
 
 class Authorization(Base):
