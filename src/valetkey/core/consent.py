@@ -110,7 +110,9 @@ class PendingAuthorization:
 
 
 class ConsentStore(Protocol):
-    async def create_authorization(self, pending: PendingAuthorization, *, state_hash: str | None) -> None: ...
+    async def create_authorization(
+        self, pending: PendingAuthorization, *, state_hash: str | None
+    ) -> None: ...
 
     async def take_by_state(self, state_hash: str) -> PendingAuthorization | None:
         """Atomically move a ``pending`` authorization with this state to ``exchanging`` (single use)."""
@@ -157,7 +159,9 @@ def check_return_url(url: str) -> str:
     host = (parts.hostname or "").lower()
     local = host in ("localhost", "127.0.0.1", "::1") or host.endswith(".localhost")
     if not host or len(url) > 2000 or parts.username or parts.password:
-        raise InvalidRequest("returnUrl must be an absolute URL without credentials", field="returnUrl")
+        raise InvalidRequest(
+            "returnUrl must be an absolute URL without credentials", field="returnUrl"
+        )
     if parts.scheme == "https" or (parts.scheme == "http" and local):
         return url
     raise InvalidRequest(
@@ -167,7 +171,13 @@ def check_return_url(url: str) -> str:
 
 def check_webhook_url(url: str) -> str:
     parts = urlsplit(url)
-    if parts.scheme != "https" or not parts.hostname or parts.username or parts.password or len(url) > 2000:
+    if (
+        parts.scheme != "https"
+        or not parts.hostname
+        or parts.username
+        or parts.password
+        or len(url) > 2000
+    ):
         raise InvalidRequest("webhook must be an https URL without credentials", field="webhook")
     return url
 
@@ -222,9 +232,15 @@ class ConsentService:
         lifetime: timedelta | None,
         login_hint: str | None = None,
     ) -> Started:
-        modes = [m for m, on in (("callback", return_url), ("webhook", webhook_url), ("device", device)) if on]
+        modes = [
+            m
+            for m, on in (("callback", return_url), ("webhook", webhook_url), ("device", device))
+            if on
+        ]
         if len(modes) != 1:
-            raise InvalidRequest("give exactly one of returnUrl, webhook or deviceCode", field="returnUrl")
+            raise InvalidRequest(
+                "give exactly one of returnUrl, webhook or deviceCode", field="returnUrl"
+            )
         mode: Mode = modes[0]  # type: ignore[assignment]
         if return_url:
             check_return_url(return_url)
@@ -232,7 +248,9 @@ class ConsentService:
             check_webhook_url(webhook_url)
         ttl = lifetime or DEFAULT_LIFETIME
         if not timedelta(seconds=30) <= ttl <= MAX_LIFETIME:
-            raise InvalidRequest("expiresInMs must be between 30 seconds and 1 hour", field="expiresInMs")
+            raise InvalidRequest(
+                "expiresInMs must be between 30 seconds and 1 hour", field="expiresInMs"
+            )
         now = self._clock.now()
         verifier = secrets.token_urlsafe(32)
         authorization_id = "authz_" + secrets.token_hex(12)
@@ -279,14 +297,18 @@ class ConsentService:
             scopes=scopes,
             login_hint=login_hint,
         )
-        pending = replace(base, code_verifier=built.code_verifier, nonce=built.nonce, provider_url=built.url)
+        pending = replace(
+            base, code_verifier=built.code_verifier, nonce=built.nonce, provider_url=built.url
+        )
         if mode == "device":  # the provider has no device endpoint: the broker's own device page
             pending = replace(pending, user_code=new_user_code())
             await self._store.create_authorization(pending, state_hash=digest(state))
             self._record(pending, "authorization.start", "allowed", "device_page")
             assert pending.user_code is not None
             code = display_user_code(pending.user_code)
-            return Started(pending, with_query(self.device_url, {"user_code": code}), verifier, code)
+            return Started(
+                pending, with_query(self.device_url, {"user_code": code}), verifier, code
+            )
         await self._store.create_authorization(pending, state_hash=digest(state))
         self._record(pending, "authorization.start", "allowed", mode)
         return Started(pending, built.url, verifier)
@@ -315,20 +337,30 @@ class ConsentService:
         error: str | None,
     ) -> CallbackResult:
         if not state:
-            return CallbackResult(None, "Invalid link", "This consent link is missing its state.", False)
+            return CallbackResult(
+                None, "Invalid link", "This consent link is missing its state.", False
+            )
         pending = await self._store.take_by_state(digest(state))
         if pending is None:
-            return CallbackResult(None, "Invalid link", "This consent link is not valid, or was already used.", False)
+            return CallbackResult(
+                None, "Invalid link", "This consent link is not valid, or was already used.", False
+            )
         now = self._clock.now()
         if pending.expires_at <= now:
             await self._store.update_authorization(pending.id, status="expired")
-            return self._finish(replace(pending, status="expired"), "This consent request has expired.", False)
+            return self._finish(
+                replace(pending, status="expired"), "This consent request has expired.", False
+            )
         if error or not code:
             status: Status = "denied" if error == "access_denied" else "failed"
             reason = (error or "missing_code")[:64]
-            await self._store.update_authorization(pending.id, status=status, error=reason, completed_at=now)
+            await self._store.update_authorization(
+                pending.id, status=status, error=reason, completed_at=now
+            )
             self._record(pending, "authorization.callback", "denied", reason)
-            return self._finish(replace(pending, status=status, error=reason), "Consent was not given.", False)
+            return self._finish(
+                replace(pending, status=status, error=reason), "Consent was not given.", False
+            )
         connector, provider = await connectors(pending.team_id, pending.connector_id)
         try:
             assert pending.code_verifier is not None
@@ -341,13 +373,23 @@ class ConsentService:
                 nonce=pending.nonce,
             )
         except ValetkeyError as exc:
-            await self._store.update_authorization(pending.id, status="failed", error=exc.code, completed_at=now)
+            await self._store.update_authorization(
+                pending.id, status="failed", error=exc.code, completed_at=now
+            )
             self._record(pending, "authorization.callback", "denied", exc.code)
-            return self._finish(replace(pending, status="failed", error=exc.code), "The provider refused the consent.", False)
+            return self._finish(
+                replace(pending, status="failed", error=exc.code),
+                "The provider refused the consent.",
+                False,
+            )
         if pending.mode == "device":
             # Device flows cannot be confirmed in the app's session; the grant is made at once.
             await self._activate(pending, tokens)
-            return self._finish(replace(pending, status="completed"), "Done. You can close this window and return to the app.", True)
+            return self._finish(
+                replace(pending, status="completed"),
+                "Done. You can close this window and return to the app.",
+                True,
+            )
         await self._store.update_authorization(pending.id, status="confirming", tokens=tokens)
         self._record(pending, "authorization.callback", "allowed", "awaiting_confirmation")
         return self._finish(
@@ -364,7 +406,9 @@ class ConsentService:
             params = {"valetkey_request": pending.id, "valetkey_status": status}
             if pending.error:
                 params["valetkey_error"] = pending.error
-            return CallbackResult(with_query(pending.return_url, params), "Consent", message, ok, pending)
+            return CallbackResult(
+                with_query(pending.return_url, params), "Consent", message, ok, pending
+            )
         title = "Consent received" if ok else "Consent not completed"
         return CallbackResult(None, title, message, ok, pending)
 
@@ -389,8 +433,20 @@ class ConsentService:
 
     # -- confirm ----------------------------------------------------------------------------------
 
-    async def confirm(self, identity: Identity, connector: Connector, request_id: str, verifier: str) -> PendingAuthorization:
-        """The app says: the person who finished consent is the user I named. Single use."""
+    async def confirm(
+        self,
+        identity: Identity,
+        connector: Connector,
+        request_id: str,
+        verifier: str,
+        *,
+        provider: UserFlows | None = None,
+    ) -> PendingAuthorization:
+        """The app says: the person who finished consent is the user I named. Single use.
+
+        With ``provider``, tokens held for a request that a wrong verifier ends are revoked there
+        (RFC 7009): they belong to whoever finished the consent and will never be a grant.
+        """
         pending = await self._store.get_authorization(request_id)
         if (
             pending is None
@@ -398,40 +454,93 @@ class ConsentService:
             or pending.project_id != identity.project_id
             or pending.environment != identity.environment
         ):
-            raise NotFound(f"no authorization request {request_id} for this connector and environment")
+            raise NotFound(
+                f"no authorization request {request_id} for this connector and environment"
+            )
         if pending.status != "confirming":
-            raise InvalidRequest(f"authorization request {request_id} is {pending.status}, not awaiting confirmation", field="request")
+            raise InvalidRequest(
+                f"authorization request {request_id} is {pending.status}, not awaiting confirmation",
+                field="request",
+            )
         if pending.expires_at + DEFAULT_LIFETIME <= self._clock.now():
-            await self._store.update_authorization(pending.id, expect=["confirming"], status="expired", tokens=None)
+            if await self._store.update_authorization(
+                pending.id, expect=["confirming"], status="expired", tokens=None
+            ):
+                await self._discard(connector, provider, pending)
             raise AuthorizationExpired("the authorization request expired before it was confirmed")
         if not hmac.compare_digest(digest(verifier), pending.verifier_hash):
             # One wrong verifier ends the request: consent must be started again.
-            await self._store.update_authorization(pending.id, expect=["confirming"], status="failed", error="verification_failed", tokens=None)
+            if await self._store.update_authorization(
+                pending.id,
+                expect=["confirming"],
+                status="failed",
+                error="verification_failed",
+                tokens=None,
+            ):
+                await self._discard(connector, provider, pending)
             self._record(pending, "authorization.confirm", "denied", "verification_failed")
             raise VerificationFailed("the verifier does not match; start the authorization again")
         assert pending.tokens is not None
-        if not await self._store.update_authorization(pending.id, expect=["confirming"], status="completed", tokens=None, completed_at=self._clock.now()):
+        if not await self._store.update_authorization(
+            pending.id,
+            expect=["confirming"],
+            status="completed",
+            tokens=None,
+            completed_at=self._clock.now(),
+        ):
             raise InvalidRequest("authorization request already confirmed", field="request")
         await self._grants.save_grant(self._scope(pending), pending.tokens, source="consent")
         self._record(pending, "authorization.confirm", "allowed", "completed")
         return replace(pending, status="completed")
 
+    async def _discard(
+        self, connector: Connector, provider: UserFlows | None, pending: PendingAuthorization
+    ) -> None:
+        """Revoke held tokens that will never become a grant (best effort: failures are audited)."""
+        tokens = pending.tokens
+        if provider is None or tokens is None:
+            return
+        token, hint = (
+            (tokens.refresh_token, "refresh_token")
+            if tokens.refresh_token
+            else (tokens.access_token, "access_token")
+        )
+        try:
+            result = await provider.revoke_user_token(self._ctx, connector, token=token, hint=hint)
+        except ValetkeyError as exc:
+            self._record(pending, "authorization.discard", "denied", exc.code)
+            return
+        outcome = "revoked" if result.revoked else "skipped" if result.skipped else "failed"
+        self._record(pending, "authorization.discard", "allowed", outcome)
+
     async def _activate(self, pending: PendingAuthorization, tokens: TokenSet) -> None:
         await self._grants.save_grant(self._scope(pending), tokens, source="consent")
-        await self._store.update_authorization(pending.id, status="completed", tokens=None, completed_at=self._clock.now())
+        await self._store.update_authorization(
+            pending.id, status="completed", tokens=None, completed_at=self._clock.now()
+        )
         self._record(pending, "authorization.complete", "allowed", pending.mode)
 
     def _scope(self, pending: PendingAuthorization) -> GrantScope:
-        return GrantScope(pending.team_id, pending.connector_id, pending.project_id, pending.environment, Subject("user", pending.user_id))
+        return GrantScope(
+            pending.team_id,
+            pending.connector_id,
+            pending.project_id,
+            pending.environment,
+            Subject("user", pending.user_id),
+        )
 
     # -- device polling -------------------------------------------------------------------------
 
-    async def poll(self, identity: Identity, connector: Connector, provider: UserFlows, user_id: str) -> None:
+    async def poll(
+        self, identity: Identity, connector: Connector, provider: UserFlows, user_id: str
+    ) -> None:
         """No grant yet for ``user_id``: report the device authorization's state, polling the provider.
 
         Returns when a grant now exists; raises the typed state otherwise.
         """
-        pending = await self._store.latest_device_authorization(connector.id, identity.project_id, identity.environment, user_id)
+        pending = await self._store.latest_device_authorization(
+            connector.id, identity.project_id, identity.environment, user_id
+        )
         now = self._clock.now()
         if pending is None or pending.created_at + MAX_LIFETIME * 2 < now:
             raise _consent_needed(connector, user_id)
@@ -440,27 +549,56 @@ class ConsentService:
         if pending.status == "denied":
             raise AccessDenied("the user refused the authorization request", request=pending.id)
         if pending.status in ("expired", "failed"):
-            raise AuthorizationExpired("the device authorization expired or failed; start a new one", request=pending.id)
+            raise AuthorizationExpired(
+                "the device authorization expired or failed; start a new one", request=pending.id
+            )
         if pending.expires_at <= now:
             await self._store.update_authorization(pending.id, expect=["pending"], status="expired")
-            raise AuthorizationExpired("the device code expired before the user finished", request=pending.id)
-        if pending.device_code is None:  # the broker's own device page: the callback makes the grant
-            raise AuthorizationPending("waiting for the user to finish on the device page", request=pending.id, interval=pending.interval)
+            raise AuthorizationExpired(
+                "the device code expired before the user finished", request=pending.id
+            )
+        if (
+            pending.device_code is None
+        ):  # the broker's own device page: the callback makes the grant
+            raise AuthorizationPending(
+                "waiting for the user to finish on the device page",
+                request=pending.id,
+                interval=pending.interval,
+            )
         if pending.next_poll_at is not None and now < pending.next_poll_at:
-            raise AuthorizationPending("waiting for the user", request=pending.id, interval=pending.interval)
+            raise AuthorizationPending(
+                "waiting for the user", request=pending.id, interval=pending.interval
+            )
         claimed = await self._store.update_authorization(
             pending.id, expect=["pending"], next_poll_at=now + timedelta(seconds=pending.interval)
         )
         if not claimed:
-            raise AuthorizationPending("waiting for the user", request=pending.id, interval=pending.interval)
+            raise AuthorizationPending(
+                "waiting for the user", request=pending.id, interval=pending.interval
+            )
         try:
-            tokens = await provider.poll_device(self._ctx, connector, device_code=pending.device_code)
+            tokens = await provider.poll_device(
+                self._ctx, connector, device_code=pending.device_code
+            )
         except AuthorizationPending as exc:
-            interval = int(exc.details.get("interval", pending.interval + 5)) if exc.details.get("slowDown") else pending.interval
-            await self._store.update_authorization(pending.id, interval=interval, next_poll_at=now + timedelta(seconds=interval))
-            raise AuthorizationPending(exc.message, request=pending.id, interval=interval, slowDown=bool(exc.details.get("slowDown"))) from None
+            interval = (
+                int(exc.details.get("interval", pending.interval + 5))
+                if exc.details.get("slowDown")
+                else pending.interval
+            )
+            await self._store.update_authorization(
+                pending.id, interval=interval, next_poll_at=now + timedelta(seconds=interval)
+            )
+            raise AuthorizationPending(
+                exc.message,
+                request=pending.id,
+                interval=interval,
+                slowDown=bool(exc.details.get("slowDown")),
+            ) from None
         except AccessDenied:
-            await self._store.update_authorization(pending.id, status="denied", error="access_denied", completed_at=now)
+            await self._store.update_authorization(
+                pending.id, status="denied", error="access_denied", completed_at=now
+            )
             self._record(pending, "authorization.device", "denied", "access_denied")
             raise
         except AuthorizationExpired:
@@ -470,7 +608,9 @@ class ConsentService:
 
     # -- audit ----------------------------------------------------------------------------------
 
-    def _record(self, pending: PendingAuthorization, action: str, decision: str, reason: str) -> None:
+    def _record(
+        self, pending: PendingAuthorization, action: str, decision: str, reason: str
+    ) -> None:
         self._audit.record(
             AuditEvent(
                 team_id=pending.team_id,
@@ -483,7 +623,11 @@ class ConsentService:
                 project_id=pending.project_id,
                 environment=pending.environment,
                 subject=f"user:{pending.user_id}",
-                details={"request": pending.id, "mode": pending.mode, "connectorId": pending.connector_id},
+                details={
+                    "request": pending.id,
+                    "mode": pending.mode,
+                    "connectorId": pending.connector_id,
+                },
             )
         )
 

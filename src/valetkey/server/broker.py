@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
+import certifi
 import httpx
 
 from valetkey.core.audit import AuditLog
@@ -36,6 +38,15 @@ from valetkey.store.repo import Repository
 log = logging.getLogger("valetkey.broker")
 
 BROKER_AUDIENCE = "valetkey"
+
+
+def outbound_tls(ca_file: Path | None) -> ssl.SSLContext | bool:
+    """The public CAs (certifi), plus ``ca_file``'s certificates when one is configured."""
+    if ca_file is None:
+        return True
+    context = ssl.create_default_context(cafile=certifi.where())
+    context.load_verify_locations(cafile=str(ca_file))
+    return context
 
 
 def ensure_private_dir(path: Path) -> None:
@@ -89,6 +100,7 @@ class Broker:
             timeout=httpx.Timeout(10.0),
             follow_redirects=False,
             headers={"user-agent": "valetkey-broker"},
+            verify=outbound_tls(settings.ca_file),
         )
         providers = ProviderRegistry.load()
         repo = Repository(db, keyring, clock)

@@ -35,22 +35,39 @@ _SECURITY_HEADERS = {
 }
 
 
-def page(title: str, message: str = "", *, status: int = 200, error: bool = False, form: bool = False, user_code: str | None = None) -> HTMLResponse:
-    html = _templates.get_template("page.html").render(title=title, message=message, error=error, form=form, user_code=user_code)
+def page(
+    title: str,
+    message: str = "",
+    *,
+    status: int = 200,
+    error: bool = False,
+    form: bool = False,
+    user_code: str | None = None,
+) -> HTMLResponse:
+    html = _templates.get_template("page.html").render(
+        title=title, message=message, error=error, form=form, user_code=user_code
+    )
     return HTMLResponse(html, status, headers=_SECURITY_HEADERS)
 
 
-async def _linked(broker: Broker, identity: Identity, uid: str, subject: Subject, scopes: tuple[str, ...] | None) -> tuple[Connector, UserFlows, TokenRequest]:
+async def _linked(
+    broker: Broker, identity: Identity, uid: str, subject: Subject, scopes: tuple[str, ...] | None
+) -> tuple[Connector, UserFlows, TokenRequest]:
     view = await broker.repo.connector_view(identity.team_id, uid)
     if view is None:
         raise NotFound(f"no connector {uid}", connector=uid)
     connector = view.connector
-    decision = evaluate(identity, connector, view.links.get(identity.project_id), TokenRequest(subject, scopes))
+    decision = evaluate(
+        identity, connector, view.links.get(identity.project_id), TokenRequest(subject, scopes)
+    )
     if not isinstance(decision, Allowed):
         raise decision.error
     provider = broker.providers.get(connector.type)
     if subject.type not in provider.capabilities(connector).subjects:
-        raise UnsupportedOperation(f"{connector.type} connector {connector.uid} cannot act for a {subject.type}", subject=subject.type)
+        raise UnsupportedOperation(
+            f"{connector.type} connector {connector.uid} cannot act for a {subject.type}",
+            subject=subject.type,
+        )
     return connector, require_user_flows(provider, connector), decision.request
 
 
@@ -58,10 +75,23 @@ def _connector_ref(c: Connector) -> dict[str, str]:
     return {"id": c.id, "uid": c.uid, "type": c.type, "name": c.name, "service": c.service}
 
 
-_AUTHORIZE_FIELDS = {"subject", "scopes", "returnUrl", "callbackUrl", "webhook", "deviceCode", "expiresInMs", "installationId", "loginHint"}
+_AUTHORIZE_FIELDS = {
+    "subject",
+    "scopes",
+    "returnUrl",
+    "callbackUrl",
+    "webhook",
+    "deviceCode",
+    "expiresInMs",
+    "installationId",
+    "loginHint",
+}
 
 
-@router.post("/v1/connect/authorize/{uid:path}/confirm", summary="Confirm that the person who consented is the user named")
+@router.post(
+    "/v1/connect/authorize/{uid:path}/confirm",
+    summary="Confirm that the person who consented is the user named",
+)
 async def confirm(uid: str, request: Request) -> Response:
     broker = broker_of(request)
     identity = await broker.verifier.verify(bearer(request))
@@ -74,12 +104,22 @@ async def confirm(uid: str, request: Request) -> Response:
     view = await broker.repo.connector_view(identity.team_id, uid)
     if view is None:
         raise NotFound(f"no connector {uid}", connector=uid)
-    done = await broker.consent.confirm(identity, view.connector, request_id, verifier)
-    await broker.bus.publish(Invalidation(kind="tokens", connector_id=view.connector.id, subject_key=f"user:{done.user_id}"))
+    flows = require_user_flows(broker.providers.get(view.connector.type), view.connector)
+    done = await broker.consent.confirm(
+        identity, view.connector, request_id, verifier, provider=flows
+    )
+    await broker.bus.publish(
+        Invalidation(
+            kind="tokens", connector_id=view.connector.id, subject_key=f"user:{done.user_id}"
+        )
+    )
     return json_response({"request": done.id, "status": done.status, "user": done.user_id})
 
 
-@router.post("/v1/connect/authorize/{uid:path}", summary="Start a user's consent (callback, webhook or device code)")
+@router.post(
+    "/v1/connect/authorize/{uid:path}",
+    summary="Start a user's consent (callback, webhook or device code)",
+)
 async def authorize(uid: str, request: Request) -> Response:
     broker = broker_of(request)
     identity = await broker.verifier.verify(bearer(request))
@@ -89,13 +129,19 @@ async def authorize(uid: str, request: Request) -> Response:
         raise InvalidRequest(f"unknown field {sorted(unknown)[0]}", field=sorted(unknown)[0])
     subject = parse_subject(data.get("subject"))
     if subject.type != "user":
-        raise InvalidRequest("consent is for a user subject: {\"type\": \"user\", \"id\": ...}", field="subject.type")
+        raise InvalidRequest(
+            'consent is for a user subject: {"type": "user", "id": ...}', field="subject.type"
+        )
     scopes = parse_token_request({"subject": {"type": "app"}, "scopes": data.get("scopes")}).scopes
     connector, flows, effective = await _linked(broker, identity, uid, subject, scopes)
     return_url = data.get("returnUrl") or data.get("callbackUrl")
     webhook = data.get("webhook")
     device = data.get("deviceCode", False)
-    for name, value in (("returnUrl", return_url), ("webhook", webhook), ("loginHint", data.get("loginHint"))):
+    for name, value in (
+        ("returnUrl", return_url),
+        ("webhook", webhook),
+        ("loginHint", data.get("loginHint")),
+    ):
         if value is not None and not isinstance(value, str):
             raise InvalidRequest(f"{name} must be a string", field=name)
     if not isinstance(device, bool):
@@ -143,11 +189,19 @@ async def callback(request: Request) -> Response:
         view = await broker.repo.connector_view(team_id, connector_id)
         if view is None:
             raise NotFound("the connector was removed")
-        return view.connector, require_user_flows(broker.providers.get(view.connector.type), view.connector)
+        return view.connector, require_user_flows(
+            broker.providers.get(view.connector.type), view.connector
+        )
 
-    result = await broker.consent.callback(lookup, state=q.get("state"), code=q.get("code"), error=q.get("error"))
+    result = await broker.consent.callback(
+        lookup, state=q.get("state"), code=q.get("code"), error=q.get("error")
+    )
     if result.redirect is not None:
-        return RedirectResponse(result.redirect, 303, headers={"cache-control": "no-store", "referrer-policy": "no-referrer"})
+        return RedirectResponse(
+            result.redirect,
+            303,
+            headers={"cache-control": "no-store", "referrer-policy": "no-referrer"},
+        )
     return page(result.title, result.message, status=200 if result.ok else 400, error=not result.ok)
 
 
@@ -157,19 +211,35 @@ async def device_page(user_code: str | None = None) -> Response:
 
 
 @router.post("/device", include_in_schema=False)
-async def device_submit(request: Request, user_code: str = Form(default="", max_length=32)) -> Response:
+async def device_submit(
+    request: Request, user_code: str = Form(default="", max_length=32)
+) -> Response:
     broker = broker_of(request)
     try:
         target = await broker.consent.device_redirect(user_code)
     except ValetkeyError as exc:
         return page("Connect your account", exc.message, status=400, error=True, form=True)
-    return RedirectResponse(target, 303, headers={"cache-control": "no-store", "referrer-policy": "no-referrer"})
+    return RedirectResponse(
+        target, 303, headers={"cache-control": "no-store", "referrer-policy": "no-referrer"}
+    )
 
 
-_IMPORT_FIELDS = {"subject", "accessToken", "refreshToken", "expiresAt", "expiresIn", "scopes", "project", "environment"}
+_IMPORT_FIELDS = {
+    "subject",
+    "accessToken",
+    "refreshToken",
+    "expiresAt",
+    "expiresIn",
+    "scopes",
+    "project",
+    "environment",
+}
 
 
-@router.post("/v1/connect/token/{uid:path}/import", summary="Import a user's existing tokens as a grant, without a consent round")
+@router.post(
+    "/v1/connect/token/{uid:path}/import",
+    summary="Import a user's existing tokens as a grant, without a consent round",
+)
 async def import_tokens(uid: str, request: Request) -> Response:
     broker = broker_of(request)
     credential = bearer(request)
@@ -179,7 +249,9 @@ async def import_tokens(uid: str, request: Request) -> Response:
         raise InvalidRequest(f"unknown field {sorted(unknown)[0]}", field=sorted(unknown)[0])
     if credential.startswith("vk_pt_"):
         member = await broker.management.authenticate(credential)
-        identity = await broker.management.identity_for(member, data.get("project"), data.get("environment"))
+        identity = await broker.management.identity_for(
+            member, data.get("project"), data.get("environment")
+        )
     else:
         identity = await broker.verifier.verify(credential)
     subject = parse_subject(data.get("subject"))
@@ -189,15 +261,23 @@ async def import_tokens(uid: str, request: Request) -> Response:
     if not isinstance(access, str) or not access or len(access) > 16384:
         raise InvalidRequest("accessToken must be a non-empty string", field="accessToken")
     refresh = data.get("refreshToken")
-    if refresh is not None and (not isinstance(refresh, str) or not refresh or len(refresh) > 16384):
+    if refresh is not None and (
+        not isinstance(refresh, str) or not refresh or len(refresh) > 16384
+    ):
         raise InvalidRequest("refreshToken must be a non-empty string", field="refreshToken")
     expires_at = _import_expiry(data, broker.clock.now())
     scopes = parse_token_request({"subject": {"type": "app"}, "scopes": data.get("scopes")}).scopes
     connector, _flows, _effective = await _linked(broker, identity, uid, subject, scopes)
-    tokens = TokenSet(access_token=access, expires_at=expires_at, refresh_token=refresh, scopes=scopes)
-    scope = GrantScope(identity.team_id, connector.id, identity.project_id, identity.environment, subject)
+    tokens = TokenSet(
+        access_token=access, expires_at=expires_at, refresh_token=refresh, scopes=scopes
+    )
+    scope = GrantScope(
+        identity.team_id, connector.id, identity.project_id, identity.environment, subject
+    )
     grant = await broker.consent_store.save_grant(scope, tokens, source="import")
-    await broker.bus.publish(Invalidation(kind="tokens", connector_id=connector.id, subject_key=subject.key()))
+    await broker.bus.publish(
+        Invalidation(kind="tokens", connector_id=connector.id, subject_key=subject.key())
+    )
     broker.management.record_import(identity, connector.uid, subject.key(), grant.id)
     return json_response(
         {
@@ -224,7 +304,11 @@ def _import_expiry(data: dict[str, Any], now: datetime) -> datetime | None:
             raise InvalidRequest("expiresAt is out of range", field="expiresAt") from exc
     if data.get("expiresIn") is not None:
         seconds = data["expiresIn"]
-        if isinstance(seconds, bool) or not isinstance(seconds, int) or not 0 < seconds <= 10 * 365 * 86400:
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, int)
+            or not 0 < seconds <= 10 * 365 * 86400
+        ):
             raise InvalidRequest("expiresIn is a positive number of seconds", field="expiresIn")
         return now + timedelta(seconds=seconds)
     return None

@@ -33,7 +33,9 @@ def body_digest(body: bytes) -> str:
 
 
 class WebhookNotifier:
-    def __init__(self, http: httpx.AsyncClient, issuer: BrokerIssuer, *, allow_private: bool) -> None:
+    def __init__(
+        self, http: httpx.AsyncClient, issuer: BrokerIssuer, *, allow_private: bool
+    ) -> None:
         self._http = http
         self._issuer = issuer
         self._allow_private = allow_private
@@ -67,13 +69,25 @@ class WebhookNotifier:
             try:
                 response = await self._http.post(url, content=body, headers=headers, timeout=10)
             except httpx.HTTPError as exc:
-                log.warning("webhook %s attempt %d failed: %s", event.get("type"), attempt + 1, type(exc).__name__)
+                log.warning(
+                    "webhook %s attempt %d failed: %s",
+                    event.get("type"),
+                    attempt + 1,
+                    type(exc).__name__,
+                )
                 continue
             if response.status_code < 300:
                 self.delivered.append(str(event.get("type")))
                 return
-            log.warning("webhook %s attempt %d answered %d", event.get("type"), attempt + 1, response.status_code)
-        log.error("webhook %s not delivered after %d attempts", event.get("type"), len(RETRY_DELAYS) + 1)
+            log.warning(
+                "webhook %s attempt %d answered %d",
+                event.get("type"),
+                attempt + 1,
+                response.status_code,
+            )
+        log.error(
+            "webhook %s not delivered after %d attempts", event.get("type"), len(RETRY_DELAYS) + 1
+        )
 
     async def close(self) -> None:
         for task in list(self._tasks):
