@@ -8,7 +8,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PEERS  := tests/peers/oidc_provider
 
-.PHONY: serve test setup peers lint typecheck bench clean
+.PHONY: serve test setup peers lint typecheck bench demo-oauth clean
 
 serve: setup
 	$(BIN)/valetkey serve $(ARGS)
@@ -36,6 +36,10 @@ lint: setup
 
 typecheck: setup
 	$(BIN)/mypy src
+
+# A local OAuth/OIDC server (the tests' oidc-provider) for the README walkthroughs, on 127.0.0.1:9400.
+demo-oauth: setup peers
+	$(BIN)/python scripts/demo_oauth_server.py
 
 bench: setup
 	$(BIN)/python bench/bench_exchange.py

@@ -438,8 +438,8 @@ def test_callback_flow_on_each_store(
         assert issued.status_code == 200, issued.text
         info = introspect(oidc_peer, issued.json()["token"])
         assert (info["active"], info["sub"], info["client_id"]) == (True, "alice", "web-app")
-        # With no scopes named, consent asks for the connector's ceiling (see the xfail below).
-        assert sorted(info["scope"].split()) == ["openid", "read", "write"]
+        # With no scopes named, consent asks for the connector's userScopes.
+        assert sorted(info["scope"].split()) == ["openid", "read"]
         again = app.confirm(started["request"], started["verifier"])
         assert (again.status_code, error_code(again)) == (400, "invalid_request")
 
@@ -958,11 +958,6 @@ async def test_import_makes_a_grant_and_malformed_imports_store_nothing(
     assert introspect(oidc_peer, served.json()["token"])["sub"] == "dave"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the exchange compares a user grant with the policy-filled scope ceiling when the "
-    "request names no scopes, so a grant holding fewer scopes is scopes_not_granted",
-)
 async def test_a_grant_with_fewer_scopes_than_the_ceiling_is_served(
     broker: RunningBroker, oidc_peer: OidcProviderPeer
 ) -> None:

@@ -23,7 +23,7 @@ from valetkey.core.audit import AuditEvent, AuditLog
 from valetkey.core.clock import Clock
 from valetkey.core.consent import ConsentService, Notifier, consent_needed, require_user_flows
 from valetkey.core.grants import Grant, GrantScope, GrantStore
-from valetkey.core.models import Connector, Identity, Member, Subject, TokenRequest
+from valetkey.core.models import Connector, Identity, Member, Policy, Subject, TokenRequest
 from valetkey.core.policy import Allowed, evaluate
 from valetkey.core.ports import (
     CachedMint,
@@ -37,7 +37,6 @@ from valetkey.errors import (
     InvalidGrant,
     NotFound,
     UnsupportedOperation,
-    UserAuthorizationRequired,
     ValetkeyError,
 )
 from valetkey.providers.base import Capabilities, MintedToken, Provider, TokenSet, UserFlows
@@ -170,8 +169,10 @@ class ExchangeService:
                     subject=request.subject.type,
                 ),
             )
-        effective = decision.request
         link = view.links[identity.project_id]
+        # App tokens are minted at the ceiling when no scopes are named; a user's grant is served
+        # as it was consented (narrowed to the ceiling only where it holds more, see _user_token).
+        effective = decision.request if request.subject.type == "app" else request
         key: TokenKey = (connector.id, identity.project_id, identity.environment, effective.cache_key())
         entry = self._tokens.get(key)
         cached = entry is not None and self._fresh(entry, now)
@@ -179,7 +180,7 @@ class ExchangeService:
             entry = await self._single_flight(
                 key,
                 lambda: self._load_or_mint(
-                    identity, connector, provider, effective, key, link.policy.max_lifetime_seconds
+                    identity, connector, provider, effective, key, link.policy
                 ),
             )
         self._record(identity, uid, effective, "allowed", "issued", tokenId=entry.issued_id, cached=cached)
@@ -227,15 +228,16 @@ class ExchangeService:
         provider: Provider,
         request: TokenRequest,
         key: TokenKey,
-        max_lifetime: int | None,
+        policy: Policy,
     ) -> CachedMint:
         now = self._clock.now()
         key_hash = _hash_key(key)
         stored = await self._store.load_cached(key_hash)
         if stored is not None and self._fresh(stored, now):
             return stored
-        minted = await self._mint(identity, connector, provider, request)
+        minted = await self._mint(identity, connector, provider, request, policy.scopes)
         serve_until = minted.expires_at
+        max_lifetime = policy.max_lifetime_seconds
         if max_lifetime is not None:
             cap = now + timedelta(seconds=max_lifetime)
             serve_until = cap if serve_until is None or serve_until > cap else serve_until
@@ -251,14 +253,19 @@ class ExchangeService:
         return CachedMint(minted, issued_id, serve_until)
 
     async def _mint(
-        self, identity: Identity, connector: Connector, provider: Provider, request: TokenRequest
+        self,
+        identity: Identity,
+        connector: Connector,
+        provider: Provider,
+        request: TokenRequest,
+        link_scopes: tuple[str, ...] | None = None,
     ) -> MintedToken:
         kind = request.subject.type
         if kind == "app":
             return await provider.mint(self._ctx, connector, request)
         flows = require_user_flows(provider, connector)
         if kind == "user":
-            return await self._user_token(identity, connector, flows, request)
+            return await self._user_token(identity, connector, flows, request, link_scopes)
         if kind == "jwt-bearer":
             assert request.subject.id is not None
             claims = dict(request.assertion or ())
@@ -286,7 +293,12 @@ class ExchangeService:
         return _minted(tokens)
 
     async def _user_token(
-        self, identity: Identity, connector: Connector, flows: UserFlows, request: TokenRequest
+        self,
+        identity: Identity,
+        connector: Connector,
+        flows: UserFlows,
+        request: TokenRequest,
+        link_scopes: tuple[str, ...] | None = None,
     ) -> MintedToken:
         """A user's access token from their grant, refreshed (single flight across replicas) when needed."""
         if self._grants is None or self._consent is None:
@@ -302,11 +314,13 @@ class ExchangeService:
         if grant.status != "active":
             raise consent_needed(connector, user_id, reason="grant_failed", failure=grant.failure)
         wanted, granted = request.scopes, grant.scopes
+        if wanted is None and granted is not None:
+            wanted = _within_ceiling(connector, link_scopes, granted)
         if wanted is not None and granted is not None:
             missing = sorted(set(wanted) - set(granted))
             if missing:
                 raise consent_needed(connector, user_id, reason="scopes_not_granted", missingScopes=missing)
-        narrow = wanted is not None and granted is not None and set(wanted) != set(granted)
+        narrow = _needs_narrowing(connector, wanted, granted)
         now = self._clock.now()
         if not narrow and grant.fresh(now, self._buffer):
             return _minted(grant.tokens)
@@ -315,11 +329,21 @@ class ExchangeService:
                 raise UnsupportedOperation("this grant has no refresh token, so it cannot be narrowed")
             raise consent_needed(connector, user_id, reason="expired_without_refresh_token")
         narrowed: list[TokenSet] = []
+        seen_access = grant.tokens.access_token
 
         async def refresher(current: Grant) -> TokenSet | None:
-            if not narrow and current.fresh(self._clock.now(), self._buffer):
-                return None  # another request or replica refreshed while we waited for the lock
-            assert current.tokens.refresh_token is not None
+            # Runs with the grant locked in the database; ``current`` was read under the lock.
+            if current.status != "active":  # a refresh that failed while we waited for the lock
+                raise consent_needed(connector, user_id, reason="grant_failed", failure=current.failure)
+            if not narrow and (
+                current.tokens.access_token != seen_access or current.fresh(self._clock.now(), self._buffer)
+            ):
+                # Another request or replica stored a new access token while we waited for the lock:
+                # use it. Refreshing again would cost a provider call, and presenting the refresh
+                # token we read before the lock would be a reuse.
+                return None
+            if current.tokens.refresh_token is None:
+                raise consent_needed(connector, user_id, reason="expired_without_refresh_token")
             fresh = await flows.refresh(
                 self._ctx,
                 connector,
@@ -592,6 +616,35 @@ def _minted(tokens: TokenSet) -> MintedToken:
         token_type=tokens.token_type,
         metadata={"providerSubject": tokens.provider_subject} if tokens.provider_subject else {},
     )
+
+
+def _within_ceiling(
+    connector: Connector, link_scopes: tuple[str, ...] | None, granted: tuple[str, ...]
+) -> tuple[str, ...] | None:
+    """For a request naming no scopes: None (serve the grant as is) unless the grant holds scopes
+    the connector governs that the link's ceiling does not allow; then the granted scopes minus those."""
+    if link_scopes is None:
+        return None
+    configured = connector.config.get("scopes")
+    governed = set(granted) if not isinstance(configured, list) else {str(x) for x in configured}
+    excess = (set(granted) - set(link_scopes)) & governed
+    return tuple(sorted(set(granted) - excess)) if excess else None
+
+
+def _needs_narrowing(
+    connector: Connector, wanted: tuple[str, ...] | None, granted: tuple[str, ...] | None
+) -> bool:
+    """Whether a user token must be narrowed at the provider for a request wanting ``wanted``.
+
+    Only scopes the connector governs (its configured ``scopes``) count: a grant that also
+    holds ``openid`` or ``offline_access`` is not narrowed for a request naming only API
+    scopes. Without configured scopes every granted scope counts.
+    """
+    if wanted is None or granted is None:
+        return False
+    configured = connector.config.get("scopes")
+    governed = set(granted) if not isinstance(configured, list) else {str(x) for x in configured}
+    return bool((set(granted) - set(wanted)) & governed)
 
 
 def _hash_key(key: TokenKey) -> str:

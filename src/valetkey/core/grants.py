@@ -1,10 +1,15 @@
 """Grants: what the broker keeps to mint a subject's tokens later, and refreshing them safely.
 
 A grant is scoped to (connector, project, environment, subject). Its access token is used
-while it is valid for longer than the buffer; otherwise it is refreshed under a lock held
-in the database (a row lock on PostgreSQL, the write lock on SQLite), so that however many
-requests on however many replicas find it expired, the provider sees exactly one refresh,
-and a rotated refresh token replaces the old one in the same transaction.
+while it is valid for longer than the buffer (capped at half the token's lifetime, so a
+provider issuing five-minute tokens is not refreshed on every request by a one-minute
+buffer); otherwise it is refreshed under a lock held in the database (a row lock on
+PostgreSQL, the write lock on SQLite), so that however many requests on however many
+replicas find it expired, the provider sees exactly one refresh, and a rotated refresh token
+replaces the old one in the same transaction. A request that waited for the lock and finds
+that another one stored a new access token meanwhile uses that token: it never refreshes
+again, and never presents a refresh token that was rotated out (which providers such as
+Slack treat as theft and answer by revoking the whole grant).
 """
 
 from __future__ import annotations
@@ -33,10 +38,17 @@ class Grant:
     version: int
     source: str
     failure: str | None = None
+    #: When the broker obtained the current access token (None: unknown).
+    obtained_at: datetime | None = None
 
     def fresh(self, now: datetime, buffer: timedelta) -> bool:
+        """Whether the access token stays valid for longer than ``buffer``, capped at half its lifetime."""
         exp = self.tokens.expires_at
-        return exp is None or exp - now > buffer
+        if exp is None:
+            return True
+        if self.obtained_at is not None and exp > self.obtained_at:
+            buffer = min(buffer, (exp - self.obtained_at) / 2)
+        return exp - now > buffer
 
     @property
     def scopes(self) -> tuple[str, ...] | None:

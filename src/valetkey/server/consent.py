@@ -68,7 +68,11 @@ async def _linked(
             f"{connector.type} connector {connector.uid} cannot act for a {subject.type}",
             subject=subject.type,
         )
-    return connector, require_user_flows(provider, connector), decision.request
+    # Consent asks for what was named; else the link's own ceiling; else (None) the connector's
+    # userScopes. The policy's fill-in of the connector's whole ceiling is for app tokens only.
+    link = view.links[identity.project_id]
+    asked = scopes if scopes is not None else link.policy.scopes
+    return connector, require_user_flows(provider, connector), TokenRequest(subject, asked)
 
 
 def _connector_ref(c: Connector) -> dict[str, str]:

@@ -3,7 +3,11 @@
 Refresh single flight: ``refresh_grant`` first UPDATEs the grant row (a no-op write). On
 PostgreSQL that takes the row lock; on SQLite it takes the database write lock. Either way a
 second refresher — in this process or another replica — waits until the first commits, then
-reads the grant the first one stored and sees that it is fresh.
+reads (a new SELECT, in a transaction that began after the first one committed) the grant the
+first one stored, and its refresher sees that the access token changed.
+
+The encrypted payload also records ``obtainedAt``, when the current access token was stored,
+so that ``Grant.fresh`` can cap its buffer at half the token's lifetime.
 """
 
 from __future__ import annotations
@@ -70,7 +74,9 @@ class ConsentRepository:
     # -- grants -------------------------------------------------------------------------------
 
     def _grant(self, row: t.Grant) -> Grant:
-        tokens = tokens_from_json(self.keyring.decrypt_json(row.payload, aad=grant_aad(row.id)))
+        data = self.keyring.decrypt_json(row.payload, aad=grant_aad(row.id))
+        tokens = tokens_from_json(data)
+        obtained = data.get("obtainedAt")
         return Grant(
             id=row.id,
             team_id=row.team_id,
@@ -83,7 +89,13 @@ class ConsentRepository:
             version=row.version,
             source=row.source,
             failure=row.failure,
+            obtained_at=row.updated_at if obtained is None else datetime.fromisoformat(obtained),
         )
+
+    def _payload(self, grant_id: str, tokens: TokenSet, obtained_at: datetime) -> bytes:
+        data = tokens_to_json(tokens)
+        data["obtainedAt"] = obtained_at.isoformat()
+        return self.keyring.encrypt_json(data, aad=grant_aad(grant_id))
 
     async def get_grant(self, scope: GrantScope) -> Grant | None:
         async with self.db.session() as s:
@@ -120,7 +132,7 @@ class ConsentRepository:
                         )
                         s.add(row)
                     row.status = "active"
-                    row.payload = self.keyring.encrypt_json(tokens_to_json(tokens), aad=grant_aad(row.id))
+                    row.payload = self._payload(row.id, tokens, now)
                     row.scopes = None if tokens.scopes is None else list(tokens.scopes)
                     row.provider_subject = tokens.provider_subject
                     row.source = source
@@ -137,7 +149,8 @@ class ConsentRepository:
         async with self.db.session() as s, s.begin():
             # The no-op write takes the lock (row lock on PostgreSQL, write lock on SQLite).
             await s.execute(update(t.Grant).where(t.Grant.id == grant_id).values(version=t.Grant.version))
-            row = await s.scalar(select(t.Grant).where(t.Grant.id == grant_id).execution_options(populate_existing=True))
+            fresh = select(t.Grant).where(t.Grant.id == grant_id).execution_options(populate_existing=True)
+            row = await s.scalar(fresh)
             if row is None:
                 raise InvalidGrant("the grant was removed")
             current = self._grant(row)
@@ -153,10 +166,13 @@ class ConsentRepository:
             if new is None:
                 return current
             merged = merge_refreshed(current.tokens, new)
-            row.payload = self.keyring.encrypt_json(tokens_to_json(merged), aad=grant_aad(row.id))
+            now = self.clock.now()
+            same_access = merged.access_token == current.tokens.access_token
+            obtained = current.obtained_at if same_access and current.obtained_at is not None else now
+            row.payload = self._payload(row.id, merged, obtained)
             row.scopes = None if merged.scopes is None else list(merged.scopes)
             row.version += 1
-            row.updated_at = self.clock.now()
+            row.updated_at = now
             await s.flush()
             return self._grant(row)
 

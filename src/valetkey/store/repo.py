@@ -165,15 +165,18 @@ class Repository:
                 )
             )
             await s.flush()
-            await s.execute(delete(t.CachedToken).where(t.CachedToken.key_hash == key_hash))
-            s.add(
-                t.CachedToken(
-                    key_hash=key_hash,
-                    connector_id=connector.id,
-                    issued_token_id=issued_id,
-                    payload=payload,
-                    expires_at=serve_until,
-                )
+            # An upsert: two replicas minting the same key at once must both succeed.
+            insert = pg_insert if self.db.is_postgres else sqlite_insert
+            cached = {
+                "connector_id": connector.id,
+                "issued_token_id": issued_id,
+                "payload": payload,
+                "expires_at": serve_until,
+            }
+            await s.execute(
+                insert(t.CachedToken)
+                .values(key_hash=key_hash, **cached)
+                .on_conflict_do_update(index_elements=["key_hash"], set_=cached)
             )
         return issued_id
 

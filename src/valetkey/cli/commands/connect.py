@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from valetkey.cli.broker import seg, uid_path
+from valetkey.cli.commands import consent
 from valetkey.cli.output import Format, FormatOption, emit, emit_fields, field, note, short_time
 from valetkey.cli.parsing import parse_data, parse_list
 from valetkey.cli.state import broker
@@ -316,3 +317,6 @@ def revoke_tokens(
             "the broker stops handing them out, but a copy already issued stays valid "
             "until it expires."
         )
+
+
+consent.register(app)
