@@ -19,12 +19,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+
+T = TypeVar("T")
 
 __all__ = ["BrokerProcess", "RunningBroker", "free_port", "running_broker", "spawn_broker"]
 
@@ -42,6 +44,13 @@ class RunningBroker:
     data_dir: Path
     owner_token: str = field(repr=False)
     broker: Any = None  # the in-process Broker, when run in a thread
+    loop: asyncio.AbstractEventLoop | None = None  # its event loop
+
+    def run(self, coroutine: Coroutine[Any, Any, T], timeout: float = 60) -> T:
+        """Run ``coroutine`` on the in-process broker's own event loop (e.g. ``broker.maintain_once()``)."""
+        if self.loop is None:
+            raise RuntimeError("only a broker run in a thread has a loop to run on")
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
 
     def admin(self, timeout: float = 30) -> httpx.Client:
         """An HTTP client carrying the owner credential."""
@@ -131,15 +140,23 @@ def running_broker(
             app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", access_log=False
         )
     )
-    thread = threading.Thread(
-        target=lambda: asyncio.run(server.serve()), daemon=True, name=f"broker-{port}"
-    )
+    loop = asyncio.new_event_loop()
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(server.serve())
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    thread = threading.Thread(target=serve, daemon=True, name=f"broker-{port}")
     thread.start()
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(url, time.monotonic() + 30)
         owner = json.loads(config.cli_credentials_path.read_text())["token"]
-        yield RunningBroker(url=url, data_dir=data_dir, owner_token=owner, broker=broker)
+        yield RunningBroker(url=url, data_dir=data_dir, owner_token=owner, broker=broker, loop=loop)
     finally:
         server.should_exit = True
         thread.join(timeout=15)

@@ -310,7 +310,12 @@ def test_json_output_parses(broker: BrokerProcess, monkeypatch: pytest.MonkeyPat
         {
             "project": project,
             "environments": ["development"],
-            "policy": {"subjects": ["app"], "scopes": None, "maxLifetimeSeconds": None},
+            "policy": {
+                "subjects": ["app"],
+                "scopes": None,
+                "maxLifetimeSeconds": None,
+                "confirmConsent": True,
+            },
         }
     ]
 

@@ -322,6 +322,7 @@ def new_app(
     *,
     data: dict[str, Any] | None = None,
     subjects: tuple[str, ...] = ("user",),
+    link: dict[str, Any] | None = None,
 ) -> App:
     """A fresh project and ``oauth`` connector (web-app at the peer, unless ``data`` says)."""
     name = f"c{secrets.token_hex(4)}"
@@ -341,7 +342,12 @@ def new_app(
             (
                 "POST",
                 f"/v1/connectors/oauth/{name}/links",
-                {"project": project, "environments": ["development"], "subjects": list(subjects)},
+                {
+                    "project": project,
+                    "environments": ["development"],
+                    "subjects": list(subjects),
+                    **(link or {}),
+                },
             ),
             ("POST", f"/v1/projects/{project}/development-identity", {}),
         ):
@@ -542,7 +548,7 @@ def test_a_refusal_at_the_provider_returns_denied(
 # -- 3. lifetimes and expiry ------------------------------------------------------------
 
 
-def _expire(broker: RunningBroker, request: str) -> None:
+def _expire(broker: RunningBroker, request: str, seconds: int = 1) -> None:
     """Move a pending authorization's expiry into the past, in the broker's SQLite file."""
     engine = sa.create_engine(f"sqlite:///{broker.data_dir / 'valetkey.db'}")
     try:
@@ -550,7 +556,7 @@ def _expire(broker: RunningBroker, request: str) -> None:
             changed = connection.execute(
                 sa.update(tables.Authorization)
                 .where(tables.Authorization.id == request)
-                .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+                .values(expires_at=datetime.now(UTC) - timedelta(seconds=seconds))
             )
             assert changed.rowcount == 1
     finally:
@@ -1099,6 +1105,23 @@ async def test_vercel_connect_start_authorization_and_user_get_token(
     assert introspect(oidc_peer, token)["sub"] == "alice"
 
 
+async def test_vercel_connect_app_that_never_confirms_works_when_the_link_waives_it(
+    broker: RunningBroker, oidc_peer: OidcProviderPeer
+) -> None:
+    """On a link attached with confirmConsent false, an app using only the package's own calls
+    (start_authorization, then get_token) gets the user token without a confirm step."""
+    app = new_app(broker, oidc_peer, link={"confirmConsent": False})
+    options = ConnectOptions(vercel_token=app.identity)
+    async with session(service_options=[ConnectServiceOptions(base_url=broker.url)]):
+        started = await start_authorization(
+            app.uid, subject=ConnectUserTokenSubject(id="alice"), return_url=RETURN_URL, options=options
+        )
+        back = returned(browse(consent_at_peer(oidc_peer, started.url, "alice")))
+        assert back["valetkey_status"] == "completed"
+        token = await get_token(app.uid, subject=ConnectUserTokenSubject(id="alice"), options=options)
+    assert introspect(oidc_peer, token)["sub"] == "alice"
+
+
 async def test_vercel_connect_device_code_pending_then_approved(
     broker: RunningBroker, oidc_peer: OidcProviderPeer
 ) -> None:
@@ -1123,3 +1146,22 @@ async def test_vercel_connect_device_code_pending_then_approved(
             app.uid, subject=ConnectUserTokenSubject(id="alice"), options=options
         )
     assert introspect(oidc_peer, token)["sub"] == "alice"
+
+
+def test_maintenance_expires_abandoned_requests_and_revokes_held_tokens(
+    broker: RunningBroker, oidc_peer: OidcProviderPeer
+) -> None:
+    """A consent never confirmed is ended by the broker's maintenance round, and the tokens it
+    held are revoked at the provider; a confirm afterwards is refused."""
+    app = new_app(broker, oidc_peer)
+    started = app.started(returnUrl=RETURN_URL)
+    returned(browse(consent_at_peer(oidc_peer, started["url"], "alice")))
+    held = _held_for_confirmation(broker, started["request"])
+    assert introspect(oidc_peer, held["refreshToken"])["active"] is True
+    _expire(broker, started["request"])
+    broker.run(broker.broker.maintain_once())  # the grace period has not passed: kept
+    assert introspect(oidc_peer, held["refreshToken"])["active"] is True
+    _expire(broker, started["request"], seconds=3600)
+    broker.run(broker.broker.maintain_once())
+    assert introspect(oidc_peer, held["refreshToken"]) == {"active": False}
+    assert error_code(app.confirm(started["request"], started["verifier"])) == "invalid_request"

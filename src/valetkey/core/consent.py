@@ -42,6 +42,7 @@ from valetkey.errors import (
     AccessDenied,
     AuthorizationExpired,
     AuthorizationPending,
+    InvalidGrant,
     InvalidRequest,
     NotFound,
     UnsupportedOperation,
@@ -107,6 +108,8 @@ class PendingAuthorization:
     next_poll_at: datetime | None = None
     tokens: TokenSet | None = None  # awaiting confirmation
     error: str | None = None
+    #: Whether browser consent waits for the app's confirm call (the link's policy at start).
+    confirm: bool = True
 
 
 class ConsentStore(Protocol):
@@ -120,6 +123,12 @@ class ConsentStore(Protocol):
 
     async def get_authorization(self, authorization_id: str) -> PendingAuthorization | None: ...
 
+    async def stale_authorizations(
+        self, now: datetime, *, confirm_grace: timedelta, limit: int = 200
+    ) -> Sequence[PendingAuthorization]:
+        """``pending`` ones past their expiry, ``confirming`` ones past expiry + grace."""
+        ...
+
     async def by_user_code(self, user_code: str) -> PendingAuthorization | None: ...
 
     async def latest_device_authorization(
@@ -127,10 +136,16 @@ class ConsentStore(Protocol):
     ) -> PendingAuthorization | None: ...
 
     async def update_authorization(
-        self, authorization_id: str, *, expect: Sequence[Status] | None = None, **changes: Any
+        self,
+        authorization_id: str,
+        *,
+        expect: Sequence[Status] | None = None,
+        due_by: datetime | None = None,
+        **changes: Any,
     ) -> bool:
-        """Apply ``changes`` (status, tokens, error, next_poll_at, interval, completed_at);
-        with ``expect``, only if the current status is one of them. Returns whether it applied."""
+        """Apply ``changes`` (status, tokens, error, next_poll_at, interval, completed_at), atomically;
+        with ``expect``, only if the current status is one of them; with ``due_by``, only if the next
+        poll is due by then. Returns whether it applied."""
         ...
 
 
@@ -231,6 +246,7 @@ class ConsentService:
         device: bool,
         lifetime: timedelta | None,
         login_hint: str | None = None,
+        confirm: bool = True,
     ) -> Started:
         modes = [
             m
@@ -269,6 +285,7 @@ class ConsentService:
             webhook_url=webhook_url,
             expires_at=now + ttl,
             created_at=now,
+            confirm=confirm,
         )
         if mode == "device":
             device_start = await provider.start_device(self._ctx, connector, scopes=scopes)
@@ -382,8 +399,9 @@ class ConsentService:
                 "The provider refused the consent.",
                 False,
             )
-        if pending.mode == "device":
-            # Device flows cannot be confirmed in the app's session; the grant is made at once.
+        if pending.mode == "device" or not pending.confirm:
+            # Device flows cannot be confirmed in the app's session, and a link may waive
+            # confirmation: the grant is made at once.
             await self._activate(pending, tokens)
             return self._finish(
                 replace(pending, status="completed"),
@@ -513,6 +531,28 @@ class ConsentService:
         outcome = "revoked" if result.revoked else "skipped" if result.skipped else "failed"
         self._record(pending, "authorization.discard", "allowed", outcome)
 
+    async def sweep(self, connectors: ConnectorLookup) -> int:
+        """Expire abandoned authorizations; revoke tokens held for a confirmation that never came.
+
+        Run periodically by the broker. Returns how many authorizations it ended.
+        """
+        now = self._clock.now()
+        ended = 0
+        for pending in await self._store.stale_authorizations(now, confirm_grace=DEFAULT_LIFETIME):
+            if not await self._store.update_authorization(
+                pending.id, expect=[pending.status], status="expired", tokens=None, completed_at=now
+            ):
+                continue  # finished meanwhile
+            ended += 1
+            self._record(pending, "authorization.expire", "denied", "expired")
+            if pending.tokens is not None:
+                try:
+                    connector, provider = await connectors(pending.team_id, pending.connector_id)
+                except ValetkeyError:
+                    continue  # the connector is gone: nothing to revoke with
+                await self._discard(connector, provider, pending)
+        return ended
+
     async def _activate(self, pending: PendingAuthorization, tokens: TokenSet) -> None:
         await self._grants.save_grant(self._scope(pending), tokens, source="consent")
         await self._store.update_authorization(
@@ -570,7 +610,10 @@ class ConsentService:
                 "waiting for the user", request=pending.id, interval=pending.interval
             )
         claimed = await self._store.update_authorization(
-            pending.id, expect=["pending"], next_poll_at=now + timedelta(seconds=pending.interval)
+            pending.id,
+            expect=["pending"],
+            due_by=now,
+            next_poll_at=now + timedelta(seconds=pending.interval),
         )
         if not claimed:
             raise AuthorizationPending(
@@ -604,6 +647,14 @@ class ConsentService:
         except AuthorizationExpired:
             await self._store.update_authorization(pending.id, status="expired", completed_at=now)
             raise
+        except InvalidGrant as exc:  # the provider no longer knows this device code
+            await self._store.update_authorization(
+                pending.id, status="failed", error="invalid_grant", completed_at=now
+            )
+            self._record(pending, "authorization.device", "denied", "invalid_grant")
+            raise AuthorizationExpired(
+                "the provider refused this device authorization; start a new one", request=pending.id
+            ) from exc
         await self._activate(pending, tokens)
 
     # -- audit ----------------------------------------------------------------------------------

@@ -137,12 +137,16 @@ class Policy:
     subjects: tuple[SubjectType, ...] = ("app",)
     scopes: tuple[str, ...] | None = None
     max_lifetime_seconds: int | None = None
+    #: Browser consent waits for the app's confirm call (docs/security.md). Turning it off makes
+    #: apps that never confirm (e.g. written for Vercel Connect) work, without that defence.
+    confirm_consent: bool = True
 
     def to_json(self) -> dict[str, Any]:
         return {
             "subjects": list(self.subjects),
             "scopes": None if self.scopes is None else list(self.scopes),
             "maxLifetimeSeconds": self.max_lifetime_seconds,
+            "confirmConsent": self.confirm_consent,
         }
 
     @classmethod
@@ -152,6 +156,7 @@ class Policy:
             subjects=tuple(data.get("subjects") or ("app",)),
             scopes=None if scopes is None else tuple(scopes),
             max_lifetime_seconds=data.get("maxLifetimeSeconds"),
+            confirm_consent=bool(data.get("confirmConsent", True)),
         )
 
 

@@ -7,6 +7,8 @@ signing keys (files 0600), applies migrations and bootstraps the default team.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -19,14 +21,17 @@ import httpx
 
 from valetkey.core.audit import AuditLog
 from valetkey.core.clock import Clock, SystemClock
-from valetkey.core.consent import ConsentService
+from valetkey.core.consent import ConsentService, require_user_flows
 from valetkey.core.exchange import ExchangeService
+from valetkey.core.models import Connector
 from valetkey.core.ports import Invalidation, InvalidationBus, LocalBus
 from valetkey.crypto import KeyRing
+from valetkey.errors import NotFound
 from valetkey.identity.issuer import BrokerIssuer
 from valetkey.identity.jwks import JwksCache
 from valetkey.identity.keys import SigningKeys
 from valetkey.identity.verifier import IdentityVerifier
+from valetkey.providers.base import UserFlows
 from valetkey.providers.registry import ProviderRegistry
 from valetkey.server.notify import WebhookNotifier
 from valetkey.server.settings import Settings
@@ -36,6 +41,9 @@ from valetkey.store.management import Bootstrap, Management
 from valetkey.store.repo import Repository
 
 log = logging.getLogger("valetkey.broker")
+
+#: Seconds between maintenance rounds (expiring consent requests, purging the token cache).
+MAINTENANCE_INTERVAL = 60.0
 
 BROKER_AUDIENCE = "valetkey"
 
@@ -176,9 +184,36 @@ class Broker:
                 self.settings.cli_credentials_path,
                 {"url": self.settings.issuer_url, "token": self.bootstrap_result.owner_token},
             )
+        self._maintenance = asyncio.create_task(self._maintain(), name="valetkey-maintenance")
         return self.bootstrap_result
 
+    async def connector_flows(self, team_id: str, connector_id: str) -> tuple[Connector, UserFlows]:
+        """A connector by id with its provider's user flows (for callbacks and sweeps)."""
+        view = await self.repo.connector_view(team_id, connector_id)
+        if view is None:
+            raise NotFound("the connector was removed")
+        provider = self.providers.get(view.connector.type)
+        return view.connector, require_user_flows(provider, view.connector)
+
+    async def maintain_once(self) -> None:
+        """Expire abandoned consent requests (revoking held tokens) and drop expired cache rows."""
+        await self.consent.sweep(self.connector_flows)
+        await self.repo.purge_expired_cache(self.clock.now())
+
+    async def _maintain(self) -> None:
+        while True:
+            await asyncio.sleep(MAINTENANCE_INTERVAL)
+            try:
+                await self.maintain_once()
+            except Exception:  # maintenance must never stop; the next round retries
+                log.exception("maintenance round failed")
+
     async def close(self) -> None:
+        task = getattr(self, "_maintenance", None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await self.notifier.close()
         await self.audit.close()
         close = getattr(self.bus, "close", None)

@@ -12,7 +12,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from valetkey.core.consent import require_user_flows
 from valetkey.core.grants import GrantScope
-from valetkey.core.models import Connector, Identity, Subject, TokenRequest
+from valetkey.core.models import Connector, Identity, Policy, Subject, TokenRequest
 from valetkey.core.policy import Allowed, evaluate
 from valetkey.core.ports import Invalidation
 from valetkey.errors import InvalidRequest, NotFound, UnsupportedOperation, ValetkeyError
@@ -52,7 +52,7 @@ def page(
 
 async def _linked(
     broker: Broker, identity: Identity, uid: str, subject: Subject, scopes: tuple[str, ...] | None
-) -> tuple[Connector, UserFlows, TokenRequest]:
+) -> tuple[Connector, UserFlows, TokenRequest, Policy]:
     view = await broker.repo.connector_view(identity.team_id, uid)
     if view is None:
         raise NotFound(f"no connector {uid}", connector=uid)
@@ -72,7 +72,7 @@ async def _linked(
     # userScopes. The policy's fill-in of the connector's whole ceiling is for app tokens only.
     link = view.links[identity.project_id]
     asked = scopes if scopes is not None else link.policy.scopes
-    return connector, require_user_flows(provider, connector), TokenRequest(subject, asked)
+    return connector, require_user_flows(provider, connector), TokenRequest(subject, asked), link.policy
 
 
 def _connector_ref(c: Connector) -> dict[str, str]:
@@ -137,7 +137,7 @@ async def authorize(uid: str, request: Request) -> Response:
             'consent is for a user subject: {"type": "user", "id": ...}', field="subject.type"
         )
     scopes = parse_token_request({"subject": {"type": "app"}, "scopes": data.get("scopes")}).scopes
-    connector, flows, effective = await _linked(broker, identity, uid, subject, scopes)
+    connector, flows, effective, policy = await _linked(broker, identity, uid, subject, scopes)
     return_url = data.get("returnUrl") or data.get("callbackUrl")
     webhook = data.get("webhook")
     device = data.get("deviceCode", False)
@@ -167,6 +167,7 @@ async def authorize(uid: str, request: Request) -> Response:
         device=device,
         lifetime=lifetime,
         login_hint=data.get("loginHint"),
+        confirm=policy.confirm_consent,
     )
     body: dict[str, Any] = {
         "url": started.url,
@@ -189,16 +190,8 @@ async def callback(request: Request) -> Response:
         if len(q.get(name) or "") > 4096:
             return page("Invalid link", "This consent link is malformed.", status=400, error=True)
 
-    async def lookup(team_id: str, connector_id: str) -> tuple[Connector, UserFlows]:
-        view = await broker.repo.connector_view(team_id, connector_id)
-        if view is None:
-            raise NotFound("the connector was removed")
-        return view.connector, require_user_flows(
-            broker.providers.get(view.connector.type), view.connector
-        )
-
     result = await broker.consent.callback(
-        lookup, state=q.get("state"), code=q.get("code"), error=q.get("error")
+        broker.connector_flows, state=q.get("state"), code=q.get("code"), error=q.get("error")
     )
     if result.redirect is not None:
         return RedirectResponse(
@@ -271,7 +264,7 @@ async def import_tokens(uid: str, request: Request) -> Response:
         raise InvalidRequest("refreshToken must be a non-empty string", field="refreshToken")
     expires_at = _import_expiry(data, broker.clock.now())
     scopes = parse_token_request({"subject": {"type": "app"}, "scopes": data.get("scopes")}).scopes
-    connector, _flows, _effective = await _linked(broker, identity, uid, subject, scopes)
+    connector, _flows, _effective, _policy = await _linked(broker, identity, uid, subject, scopes)
     tokens = TokenSet(
         access_token=access, expires_at=expires_at, refresh_token=refresh, scopes=scopes
     )

@@ -170,6 +170,9 @@ class LinkCreate(_Model):
     subjects: list[str] | None = None
     scopes: list[str] | None = None
     maxLifetimeSeconds: int | None = None
+    #: False lets apps that never call confirm (e.g. written for Vercel Connect) finish browser
+    #: consent without it — and without the protection it gives (docs/security.md).
+    confirmConsent: bool = True
 
 
 class LinkDelete(_Model):
@@ -188,6 +191,7 @@ async def attach(uid: str, body: LinkCreate, member: MemberDep, m: MgmtDep) -> d
         subjects=body.subjects,
         scopes=body.scopes,
         max_lifetime_seconds=body.maxLifetimeSeconds,
+        confirm_consent=body.confirmConsent,
     )
 
 

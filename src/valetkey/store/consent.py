@@ -13,10 +13,10 @@ so that ``Grant.fresh`` can cap its buffer at half the token's lifetime.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from valetkey.core.clock import Clock
@@ -235,6 +235,7 @@ class ConsentRepository:
             provider_url=secret.get("providerUrl"),
             user_code=row.user_code,
             interval=int(meta.get("interval", 5)),
+            confirm=bool(meta.get("confirm", True)),
             next_poll_at=None if next_poll is None else datetime.fromisoformat(next_poll),
             tokens=None if secret.get("tokens") is None else tokens_from_json(secret["tokens"]),
             error=row.error,
@@ -242,7 +243,7 @@ class ConsentRepository:
 
     async def create_authorization(self, pending: PendingAuthorization, *, state_hash: str | None) -> None:
         payload = self._secret_payload(pending)
-        payload["meta"] = {"interval": pending.interval}
+        payload["meta"] = {"interval": pending.interval, "confirm": pending.confirm}
         async with self.db.session.begin() as s:
             s.add(
                 t.Authorization(
@@ -285,6 +286,28 @@ class ConsentRepository:
             row = await s.get(t.Authorization, authorization_id)
             return None if row is None else self._pending(row)
 
+    async def stale_authorizations(
+        self, now: datetime, *, confirm_grace: timedelta, limit: int = 200
+    ) -> Sequence[PendingAuthorization]:
+        async with self.db.session() as s:
+            rows = (
+                await s.scalars(
+                    select(t.Authorization)
+                    .where(
+                        or_(
+                            and_(t.Authorization.status == "pending", t.Authorization.expires_at <= now),
+                            and_(
+                                t.Authorization.status == "confirming",
+                                t.Authorization.expires_at <= now - confirm_grace,
+                            ),
+                        )
+                    )
+                    .order_by(t.Authorization.expires_at)
+                    .limit(limit)
+                )
+            ).all()
+            return [self._pending(row) for row in rows]
+
     async def by_user_code(self, user_code: str) -> PendingAuthorization | None:
         async with self.db.session() as s:
             row = await s.scalar(select(t.Authorization).where(t.Authorization.user_code == user_code))
@@ -309,16 +332,30 @@ class ConsentRepository:
             return None if row is None else self._pending(row)
 
     async def update_authorization(
-        self, authorization_id: str, *, expect: Sequence[Status] | None = None, **changes: Any
+        self,
+        authorization_id: str,
+        *,
+        expect: Sequence[Status] | None = None,
+        due_by: datetime | None = None,
+        **changes: Any,
     ) -> bool:
         async with self.db.session.begin() as s:
-            query = select(t.Authorization).where(t.Authorization.id == authorization_id).with_for_update()
-            row = await s.scalar(query)
+            # A no-op write first: it locks the row (PostgreSQL) or the database (SQLite), so the
+            # checks below and the change are one atomic compare-and-set across replicas.
+            await s.execute(
+                update(t.Authorization)
+                .where(t.Authorization.id == authorization_id)
+                .values(status=t.Authorization.status)
+            )
+            query = select(t.Authorization).where(t.Authorization.id == authorization_id)
+            row = await s.scalar(query.execution_options(populate_existing=True))
             if row is None or (expect is not None and row.status not in expect):
                 return False
             current = self._pending(row)
+            if due_by is not None and current.next_poll_at is not None and current.next_poll_at > due_by:
+                return False  # another request polled the provider within the interval
             secret = self._secret_payload(current)
-            meta: dict[str, Any] = {"interval": current.interval}
+            meta: dict[str, Any] = {"interval": current.interval, "confirm": current.confirm}
             if current.next_poll_at is not None:
                 meta["nextPollAt"] = current.next_poll_at.isoformat()
             for key, value in changes.items():

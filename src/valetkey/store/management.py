@@ -508,6 +508,7 @@ class Management:
         subjects: Sequence[str] | None = None,
         scopes: Sequence[str] | None = None,
         max_lifetime_seconds: int | None = None,
+        confirm_consent: bool = True,
     ) -> dict[str, Any]:
         self._require(actor)
         row = await self._connector(actor.team_id, uid)
@@ -557,6 +558,7 @@ class Management:
             subjects=cast(tuple[SubjectType, ...], subjects_),
             scopes=scopes_,
             max_lifetime_seconds=max_lifetime_seconds,
+            confirm_consent=confirm_consent,
         )
         now = self.clock.now()
         async with self.db.session.begin() as s:

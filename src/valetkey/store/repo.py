@@ -245,6 +245,25 @@ class Repository:
                 changed += result.rowcount  # type: ignore[attr-defined]
         return changed
 
+    async def purge_expired_cache(self, now: datetime) -> int:
+        """Drop cache rows whose token has expired at the provider (the ledger keeps its rows).
+
+        A row only past the broker's serving horizon (a link's max lifetime) is kept until the
+        provider's expiry: revocation still needs the token to revoke it at the provider.
+        """
+        expired = select(t.IssuedToken.id).where(
+            t.IssuedToken.expires_at.is_not(None), t.IssuedToken.expires_at < now
+        )
+        async with self.db.session.begin() as s:
+            result = await s.execute(
+                delete(t.CachedToken).where(
+                    t.CachedToken.expires_at.is_not(None),
+                    t.CachedToken.expires_at < now,
+                    t.CachedToken.issued_token_id.in_(expired),
+                )
+            )
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
     # -- AuditStore ---------------------------------------------------------------------
 
     async def append_audit(self, events: Sequence[ChainedEvent]) -> None:

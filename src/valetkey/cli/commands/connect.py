@@ -166,6 +166,14 @@ def attach(
     max_lifetime: Annotated[
         int | None, typer.Option("--max-lifetime", help="The longest token lifetime, in seconds.")
     ] = None,
+    confirm_consent: Annotated[
+        bool,
+        typer.Option(
+            "--confirm-consent/--no-confirm-consent",
+            help="Browser consent waits for the app's confirm call (default). Turn off only for "
+            "apps that cannot confirm, e.g. written for Vercel Connect: see docs/security.md.",
+        ),
+    ] = True,
     fmt: FormatOption = Format.table,
 ) -> None:
     """Attach a connector to a project's environments, with a policy (re-attaching replaces it)."""
@@ -176,6 +184,8 @@ def attach(
         body["scopes"] = parse_list(scopes)
     if max_lifetime is not None:
         body["maxLifetimeSeconds"] = max_lifetime
+    if not confirm_consent:
+        body["confirmConsent"] = False
     emit_fields(
         broker(ctx).post(f"/v1/connectors/{uid_path(uid)}/links", body), fmt, title="attached"
     )
