@@ -20,7 +20,7 @@ import logging
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from valetkey.core.clock import Clock
@@ -99,35 +99,66 @@ class AuditStore(Protocol):
 
 
 class AuditLog:
+    """Events are appended in memory on the request path (no hashing, no I/O); the writer chains
+    them in order and writes at most ``max_write`` per transaction, so a backlog after a burst is
+    drained in bounded steps instead of one long stall."""
+
     def __init__(
-        self, store: AuditStore, clock: Clock, *, interval: float = 0.2, batch: int = 500
+        self,
+        store: AuditStore,
+        clock: Clock,
+        *,
+        interval: float = 0.2,
+        batch: int = 500,
+        max_write: int = 2000,
     ) -> None:
         self._store = store
         self._clock = clock
         self._interval = interval
         self._batch = batch
+        self._max_write = max_write
         self.chain = "ch_" + secrets.token_hex(8)
         self._seq = 0
         self._last_hash = GENESIS
-        self._pending: list[ChainedEvent] = []
+        self._raw: list[AuditEvent] = []  # recorded, not chained yet
+        self._chained: list[ChainedEvent] = []  # chained, not written yet (kept on failure)
         self._usage: dict[tuple[str, str, str], int] = {}
+        self._month: tuple[float, float, str] = (0.0, 0.0, "")  # [start, end) of the cached month
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._flush_lock = asyncio.Lock()
         self._stopping = False
 
+    @property
+    def backlog(self) -> int:
+        return len(self._raw) + len(self._chained)
+
     def record(self, event: AuditEvent) -> None:
-        """Chain ``event`` and queue it for writing. Never blocks, never awaits."""
-        self._seq += 1
-        digest = event_hash(self._last_hash, self.chain, self._seq, event)
-        self._pending.append(ChainedEvent(event, self.chain, self._seq, self._last_hash, digest))
-        self._last_hash = digest
-        if len(self._pending) >= self._batch:
+        """Queue ``event`` for chaining and writing. Never blocks, never awaits."""
+        self._raw.append(event)
+        if len(self._raw) >= self._batch:
             self._wake.set()
 
     def count(self, team_id: str, metric: str, n: int = 1) -> None:
-        key = (team_id, self._clock.now().strftime("%Y-%m"), metric)
+        key = (team_id, self._month_of(self._clock.timestamp()), metric)
         self._usage[key] = self._usage.get(key, 0) + n
+
+    def _month_of(self, ts: float) -> str:
+        start, end, label = self._month
+        if not start <= ts < end:
+            now = datetime.fromtimestamp(ts, UTC)
+            first = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+            following = (first + timedelta(days=32)).replace(day=1)
+            label = first.strftime("%Y-%m")
+            self._month = (first.timestamp(), following.timestamp(), label)
+        return label
+
+    def _chain(self, events: list[AuditEvent]) -> None:
+        for event in events:
+            self._seq += 1
+            digest = event_hash(self._last_hash, self.chain, self._seq, event)
+            self._chained.append(ChainedEvent(event, self.chain, self._seq, self._last_hash, digest))
+            self._last_hash = digest
 
     def start(self) -> None:
         if self._task is None:
@@ -141,19 +172,25 @@ class AuditLog:
             try:
                 await self.flush()
             except Exception:  # a store outage must not kill the writer; events stay queued
-                log.exception("audit flush failed; %d events kept for retry", len(self._pending))
+                log.exception("audit flush failed; %d events kept for retry", self.backlog)
 
     async def flush(self) -> None:
+        """Write everything recorded so far (in steps of ``max_write``), then the usage counts."""
         async with self._flush_lock:
-            events, self._pending = self._pending, []
+            # Only what was recorded before this flush began: under sustained load it still ends.
+            remaining = len(self._raw)
+            while remaining or self._chained:
+                if len(self._chained) < self._max_write and remaining:
+                    take = min(self._max_write - len(self._chained), remaining)
+                    events, self._raw = self._raw[:take], self._raw[take:]
+                    remaining -= take
+                    self._chain(events)
+                step = self._chained[: self._max_write]
+                await self._store.append_audit(step)  # on failure, everything stays queued
+                del self._chained[: len(step)]
+                if remaining or self._chained:
+                    await asyncio.sleep(0)  # let requests run between steps
             usage, self._usage = self._usage, {}
-            try:
-                if events:
-                    await self._store.append_audit(events)
-            except BaseException:
-                self._pending[:0] = events
-                _merge(self._usage, usage.items())
-                raise
             try:
                 if usage:
                     await self._store.add_usage(usage)
@@ -162,7 +199,8 @@ class AuditLog:
                 raise
 
     async def close(self) -> None:
-        """Stop the writer without interrupting a flush (a cancelled insert may have committed), then flush the rest."""
+        """Stop the writer without interrupting a flush (a cancelled insert may have committed),
+        then flush the rest."""
         if self._task is not None:
             self._stopping = True
             self._wake.set()
