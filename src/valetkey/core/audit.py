@@ -55,25 +55,32 @@ class ChainedEvent:
 
 
 def event_hash(prev_hash: str, chain: str, seq: int, event: AuditEvent) -> str:
-    """SHA-256 over a canonical JSON encoding of the event and its place in the chain."""
-    body = {
-        "prev": prev_hash,
-        "chain": chain,
-        "seq": seq,
-        "team": event.team_id,
-        "at": event.at.isoformat(),
-        "actor": event.actor,
-        "action": event.action,
-        "decision": event.decision,
-        "reason": event.reason,
-        "connector": event.connector_uid,
-        "project": event.project_id,
-        "environment": event.environment,
-        "subject": event.subject,
-        "details": event.details,
-    }
-    encoded = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    """SHA-256 over a canonical encoding of the event and its place in the chain.
+
+    Fields are joined with the ASCII unit separator (which no field may contain unescaped: each
+    is JSON-encoded), the details as sorted-key JSON.
+    """
+    fields = (
+        prev_hash,
+        chain,
+        str(seq),
+        event.team_id,
+        event.at.isoformat(),
+        event.actor,
+        event.action,
+        event.decision,
+        event.reason,
+        event.connector_uid or "",
+        event.project_id or "",
+        event.environment or "",
+        event.subject or "",
+    )
+    encoded = "\x1f".join(_dumps(f) for f in fields) + "\x1f" + _dumps_sorted(event.details)
     return hashlib.sha256(encoded.encode()).hexdigest()
+
+
+_dumps = json.JSONEncoder(ensure_ascii=True).encode
+_dumps_sorted = json.JSONEncoder(ensure_ascii=True, sort_keys=True, separators=(",", ":"), default=str).encode
 
 
 def verify_chain(rows: Sequence[ChainedEvent]) -> int | None:
@@ -153,12 +160,14 @@ class AuditLog:
             self._month = (first.timestamp(), following.timestamp(), label)
         return label
 
-    def _chain(self, events: list[AuditEvent]) -> None:
-        for event in events:
+    async def _chain(self, events: list[AuditEvent]) -> None:
+        for n, event in enumerate(events, 1):
             self._seq += 1
             digest = event_hash(self._last_hash, self.chain, self._seq, event)
             self._chained.append(ChainedEvent(event, self.chain, self._seq, self._last_hash, digest))
             self._last_hash = digest
+            if n % 64 == 0:
+                await asyncio.sleep(0)  # hashing a large backlog must not stall requests
 
     def start(self) -> None:
         if self._task is None:
@@ -184,7 +193,7 @@ class AuditLog:
                     take = min(self._max_write - len(self._chained), remaining)
                     events, self._raw = self._raw[:take], self._raw[take:]
                     remaining -= take
-                    self._chain(events)
+                    await self._chain(events)
                 step = self._chained[: self._max_write]
                 await self._store.append_audit(step)  # on failure, everything stays queued
                 del self._chained[: len(step)]
