@@ -48,6 +48,7 @@ from valetkey.errors import (
 if TYPE_CHECKING:
     from valetkey.sdk.client import AsyncClient, Client
     from valetkey.sdk.default import (
+        confirm_authorization,
         get_connector,
         get_token,
         get_token_response,
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
     )
     from valetkey.sdk.types import (
         AuthorizationResponse,
+        Confirmation,
         ConnectorMetadata,
         ConnectorRef,
         RevokeResult,
@@ -71,6 +73,7 @@ __all__ = [
     "AuthorizationResponse",
     "BrokerUnavailable",
     "Client",
+    "Confirmation",
     "Conflict",
     "ConnectorLinked",
     "ConnectorMetadata",
@@ -96,6 +99,7 @@ __all__ = [
     "UnsupportedOperation",
     "UserAuthorizationRequired",
     "ValetkeyError",
+    "confirm_authorization",
     "get_connector",
     "get_token",
     "get_token_response",
@@ -106,12 +110,14 @@ __all__ = [
 _LAZY = {
     "AsyncClient": "valetkey.sdk.client",
     "Client": "valetkey.sdk.client",
+    "confirm_authorization": "valetkey.sdk.default",
     "get_connector": "valetkey.sdk.default",
     "get_token": "valetkey.sdk.default",
     "get_token_response": "valetkey.sdk.default",
     "revoke_tokens": "valetkey.sdk.default",
     "start_authorization": "valetkey.sdk.default",
     "AuthorizationResponse": "valetkey.sdk.types",
+    "Confirmation": "valetkey.sdk.types",
     "ConnectorMetadata": "valetkey.sdk.types",
     "ConnectorRef": "valetkey.sdk.types",
     "RevokeResult": "valetkey.sdk.types",

@@ -13,6 +13,7 @@ from valetkey.sdk.client import Client
 from valetkey.sdk.default import default_client
 from valetkey.sdk.types import (
     AuthorizationResponse,
+    Confirmation,
     ConnectorMetadata,
     RevokeResult,
     SubjectLike,
@@ -21,6 +22,7 @@ from valetkey.sdk.types import (
 
 __all__ = [
     "Client",
+    "confirm_authorization",
     "get_connector",
     "get_token",
     "get_token_response",
@@ -101,6 +103,11 @@ def start_authorization(
         device_code=device_code,
         installation_id=installation_id,
     )
+
+
+def confirm_authorization(uid: str, *, request: str, verifier: str) -> Confirmation:
+    """Confirm that the named user finished consent ``request`` (see ``Client.confirm_authorization``)."""
+    return default_client().confirm_authorization(uid, request=request, verifier=verifier)
 
 
 def revoke_tokens(

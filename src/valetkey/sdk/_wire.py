@@ -19,6 +19,7 @@ from valetkey.errors import (
 )
 from valetkey.sdk.types import (
     AuthorizationResponse,
+    Confirmation,
     ConnectorMetadata,
     ConnectorRef,
     RevokeResult,
@@ -172,6 +173,7 @@ def token_response(data: Mapping[str, Any]) -> tuple[TokenResponse, float]:
 def authorization_response(data: Mapping[str, Any]) -> AuthorizationResponse:
     what = "authorization"
     connector = data.get("connector")
+    interval = data.get("interval")
     return AuthorizationResponse(
         url=_str(data, "url", what),
         request=_str(data, "request", what),
@@ -179,7 +181,19 @@ def authorization_response(data: Mapping[str, Any]) -> AuthorizationResponse:
         device_code=_opt_str(data, "deviceCode", what),
         expires_at=to_datetime(_epoch_ms(data, "expiresAt", what)),
         connector=None if connector is None else connector_ref(connector, what),
+        interval=interval if isinstance(interval, int) and not isinstance(interval, bool) else None,
     )
+
+
+def confirmation(data: dict[str, Any]) -> Confirmation:
+    what = "confirmation"
+    return Confirmation(
+        request=_str(data, "request", what), status=_str(data, "status", what), user=_str(data, "user", what)
+    )
+
+
+def confirm_path(uid: str) -> str:
+    return authorize_path(uid) + "/confirm"
 
 
 _REVOKE_FIELDS = {

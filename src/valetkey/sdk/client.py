@@ -39,6 +39,7 @@ from valetkey.sdk.identity import (
 from valetkey.sdk.single_flight import AsyncSingleFlight, SyncSingleFlight
 from valetkey.sdk.types import (
     AuthorizationResponse,
+    Confirmation,
     ConnectorMetadata,
     RevokeResult,
     SubjectLike,
@@ -399,6 +400,17 @@ class Client(_Base):
         response = self._send("POST", _wire.authorize_path(uid), self._identity(), body)
         return _wire.authorization_response(_wire.json_object(response, "authorization"))
 
+    def confirm_authorization(self, uid: str, *, request: str, verifier: str) -> Confirmation:
+        """Confirm, from the named user's own session, that they finished the consent ``request``.
+
+        Call it where the browser comes back (``valetkey_request`` in the return URL), with the
+        ``verifier`` kept from ``start_authorization`` in that user's session (docs/security.md).
+        """
+        _wire.check_uid(uid)
+        body = {"request": request, "verifier": verifier}
+        response = self._send("POST", _wire.confirm_path(uid), self._identity(), body)
+        return _wire.confirmation(_wire.json_object(response, "confirmation"))
+
     def revoke_tokens(
         self,
         uid: str,
@@ -576,6 +588,13 @@ class AsyncClient(_Base):
         body = self._authorize_body(user, scopes, installation_id, return_url, webhook, device_code)
         response = await self._send("POST", _wire.authorize_path(uid), await self._identity(), body)
         return _wire.authorization_response(_wire.json_object(response, "authorization"))
+
+    async def confirm_authorization(self, uid: str, *, request: str, verifier: str) -> Confirmation:
+        """Confirm, from the named user's own session, that they finished the consent ``request``."""
+        _wire.check_uid(uid)
+        body = {"request": request, "verifier": verifier}
+        response = await self._send("POST", _wire.confirm_path(uid), await self._identity(), body)
+        return _wire.confirmation(_wire.json_object(response, "confirmation"))
 
     async def revoke_tokens(
         self,

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from valetkey.sdk.client import AsyncClient, Client
 from valetkey.sdk.types import (
     AuthorizationResponse,
+    Confirmation,
     ConnectorMetadata,
     RevokeResult,
     SubjectLike,
@@ -146,6 +147,11 @@ async def start_authorization(
         device_code=device_code,
         installation_id=installation_id,
     )
+
+
+async def confirm_authorization(uid: str, *, request: str, verifier: str) -> Confirmation:
+    """Confirm that the named user finished consent ``request`` (see ``AsyncClient.confirm_authorization``)."""
+    return await default_async_client().confirm_authorization(uid, request=request, verifier=verifier)
 
 
 async def revoke_tokens(

@@ -13,6 +13,7 @@ from valetkey.errors import InvalidRequest
 
 __all__ = [
     "AuthorizationResponse",
+    "Confirmation",
     "ConnectorMetadata",
     "ConnectorRef",
     "RevokeResult",
@@ -78,6 +79,17 @@ class AuthorizationResponse:
     device_code: str | None = field(default=None, repr=False)
     expires_at: datetime | None = None
     connector: ConnectorRef | None = None
+    #: Device flows: seconds to wait between get_token polls.
+    interval: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Confirmation:
+    """A confirmed consent: the grant for ``user`` now exists."""
+
+    request: str
+    status: str
+    user: str
 
 
 @dataclass(frozen=True, slots=True)

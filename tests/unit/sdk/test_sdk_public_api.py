@@ -16,10 +16,10 @@ from valetkey import errors
 from valetkey.sdk import default
 from valetkey.sdk.client import AsyncClient, Client
 
-FUNCTIONS = ["get_connector", "get_token", "get_token_response", "revoke_tokens",
-             "start_authorization"]
-TYPES = ["AuthorizationResponse", "ConnectorMetadata", "ConnectorRef", "RevokeResult", "Subject",
-         "TokenResponse"]
+FUNCTIONS = ["confirm_authorization", "get_connector", "get_token", "get_token_response",
+             "revoke_tokens", "start_authorization"]
+TYPES = ["AuthorizationResponse", "Confirmation", "ConnectorMetadata", "ConnectorRef",
+         "RevokeResult", "Subject", "TokenResponse"]
 
 
 def test_all_is_exactly_the_public_surface() -> None:

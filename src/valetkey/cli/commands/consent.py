@@ -221,10 +221,15 @@ def confirm(
     fmt: FormatOption = Format.table,
 ) -> None:
     """Finish a browser consent: the person who consented is the user authorize named."""
+    from valetkey.sdk.client import Client
+
     uid_path(uid)
-    body = {"request": request, "verifier": read_secret(verifier, "--verifier")}
-    result = _workload_post(f"/v1/connect/authorize/{seg(uid)}/confirm", body)
-    emit_fields(result, fmt, title=f"confirmed: {uid}")
+    secret = read_secret(verifier, "--verifier")
+    with Client() as client:
+        done = client.confirm_authorization(uid, request=request, verifier=secret)
+    emit_fields(
+        {"request": done.request, "status": done.status, "user": done.user}, fmt, title=f"confirmed: {uid}"
+    )
 
 
 def import_tokens(
