@@ -50,7 +50,9 @@ def require_postgres() -> None:
         return
     why = _pg_state.get("why")
     if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"PostgreSQL is required under CI=true and is not reachable at {ADMIN_URL}: {why}")
+        pytest.fail(
+            f"PostgreSQL is required under CI=true and is not reachable at {ADMIN_URL}: {why}"
+        )
     pytest.skip(f"PostgreSQL not reachable at {ADMIN_URL}: {why}")
 
 

@@ -8,7 +8,9 @@ import pytest
 from valetkey.testing import RunningBroker
 
 
-def _exchange(broker: RunningBroker, identity: str, uid: str, body: object, **kw: object) -> httpx.Response:
+def _exchange(
+    broker: RunningBroker, identity: str, uid: str, body: object, **kw: object
+) -> httpx.Response:
     encoded = uid.replace("/", "%2F")
     return httpx.post(
         f"{broker.url}/v1/connect/token/{encoded}",
@@ -27,7 +29,9 @@ def _usage(broker: RunningBroker) -> dict[str, int]:
 
 def _issued_count(broker: RunningBroker) -> int:
     with broker.admin() as c:
-        events = c.get("/v1/audit", params={"action": "token.exchange", "decision": "allowed"}).json()
+        events = c.get(
+            "/v1/audit", params={"action": "token.exchange", "decision": "allowed"}
+        ).json()
         return len(events)
 
 
@@ -51,16 +55,41 @@ def test_every_policy_refusal_has_its_own_code_and_changes_nothing(broker: Runni
     """Unknown connector, unlinked, wrong environment, wrong subject each answer a distinct code."""
     identity = broker.setup_project("agent", {"api-key/search": {"apiKey": "sk-1"}})
     with broker.admin() as c:
-        assert c.post("/v1/connectors", json={"service": "api-key", "name": "other", "data": {"apiKey": "sk-2"}}).status_code == 201
-        assert c.post("/v1/connectors", json={"service": "api-key", "name": "prod-only", "data": {"apiKey": "sk-3"}}).status_code == 201
-        r = c.post("/v1/connectors/api-key/prod-only/links", json={"project": "agent", "environments": ["production"]})
+        assert (
+            c.post(
+                "/v1/connectors",
+                json={"service": "api-key", "name": "other", "data": {"apiKey": "sk-2"}},
+            ).status_code
+            == 201
+        )
+        assert (
+            c.post(
+                "/v1/connectors",
+                json={"service": "api-key", "name": "prod-only", "data": {"apiKey": "sk-3"}},
+            ).status_code
+            == 201
+        )
+        r = c.post(
+            "/v1/connectors/api-key/prod-only/links",
+            json={"project": "agent", "environments": ["production"]},
+        )
         assert r.status_code == 200, r.text
     cases = [
         ("api-key/missing", {"subject": {"type": "app"}}, 404, "not_found"),
         ("api-key/other", {"subject": {"type": "app"}}, 403, "connector_not_linked"),
         ("api-key/prod-only", {"subject": {"type": "app"}}, 403, "environment_not_linked"),
-        ("api-key/search", {"subject": {"type": "user", "id": "alice"}}, 403, "subject_not_allowed"),
-        ("api-key/search", {"subject": {"type": "app"}, "scopes": ["admin"]}, 403, "scope_not_allowed"),
+        (
+            "api-key/search",
+            {"subject": {"type": "user", "id": "alice"}},
+            403,
+            "subject_not_allowed",
+        ),
+        (
+            "api-key/search",
+            {"subject": {"type": "app"}, "scopes": ["admin"]},
+            403,
+            "scope_not_allowed",
+        ),
     ]
     before = _usage(broker)
     for uid, body, status, code in cases:
@@ -76,7 +105,9 @@ def test_every_policy_refusal_has_its_own_code_and_changes_nothing(broker: Runni
 def test_environment_refusal_names_the_environments(sqlite_broker: RunningBroker) -> None:
     """A refusal for the wrong environment says which environment was asked and which are linked."""
     broker = sqlite_broker
-    identity = broker.setup_project("agent", {"api-key/k": {"apiKey": "x"}}, environments=("production",))
+    identity = broker.setup_project(
+        "agent", {"api-key/k": {"apiKey": "x"}}, environments=("production",)
+    )
     error = _exchange(broker, identity, "api-key/k", {"subject": {"type": "app"}}).json()["error"]
     assert error["environment"] == "development"
     assert error["linkedEnvironments"] == ["production"]
@@ -92,10 +123,16 @@ def test_environment_refusal_names_the_environments(sqlite_broker: RunningBroker
         ({"authorization": "Bearer vk_at_" + "A" * 43}, "token_revoked"),
     ],
 )
-def test_bad_identities_are_refused(sqlite_broker: RunningBroker, headers: dict[str, str], code: str) -> None:
+def test_bad_identities_are_refused(
+    sqlite_broker: RunningBroker, headers: dict[str, str], code: str
+) -> None:
     """A missing, malformed or unknown identity is a 401 with its own code."""
     sqlite_broker.setup_project("agent", {"api-key/k": {"apiKey": "x"}})
-    r = httpx.post(f"{sqlite_broker.url}/v1/connect/token/api-key%2Fk", json={"subject": {"type": "app"}}, headers=headers)
+    r = httpx.post(
+        f"{sqlite_broker.url}/v1/connect/token/api-key%2Fk",
+        json={"subject": {"type": "app"}},
+        headers=headers,
+    )
     assert r.status_code == 401
     assert r.json()["error"]["code"] == code
 
@@ -114,7 +151,9 @@ def test_bad_identities_are_refused(sqlite_broker: RunningBroker, headers: dict[
         (b'{"subject": {"type": "app", "id": "x"}}', "subject"),
     ],
 )
-def test_malformed_bodies_are_refused_with_the_field(sqlite_broker: RunningBroker, body: bytes, field: str | None) -> None:
+def test_malformed_bodies_are_refused_with_the_field(
+    sqlite_broker: RunningBroker, body: bytes, field: str | None
+) -> None:
     """A malformed request body is a 400 invalid_request naming the field, and counts nothing."""
     identity = sqlite_broker.setup_project("agent", {"api-key/k": {"apiKey": "x"}})
     r = httpx.post(
@@ -146,7 +185,11 @@ def test_secrets_never_leave_through_the_management_api(sqlite_broker: RunningBr
     """Connector listings show which fields are secret, never their values."""
     sqlite_broker.setup_project("agent", {"api-key/k": {"apiKey": "sk-never-shown"}})
     with sqlite_broker.admin() as c:
-        listing = c.get("/v1/connectors").text + c.get("/v1/connectors/api-key/k").text + c.get("/v1/audit").text
+        listing = (
+            c.get("/v1/connectors").text
+            + c.get("/v1/connectors/api-key/k").text
+            + c.get("/v1/audit").text
+        )
     assert "sk-never-shown" not in listing
     assert '"secretFields":["apiKey"]' in listing.replace(" ", "")
 
@@ -156,7 +199,9 @@ def test_access_token_identity_limited_to_app_and_its_user(sqlite_broker: Runnin
     broker = sqlite_broker
     broker.setup_project("agent", {"api-key/k": {"apiKey": "x"}}, environments=("production",))
     with broker.admin() as c:
-        created = c.post("/v1/projects/agent/access-tokens", json={"environment": "production"}).json()
+        created = c.post(
+            "/v1/projects/agent/access-tokens", json={"environment": "production"}
+        ).json()
     token = created["token"]
     assert token.startswith("vk_at_")
     assert _exchange(broker, token, "api-key/k", {"subject": {"type": "app"}}).status_code == 200
@@ -172,6 +217,8 @@ def test_access_token_identity_limited_to_app_and_its_user(sqlite_broker: Runnin
 def test_development_identity_cannot_reach_production(sqlite_broker: RunningBroker) -> None:
     """A development identity resolves to development only: a production-only link refuses it."""
     broker = sqlite_broker
-    identity = broker.setup_project("agent", {"api-key/k": {"apiKey": "x"}}, environments=("production",))
+    identity = broker.setup_project(
+        "agent", {"api-key/k": {"apiKey": "x"}}, environments=("production",)
+    )
     r = _exchange(broker, identity, "api-key/k", {"subject": {"type": "app"}})
     assert r.json()["error"]["code"] == "environment_not_linked"

@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-
 from tests.peers.oidc import OidcProviderPeer, confidential_client, oidc_peer_fixture
+
 from valetkey.testing import RunningBroker
 
 SECRET = "cc-secret-value"
@@ -37,8 +37,17 @@ def _connector(peer: OidcProviderPeer) -> dict[str, Any]:
 def _setup(broker: RunningBroker, peer: OidcProviderPeer, ceiling: list[str]) -> str:
     broker.setup_project("agent")
     with broker.admin() as c:
-        assert c.post("/v1/connectors", json={"service": "oauth", "name": "acme", "data": _connector(peer)}).status_code == 201
-        r = c.post("/v1/connectors/oauth/acme/links", json={"project": "agent", "environments": ["development"], "scopes": ceiling})
+        assert (
+            c.post(
+                "/v1/connectors",
+                json={"service": "oauth", "name": "acme", "data": _connector(peer)},
+            ).status_code
+            == 201
+        )
+        r = c.post(
+            "/v1/connectors/oauth/acme/links",
+            json={"project": "agent", "environments": ["development"], "scopes": ceiling},
+        )
         assert r.status_code == 200, r.text
         token: str = c.post("/v1/projects/agent/development-identity", json={}).json()["token"]
     return token
@@ -57,7 +66,9 @@ def _cc_calls(peer: OidcProviderPeer) -> int:
     return int(peer.stats()["token"].get("client_credentials", 0))
 
 
-def test_identical_requests_share_one_minted_token(broker: RunningBroker, oidc_peer: OidcProviderPeer) -> None:
+def test_identical_requests_share_one_minted_token(
+    broker: RunningBroker, oidc_peer: OidcProviderPeer
+) -> None:
     """Requests that differ only in scope order get the same token from one provider call."""
     identity = _setup(broker, oidc_peer, ["read", "write"])
     before = _cc_calls(oidc_peer)
@@ -72,17 +83,24 @@ def test_identical_requests_share_one_minted_token(broker: RunningBroker, oidc_p
     assert sorted(info["scope"].split()) == ["read", "write"]
 
 
-def test_a_narrower_request_gets_a_narrower_token(broker: RunningBroker, oidc_peer: OidcProviderPeer) -> None:
+def test_a_narrower_request_gets_a_narrower_token(
+    broker: RunningBroker, oidc_peer: OidcProviderPeer
+) -> None:
     """Asking for fewer scopes than the ceiling mints a token the server says holds only those."""
     identity = _setup(broker, oidc_peer, ["read", "write"])
     narrow = _exchange(broker, identity, scopes=["read"]).json()
     assert narrow["scopes"] == ["read"]
     assert oidc_peer.introspect(narrow["token"], "agent-app", SECRET)["scope"] == "read"
     default = _exchange(broker, identity).json()
-    assert sorted(oidc_peer.introspect(default["token"], "agent-app", SECRET)["scope"].split()) == ["read", "write"]
+    assert sorted(oidc_peer.introspect(default["token"], "agent-app", SECRET)["scope"].split()) == [
+        "read",
+        "write",
+    ]
 
 
-def test_a_scope_above_the_ceiling_is_refused_without_a_provider_call(broker: RunningBroker, oidc_peer: OidcProviderPeer) -> None:
+def test_a_scope_above_the_ceiling_is_refused_without_a_provider_call(
+    broker: RunningBroker, oidc_peer: OidcProviderPeer
+) -> None:
     """A scope the connector has but the link does not allow is refused by name; the provider is not called."""
     identity = _setup(broker, oidc_peer, ["read"])
     before = _cc_calls(oidc_peer)
@@ -95,14 +113,27 @@ def test_a_scope_above_the_ceiling_is_refused_without_a_provider_call(broker: Ru
     assert _cc_calls(oidc_peer) == before
 
 
-def test_revoking_all_tokens_revokes_them_at_the_provider(broker: RunningBroker, oidc_peer: OidcProviderPeer) -> None:
+def test_revoking_all_tokens_revokes_them_at_the_provider(
+    broker: RunningBroker, oidc_peer: OidcProviderPeer
+) -> None:
     """Revoke-all answers truthful counts, the server's introspection confirms, and the next request mints anew."""
     identity = _setup(broker, oidc_peer, ["read", "write"])
-    tokens = {_exchange(broker, identity, scopes=s).json()["token"] for s in (["read"], ["write"], ["read", "write"])}
+    tokens = {
+        _exchange(broker, identity, scopes=s).json()["token"]
+        for s in (["read"], ["write"], ["read", "write"])
+    }
     assert len(tokens) == 3
     with broker.admin() as c:
-        counts = c.request("DELETE", "/v1/connect/connectors/oauth%2Facme/tokens", json={"allTokens": True}).json()
-    assert counts == {"tokensFound": 3, "deleted": 3, "providerRevoked": 3, "providerSkipped": 0, "providerFailed": 0}
+        counts = c.request(
+            "DELETE", "/v1/connect/connectors/oauth%2Facme/tokens", json={"allTokens": True}
+        ).json()
+    assert counts == {
+        "tokensFound": 3,
+        "deleted": 3,
+        "providerRevoked": 3,
+        "providerSkipped": 0,
+        "providerFailed": 0,
+    }
     for token in tokens:
         assert oidc_peer.introspect(token, "agent-app", SECRET)["active"] is False
     fresh = _exchange(broker, identity, scopes=["read"]).json()["token"]
@@ -110,11 +141,16 @@ def test_revoking_all_tokens_revokes_them_at_the_provider(broker: RunningBroker,
     assert oidc_peer.introspect(fresh, "agent-app", SECRET)["active"] is True
 
 
-def test_a_wrong_client_secret_is_a_provider_error_that_names_no_secret(broker: RunningBroker, oidc_peer: OidcProviderPeer) -> None:
+def test_a_wrong_client_secret_is_a_provider_error_that_names_no_secret(
+    broker: RunningBroker, oidc_peer: OidcProviderPeer
+) -> None:
     """The provider's refusal comes back as provider_error with its OAuth code, and no secret in the body."""
     identity = _setup(broker, oidc_peer, ["read"])
     with broker.admin() as c:
-        r = c.patch("/v1/connectors/oauth/acme", json={"data": {**_connector(oidc_peer), "clientSecret": "wrong-secret-xyz"}})
+        r = c.patch(
+            "/v1/connectors/oauth/acme",
+            json={"data": {**_connector(oidc_peer), "clientSecret": "wrong-secret-xyz"}},
+        )
         assert r.status_code == 200, r.text
     refused = _exchange(broker, identity)
     assert refused.status_code == 502

@@ -23,7 +23,9 @@ def replicas(postgres_url: str, tmp_path: Path) -> Iterator[tuple[BrokerProcess,
     # Replicas behind one load balancer share one public URL: it is the issuer of their dev identities.
     public = "http://valetkey.test"
     first = spawn_broker(data, database_url=postgres_url, public_url=public)
-    second = spawn_broker(data, database_url=postgres_url, owner_token=first.handle.owner_token, public_url=public)
+    second = spawn_broker(
+        data, database_url=postgres_url, owner_token=first.handle.owner_token, public_url=public
+    )
     try:
         yield first, second
     finally:
@@ -57,10 +59,16 @@ def test_tokens_revoked_through_one_replica_are_not_served_from_the_others_cache
     a, b = replicas[0].handle, replicas[1].handle
     identity = a.setup_project("agent", {"api-key/search": {"apiKey": "sk-shared"}})
     first = _token(b.url, identity, "api-key/search").json()["tokenId"]
-    assert _token(b.url, identity, "api-key/search").json()["tokenId"] == first  # B serves from its cache
-    assert _token(a.url, identity, "api-key/search").json()["tokenId"] == first  # A finds it in the shared store
+    assert (
+        _token(b.url, identity, "api-key/search").json()["tokenId"] == first
+    )  # B serves from its cache
+    assert (
+        _token(a.url, identity, "api-key/search").json()["tokenId"] == first
+    )  # A finds it in the shared store
     with a.admin() as c:
-        revoked = c.request("DELETE", "/v1/connect/connectors/api-key%2Fsearch/tokens", json={"allTokens": True})
+        revoked = c.request(
+            "DELETE", "/v1/connect/connectors/api-key%2Fsearch/tokens", json={"allTokens": True}
+        )
     assert revoked.json()["tokensFound"] == 1
     assert revoked.json()["deleted"] == 1
     _eventually(lambda: _token(b.url, identity, "api-key/search").json()["tokenId"] != first)
@@ -71,9 +79,13 @@ def test_access_token_revoked_through_one_replica_is_refused_by_the_other(
 ) -> None:
     """An access token verified and cached by replica B is refused by B once replica A revokes it."""
     a, b = replicas[0].handle, replicas[1].handle
-    a.setup_project("agent", {"api-key/search": {"apiKey": "sk-shared"}}, environments=("production",))
+    a.setup_project(
+        "agent", {"api-key/search": {"apiKey": "sk-shared"}}, environments=("production",)
+    )
     with a.admin() as c:
-        created = c.post("/v1/projects/agent/access-tokens", json={"environment": "production"}).json()
+        created = c.post(
+            "/v1/projects/agent/access-tokens", json={"environment": "production"}
+        ).json()
     assert _token(b.url, created["token"], "api-key/search").status_code == 200
     with a.admin() as c:
         assert c.delete(f"/v1/access-tokens/{created['id']}").status_code == 200
@@ -88,5 +100,8 @@ def test_connector_change_through_one_replica_reaches_the_other(
     identity = a.setup_project("agent", {"api-key/search": {"apiKey": "sk-shared"}})
     assert _token(b.url, identity, "api-key/search").status_code == 200
     with a.admin() as c:
-        assert c.post("/v1/connectors/api-key/search/detach", json={"project": "agent"}).status_code == 200
+        assert (
+            c.post("/v1/connectors/api-key/search/detach", json={"project": "agent"}).status_code
+            == 200
+        )
     _eventually(lambda: _token(b.url, identity, "api-key/search").status_code == 403)

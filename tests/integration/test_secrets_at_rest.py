@@ -17,10 +17,18 @@ def _plant(url: str, owner: str, secret: str, identity_holder: list[str]) -> Non
     headers = {"authorization": f"Bearer {owner}"}
     with httpx.Client(base_url=url, headers=headers) as c:
         c.post("/v1/projects", json={"slug": "agent"}).raise_for_status()
-        c.post("/v1/connectors", json={"service": "api-key", "name": "planted", "data": {"apiKey": secret}}).raise_for_status()
-        c.post("/v1/connectors/api-key/planted/links", json={"project": "agent", "environments": ["development"]}).raise_for_status()
+        c.post(
+            "/v1/connectors",
+            json={"service": "api-key", "name": "planted", "data": {"apiKey": secret}},
+        ).raise_for_status()
+        c.post(
+            "/v1/connectors/api-key/planted/links",
+            json={"project": "agent", "environments": ["development"]},
+        ).raise_for_status()
         identity = c.post("/v1/projects/agent/development-identity", json={}).json()["token"]
-        created = c.post("/v1/projects/agent/access-tokens", json={"environment": "development"}).json()
+        created = c.post(
+            "/v1/projects/agent/access-tokens", json={"environment": "development"}
+        ).json()
     identity_holder.extend([identity, created["token"]])
     # An exchange puts the secret into the (encrypted) token cache and the ledger (as a hash).
     response = httpx.post(
@@ -32,7 +40,10 @@ def _plant(url: str, owner: str, secret: str, identity_holder: list[str]) -> Non
 
 
 def _needles(secret: str, tokens: list[str]) -> list[bytes]:
-    return [secret.encode(), *(t.encode() for t in tokens[1:])]  # the access token is shown once, stored hashed
+    return [
+        secret.encode(),
+        *(t.encode() for t in tokens[1:]),
+    ]  # the access token is shown once, stored hashed
 
 
 def test_sqlite_file_holds_no_plaintext_secret(tmp_path: Path) -> None:
@@ -60,7 +71,9 @@ def test_postgres_dump_holds_no_plaintext_secret(postgres_url: str, tmp_path: Pa
         _plant(broker.url, broker.owner_token, secret, held)
         with broker.admin() as c:
             c.get("/v1/audit")
-    dump = subprocess.run(["pg_dump", "--no-owner", postgres_url], capture_output=True, check=True, timeout=60).stdout
+    dump = subprocess.run(
+        ["pg_dump", "--no-owner", postgres_url], capture_output=True, check=True, timeout=60
+    ).stdout
     assert b"CREATE TABLE public.connectors" in dump
     for needle in _needles(secret, held):
         assert needle not in dump

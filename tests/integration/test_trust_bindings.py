@@ -13,8 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
-
 from tests.peers.issuer import LoopbackIssuer
+
 from valetkey.core.clock import FrozenClock
 from valetkey.testing import RunningBroker
 
@@ -41,7 +41,9 @@ def _unsigned(header: dict[str, Any], claims: dict[str, Any], key: bytes | None 
     signing_input = _b64(json.dumps(header).encode()) + "." + _b64(json.dumps(claims).encode())
     if key is None:
         return signing_input + "."
-    return signing_input + "." + _b64(hmac.new(key, signing_input.encode(), hashlib.sha256).digest())
+    return (
+        signing_input + "." + _b64(hmac.new(key, signing_input.encode(), hashlib.sha256).digest())
+    )
 
 
 def _exchange(broker: RunningBroker, identity: str) -> httpx.Response:
@@ -53,22 +55,39 @@ def _exchange(broker: RunningBroker, identity: str) -> httpx.Response:
     )
 
 
-def _bind(broker: RunningBroker, issuer: LoopbackIssuer, environment: str, claims: dict[str, str]) -> httpx.Response:
+def _bind(
+    broker: RunningBroker, issuer: LoopbackIssuer, environment: str, claims: dict[str, str]
+) -> httpx.Response:
     with broker.admin() as c:
         return c.post(
             "/v1/projects/agent/trust-bindings",
-            json={"environment": environment, "issuer": issuer.url, "audience": "valetkey", "claims": claims, "algorithms": ["ES256"]},
+            json={
+                "environment": environment,
+                "issuer": issuer.url,
+                "audience": "valetkey",
+                "claims": claims,
+                "algorithms": ["ES256"],
+            },
         )
 
 
 @pytest.fixture
 def bound(broker: RunningBroker, issuer: LoopbackIssuer) -> RunningBroker:
-    broker.setup_project("agent", {"api-key/search": {"apiKey": "sk-ext"}}, environments=("production", "preview"))
-    assert _bind(broker, issuer, "production", {"sub": "system:serviceaccount:agents:runner"}).status_code == 201
+    broker.setup_project(
+        "agent", {"api-key/search": {"apiKey": "sk-ext"}}, environments=("production", "preview")
+    )
+    assert (
+        _bind(
+            broker, issuer, "production", {"sub": "system:serviceaccount:agents:runner"}
+        ).status_code
+        == 201
+    )
     return broker
 
 
-def test_external_token_matching_a_binding_gets_its_environment(bound: RunningBroker, issuer: LoopbackIssuer) -> None:
+def test_external_token_matching_a_binding_gets_its_environment(
+    bound: RunningBroker, issuer: LoopbackIssuer
+) -> None:
     """A token from a bound issuer resolves to the binding's project and environment and is served."""
     response = _exchange(bound, issuer.sign(_now()))
     assert response.status_code == 200, response.text
@@ -80,14 +99,24 @@ def test_external_token_matching_a_binding_gets_its_environment(bound: RunningBr
 
 def test_most_specific_binding_wins(bound: RunningBroker, issuer: LoopbackIssuer) -> None:
     """With a glob binding and an exact one both matching, the one with more exact conditions decides."""
-    assert _bind(bound, issuer, "preview", {"sub": "system:serviceaccount:agents:*", "namespace": "agents"}).status_code == 201
+    assert (
+        _bind(
+            bound,
+            issuer,
+            "preview",
+            {"sub": "system:serviceaccount:agents:*", "namespace": "agents"},
+        ).status_code
+        == 201
+    )
     _exchange(bound, issuer.sign(_now(), namespace="agents"))
     with bound.admin() as c:
         event = c.get("/v1/audit", params={"action": "token.exchange"}).json()[0]
     assert event["environment"] == "preview"
 
 
-def test_binding_without_claim_conditions_is_refused(broker: RunningBroker, issuer: LoopbackIssuer) -> None:
+def test_binding_without_claim_conditions_is_refused(
+    broker: RunningBroker, issuer: LoopbackIssuer
+) -> None:
     """A trust binding with no claim condition is an error at creation, not 'allow all'."""
     broker.setup_project("agent")
     response = _bind(broker, issuer, "production", {})
@@ -105,13 +134,22 @@ def test_issuer_key_rotation_is_followed(bound: RunningBroker, issuer: LoopbackI
     assert issuer.jwks_fetches == fetches + 1
 
 
-def test_every_identity_refusal_has_its_own_code(bound: RunningBroker, issuer: LoopbackIssuer) -> None:
+def test_every_identity_refusal_has_its_own_code(
+    bound: RunningBroker, issuer: LoopbackIssuer
+) -> None:
     """Wrong or several audiences, expiry, nbf, missing exp, alg none, HS256-with-public-key, unknown kid,
     untrusted issuer and unmatched claims are each refused with their own code, and nothing is issued."""
     clock = _now()
     now = int(clock.timestamp())
     public_pem = issuer.keys[0].as_pem(private=False)
-    base = {"iss": issuer.url, "aud": "valetkey", "sub": "system:serviceaccount:agents:runner", "iat": now, "nbf": now, "exp": now + 600}
+    base = {
+        "iss": issuer.url,
+        "aud": "valetkey",
+        "sub": "system:serviceaccount:agents:runner",
+        "iat": now,
+        "nbf": now,
+        "exp": now + 600,
+    }
     stranger = LoopbackIssuer()
     stranger.start()
     try:
@@ -142,6 +180,12 @@ def _signed_without_exp(issuer: LoopbackIssuer, clock: FrozenClock) -> str:
     from joserfc import jwt
 
     now = int(clock.timestamp())
-    claims = {"iss": issuer.url, "aud": "valetkey", "sub": "system:serviceaccount:agents:runner", "iat": now, "nbf": now}
+    claims = {
+        "iss": issuer.url,
+        "aud": "valetkey",
+        "sub": "system:serviceaccount:agents:runner",
+        "iat": now,
+        "nbf": now,
+    }
     key = issuer.keys[0]
     return jwt.encode({"alg": "ES256", "kid": key.kid}, claims, key, algorithms=["ES256"])

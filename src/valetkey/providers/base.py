@@ -56,7 +56,7 @@ class MintedToken:
     token: str = field(repr=False)
     expires_at: datetime | None  # None: does not expire (API keys)
     scopes: tuple[str, ...] | None = None
-    token_type: str = "Bearer"
+    token_type: str = "Bearer"  # noqa: S105 - a token type, not a secret
     installation_id: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
     #: Provider-side material needed to revoke later (never sent to the app).
@@ -124,7 +124,7 @@ class TokenSet:
     expires_at: datetime | None
     refresh_token: str | None = field(default=None, repr=False)
     scopes: tuple[str, ...] | None = None
-    token_type: str = "Bearer"
+    token_type: str = "Bearer"  # noqa: S105 - a token type, not a secret
     #: The provider's account id for the person (the ID token's or introspection's ``sub``), if known.
     provider_subject: str | None = None
     #: Verified ID token claims (when the provider is OpenID Connect and returned one), else {}.

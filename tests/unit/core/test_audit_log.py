@@ -33,7 +33,9 @@ class MemoryStore:
 
 
 def _event(i: int, clock: FrozenClock) -> AuditEvent:
-    return AuditEvent("team", clock.now(), "tester", "token.exchange", "allowed", "issued", details={"i": i})
+    return AuditEvent(
+        "team", clock.now(), "tester", "token.exchange", "allowed", "issued", details={"i": i}
+    )
 
 
 async def test_events_are_written_in_order_as_one_verifiable_chain() -> None:
@@ -58,7 +60,9 @@ async def test_an_edited_or_removed_row_breaks_the_chain() -> None:
         log.record(_event(i, clock))
     await log.flush()
     edited = list(store.rows)
-    edited[2] = dataclasses.replace(edited[2], event=dataclasses.replace(edited[2].event, decision="denied"))
+    edited[2] = dataclasses.replace(
+        edited[2], event=dataclasses.replace(edited[2].event, decision="denied")
+    )
     assert verify_chain(edited) == 3
     assert verify_chain(store.rows[:2] + store.rows[3:]) == 4
 
@@ -91,4 +95,7 @@ async def test_usage_counts_roll_over_at_the_month_boundary() -> None:
     clock.advance(1)
     log.count("team", "token_requests")
     await log.flush()
-    assert store.usage == {("team", "2026-11", "token_requests"): 1, ("team", "2026-12", "token_requests"): 1}
+    assert store.usage == {
+        ("team", "2026-11", "token_requests"): 1,
+        ("team", "2026-12", "token_requests"): 1,
+    }
