@@ -693,6 +693,84 @@ def test_a_refused_consent_is_reported_to_the_webhook(
     assert "providerSubject" not in event
 
 
+def _expire_grant_access_token(broker: RunningBroker, user: str) -> None:
+    """Make the broker's stored access token for ``user`` look expired (re-encrypted in place),
+    so the next request must refresh; the provider's own tokens are untouched."""
+    engine = sa.create_engine(f"sqlite:///{broker.data_dir / 'valetkey.db'}")
+    try:
+        with engine.begin() as connection:
+            grant_id, payload = connection.execute(
+                sa.select(tables.Grant.id, tables.Grant.payload).where(
+                    tables.Grant.subject_id == user
+                )
+            ).one()
+            keyring = broker.broker.keyring
+            data = keyring.decrypt_json(payload, aad=grant_aad(grant_id))
+            data["expiresAt"] = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+            connection.execute(
+                sa.update(tables.Grant)
+                .where(tables.Grant.id == grant_id)
+                .values(payload=keyring.encrypt_json(data, aad=grant_aad(grant_id)))
+            )
+            # The shared copy the exchange keeps of that access token goes too.
+            connection.execute(sa.delete(tables.CachedToken))
+    finally:
+        engine.dispose()
+
+
+def test_a_failed_refresh_is_reported_to_the_webhook(
+    broker: RunningBroker, oidc_peer: OidcProviderPeer, receiver: WebhookReceiver
+) -> None:
+    """When the provider refuses the stored refresh token, the app's webhook receives a signed
+    grant.failed event naming the user and how to restart consent, and get_token says so."""
+    user = f"u{secrets.token_hex(3)}"
+    app = new_app(broker, oidc_peer)
+    hook = f"{receiver.url}/hooks/grant-{user}"
+    started = app.started(user, webhook=hook)
+    seen = len(receiver.deliveries)
+    browse(consent_at_peer(oidc_peer, started["url"], user))
+    receiver.wait(seen + 1)
+    assert app.confirm(started["request"], started["verifier"]).status_code == 200
+    assert app.user_token(user).status_code == 200
+    held = _grant_tokens(broker, user)
+    revoked = httpx.post(
+        oidc_peer.revocation_url,
+        data={"token": held["refreshToken"], "token_type_hint": "refresh_token"},
+        auth=("web-app", WEB_SECRET),
+    )
+    assert revoked.status_code == 200
+    _expire_grant_access_token(broker, user)
+    broker.broker.exchange._tokens.clear()  # the in-memory copy of the old access token too
+    seen = len(receiver.deliveries)
+    refused = app.user_token(user)
+    assert error_code(refused) == "user_authorization_required"
+    assert refused.json()["error"]["reason"] == "grant_failed"
+    delivery = receiver.wait(seen + 1)[seen]
+    event = json.loads(delivery.body)
+    assert (event["type"], event["user"], event["error"]) == ("grant.failed", user, "invalid_grant")
+    assert event["authorizeUrl"] == f"/v1/connect/authorize/{app.uid}"
+    jwks = browse(f"{broker.url}/.well-known/jwks.json").json()
+    claims = jwt.decode(
+        delivery.headers["valetkey-signature"], KeySet.import_key_set(jwks), algorithms=["ES256"]
+    ).claims
+    assert (claims["aud"], claims["event"]) == (hook, "grant.failed")
+
+
+def _grant_tokens(broker: RunningBroker, user: str) -> dict[str, Any]:
+    engine = sa.create_engine(f"sqlite:///{broker.data_dir / 'valetkey.db'}")
+    try:
+        with engine.connect() as connection:
+            grant_id, payload = connection.execute(
+                sa.select(tables.Grant.id, tables.Grant.payload).where(
+                    tables.Grant.subject_id == user
+                )
+            ).one()
+    finally:
+        engine.dispose()
+    tokens: dict[str, Any] = broker.broker.keyring.decrypt_json(payload, aad=grant_aad(grant_id))
+    return tokens
+
+
 # -- 5. device flow at the provider -----------------------------------------------------
 
 
@@ -1114,11 +1192,16 @@ async def test_vercel_connect_app_that_never_confirms_works_when_the_link_waives
     options = ConnectOptions(vercel_token=app.identity)
     async with session(service_options=[ConnectServiceOptions(base_url=broker.url)]):
         started = await start_authorization(
-            app.uid, subject=ConnectUserTokenSubject(id="alice"), return_url=RETURN_URL, options=options
+            app.uid,
+            subject=ConnectUserTokenSubject(id="alice"),
+            return_url=RETURN_URL,
+            options=options,
         )
         back = returned(browse(consent_at_peer(oidc_peer, started.url, "alice")))
         assert back["valetkey_status"] == "completed"
-        token = await get_token(app.uid, subject=ConnectUserTokenSubject(id="alice"), options=options)
+        token = await get_token(
+            app.uid, subject=ConnectUserTokenSubject(id="alice"), options=options
+        )
     assert introspect(oidc_peer, token)["sub"] == "alice"
 
 
