@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
