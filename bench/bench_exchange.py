@@ -217,7 +217,9 @@ class PacedResult:
     done: int
     errors: int
     latencies_ms: list[float]
-    send_lag_ms: list[float]
+    send_lag_ms: list[float]  # sent - due: the two parts below, per request
+    late_ms: list[float]  # found due - due: the generator's own lateness (its loop, its CPU)
+    conn_wait_ms: list[float]  # sent - found due: every connection was busy (the server's slowness)
     wall: float
     cpu: float
     broker_cpu: float = 0.0
@@ -228,10 +230,12 @@ class PacedResult:
 async def paced(port: int, request: bytes, rate: float, duration: float, conns: int) -> PacedResult:
     """Open loop: request i is due at t0 + i/rate whatever happened before; latency counts from then."""
     free: deque[_Conn] = deque()
-    backlog: deque[float] = deque()
+    backlog: deque[tuple[float, float]] = deque()  # (due, when the generator found it due)
     latencies: list[float] = []
     dues: list[float] = []
     lags: list[float] = []
+    lates: list[float] = []
+    waits: list[float] = []
     statuses: dict[int, int] = {}
     total = int(rate * duration)
     finished = asyncio.get_running_loop().create_future()
@@ -243,8 +247,10 @@ async def paced(port: int, request: bytes, rate: float, duration: float, conns: 
         dues.append(conn.tag)
         statuses[status] = statuses.get(status, 0) + 1
         if backlog:
-            due = backlog.popleft()
+            due, found = backlog.popleft()
             lags.append(now - due)
+            lates.append(found - due)
+            waits.append(now - found)
             conn.send(request, due)
         else:
             free.append(conn)
@@ -266,9 +272,11 @@ async def paced(port: int, request: bytes, rate: float, duration: float, conns: 
             due = t0 + i / rate
             if free:
                 lags.append(now - due)
+                lates.append(now - due)
+                waits.append(0.0)
                 free.popleft().send(request, due)
             else:
-                backlog.append(due)
+                backlog.append((due, now))
             i += 1
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(finished, 30)
@@ -279,7 +287,8 @@ async def paced(port: int, request: bytes, rate: float, duration: float, conns: 
         conn.transport.close()
     errors = sum(n for s, n in statuses.items() if s != 200)
     return PacedResult(
-        rate, total, len(latencies), errors, [x * 1000 for x in latencies], [x * 1000 for x in lags], wall, cpu,
+        rate, total, len(latencies), errors, [x * 1000 for x in latencies], [x * 1000 for x in lags],
+        [x * 1000 for x in lates], [x * 1000 for x in waits], wall, cpu,
         statuses=statuses,
         dues=dues,
     )
@@ -485,6 +494,7 @@ class Report:
     minted: int
     token_id: str
     elapsed: float = 0.0
+    baseline: PacedResult | None = None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -525,6 +535,16 @@ def run(args: argparse.Namespace) -> int:
         if p.errors or p.done != p.sent:
             print(f"error: the paced run answered {p.statuses}, {p.done}/{p.sent} done", file=sys.stderr)
             return 1
+        # Baseline: the bare endpoint at the same rate, same generator, same connections. A tail it
+        # shares with the exchange comes from the stack or the machine, not from the exchange.
+        baseline = None
+        if args.baseline_duration > 0:
+            wait_idle(broker)
+            health = build_request("GET", "/healthz", broker.port)
+            baseline = asyncio.run(paced(broker.port, health, rate, args.baseline_duration, args.connections))
+            if baseline.errors or baseline.done != baseline.sent:
+                print(f"error: the paced /healthz run answered {baseline.statuses}", file=sys.stderr)
+                return 1
         time.sleep(args.settle)
         rss_after, rss_peak = broker.rss_kb()
         wait_idle(broker)
@@ -532,7 +552,7 @@ def run(args: argparse.Namespace) -> int:
         report = Report(
             store, "wrk" if shutil.which("wrk") else "python-asyncio", [r for r in runs if r.name == "healthz"],
             exchange, p, paced_cpu, rss_idle, rss_ready, rss_after, rss_peak, minted, token_id,
-            time.perf_counter() - t_start,
+            time.perf_counter() - t_start, baseline,
         )
     print_report(args, report)
     if minted != 1:
@@ -570,7 +590,15 @@ def print_report(args: argparse.Namespace, r: Report) -> None:
     print(f"\nexchange at {args.rate_fraction:.0%} of saturation, open loop: {p.rate:,.0f} req/s scheduled, "
           f"{p.done / p.wall:,.0f} achieved, {p.done:,} requests in {p.wall:.1f} s")
     print(f"{'milliseconds':<36}{'p50':>8}{'p90':>8}{'p99':>8}{'p99.9':>8}{'max':>8}")
-    for label, xs in (("latency from scheduled send", lat), ("  of which generator send lag", lag)):
+    rows = [
+        ("latency from scheduled send", lat),
+        ("  of which generator send lag", lag),
+        ("    generator late (its own loop)", p.late_ms),
+        ("    all connections busy (server)", p.conn_wait_ms),
+    ]
+    if r.baseline is not None:
+        rows.append((f"GET /healthz, same rate, {args.baseline_duration:g} s", r.baseline.latencies_ms))
+    for label, xs in rows:
         print(f"{label:<36}" + "".join(f"{percentile(xs, q):>8.2f}" for q in (50, 90, 99, 99.9)) + f"{max(xs):>8.2f}")
     print(f"p99 target <= 10 ms: {'ok' if p99 <= 10 else 'MISSED'}.  broker CPU {pct(w.broker, w.wall)}, waited "
           f"{1000 * w.broker_wait:.0f} ms for a core; generator CPU {pct(w.generator, w.wall)} (ceiling "
@@ -599,6 +627,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds per endpoint (default 2)")
     parser.add_argument("--rate-fraction", type=float, default=0.5, help="paced rate, fraction of saturation")
     parser.add_argument("--latency-duration", type=float, default=15.0, help="seconds of the paced run (default 15)")
+    parser.add_argument(
+        "--baseline-duration", type=float, default=10.0,
+        help="seconds of paced GET /healthz at the same rate after the exchange's paced run (0: skip; default 10)",
+    )
     parser.add_argument("--settle", type=float, default=1.0, help="seconds idle before reading RSS (default 1)")
     return run(parser.parse_args(argv))
 

@@ -11,7 +11,6 @@ import hashlib
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from dataclasses import replace as dataclass_replace
 from datetime import datetime, timedelta
@@ -22,6 +21,7 @@ import httpx
 from valetkey.core.audit import AuditEvent, AuditLog
 from valetkey.core.clock import Clock
 from valetkey.core.consent import ConsentService, Notifier, consent_needed, require_user_flows
+from valetkey.core.flight import SingleFlight
 from valetkey.core.grants import Grant, GrantScope, GrantStore
 from valetkey.core.models import Connector, Identity, Member, Policy, Subject, TokenRequest
 from valetkey.core.policy import Allowed, evaluate
@@ -124,7 +124,8 @@ class ExchangeService:
         self._max_tokens = max_cached_tokens
         self._views: dict[tuple[str, str], tuple[ConnectorView | None, datetime]] = {}
         self._tokens: OrderedDict[TokenKey, CachedMint] = OrderedDict()
-        self._inflight: dict[TokenKey, asyncio.Future[CachedMint]] = {}
+        self._token_loads: SingleFlight[TokenKey, CachedMint] = SingleFlight()
+        self._view_loads: SingleFlight[tuple[str, str], ConnectorView | None] = SingleFlight()
         #: Set by the broker when user subjects are enabled (``attach_consent``).
         self._grants: GrantStore | None = None
         self._consent: ConsentService | None = None
@@ -138,7 +139,11 @@ class ExchangeService:
         return self._ctx
 
     def attach_consent(
-        self, grants: GrantStore, consent: ConsentService, notifier: Notifier, webhook_for: WebhookLookup
+        self,
+        grants: GrantStore,
+        consent: ConsentService,
+        notifier: Notifier,
+        webhook_for: WebhookLookup,
     ) -> None:
         self._grants = grants
         self._consent = consent
@@ -173,17 +178,24 @@ class ExchangeService:
         # App tokens are minted at the ceiling when no scopes are named; a user's grant is served
         # as it was consented (narrowed to the ceiling only where it holds more, see _user_token).
         effective = decision.request if request.subject.type == "app" else request
-        key: TokenKey = (connector.id, identity.project_id, identity.environment, effective.cache_key())
+        key: TokenKey = (
+            connector.id,
+            identity.project_id,
+            identity.environment,
+            effective.cache_key(),
+        )
         entry = self._tokens.get(key)
         cached = entry is not None and self._fresh(entry, now)
         if entry is None or not cached:
-            entry = await self._single_flight(
+            entry = await self._token_loads.run(
                 key,
                 lambda: self._load_or_mint(
                     identity, connector, provider, effective, key, link.policy
                 ),
             )
-        self._record(identity, uid, effective, "allowed", "issued", tokenId=entry.issued_id, cached=cached)
+        self._record(
+            identity, uid, effective, "allowed", "issued", tokenId=entry.issued_id, cached=cached
+        )
         self._audit.count(identity.team_id, "token_requests")
         expires_at = entry.serve_until or (now + STATIC_HORIZON)
         return Issued(
@@ -200,27 +212,6 @@ class ExchangeService:
     def _fresh(self, entry: CachedMint, now: datetime) -> bool:
         return entry.serve_until is None or entry.serve_until - now > self._buffer
 
-    async def _single_flight(
-        self, key: TokenKey, load: Callable[[], Awaitable[CachedMint]]
-    ) -> CachedMint:
-        waiting = self._inflight.get(key)
-        if waiting is not None:
-            return await asyncio.shield(waiting)
-        future: asyncio.Future[CachedMint] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
-        try:
-            entry = await load()
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # mark retrieved: waiters re-raise it themselves
-            raise
-        else:
-            future.set_result(entry)
-            self._remember(key, entry)
-            return entry
-        finally:
-            del self._inflight[key]
-
     async def _load_or_mint(
         self,
         identity: Identity,
@@ -234,6 +225,7 @@ class ExchangeService:
         key_hash = _hash_key(key)
         stored = await self._store.load_cached(key_hash)
         if stored is not None and self._fresh(stored, now):
+            self._remember(key, stored)
             return stored
         minted = await self._mint(identity, connector, provider, request, policy.scopes)
         serve_until = minted.expires_at
@@ -250,7 +242,9 @@ class ExchangeService:
             serve_until=serve_until,
         )
         self._audit.count(identity.team_id, "tokens_minted")
-        return CachedMint(minted, issued_id, serve_until)
+        entry = CachedMint(minted, issued_id, serve_until)
+        self._remember(key, entry)
+        return entry
 
     async def _mint(
         self,
@@ -285,7 +279,8 @@ class ExchangeService:
             self._ctx,
             connector,
             subject_token=request.subject_token,
-            subject_token_type=request.subject_token_type or "urn:ietf:params:oauth:token-type:access_token",
+            subject_token_type=request.subject_token_type
+            or "urn:ietf:params:oauth:token-type:access_token",
             scopes=request.scopes,
             audience=request.audience,
             resources=request.resources,
@@ -304,10 +299,18 @@ class ExchangeService:
         if self._grants is None or self._consent is None:
             raise UnsupportedOperation("user subjects are not enabled on this broker")
         user_id = request.subject.id or ""
-        scope = GrantScope(identity.team_id, connector.id, identity.project_id, identity.environment, request.subject)
+        scope = GrantScope(
+            identity.team_id,
+            connector.id,
+            identity.project_id,
+            identity.environment,
+            request.subject,
+        )
         grant = await self._grants.get_grant(scope)
         if grant is None:
-            await self._consent.poll(identity, connector, flows, user_id)  # raises unless a device flow just finished
+            await self._consent.poll(
+                identity, connector, flows, user_id
+            )  # raises unless a device flow just finished
             grant = await self._grants.get_grant(scope)
             if grant is None:
                 raise consent_needed(connector, user_id)
@@ -319,14 +322,18 @@ class ExchangeService:
         if wanted is not None and granted is not None:
             missing = sorted(set(wanted) - set(granted))
             if missing:
-                raise consent_needed(connector, user_id, reason="scopes_not_granted", missingScopes=missing)
+                raise consent_needed(
+                    connector, user_id, reason="scopes_not_granted", missingScopes=missing
+                )
         narrow = _needs_narrowing(connector, wanted, granted)
         now = self._clock.now()
         if not narrow and grant.fresh(now, self._buffer):
             return _minted(grant.tokens)
         if grant.tokens.refresh_token is None:
             if narrow:
-                raise UnsupportedOperation("this grant has no refresh token, so it cannot be narrowed")
+                raise UnsupportedOperation(
+                    "this grant has no refresh token, so it cannot be narrowed"
+                )
             raise consent_needed(connector, user_id, reason="expired_without_refresh_token")
         narrowed: list[TokenSet] = []
         seen_access = grant.tokens.access_token
@@ -334,9 +341,12 @@ class ExchangeService:
         async def refresher(current: Grant) -> TokenSet | None:
             # Runs with the grant locked in the database; ``current`` was read under the lock.
             if current.status != "active":  # a refresh that failed while we waited for the lock
-                raise consent_needed(connector, user_id, reason="grant_failed", failure=current.failure)
+                raise consent_needed(
+                    connector, user_id, reason="grant_failed", failure=current.failure
+                )
             if not narrow and (
-                current.tokens.access_token != seen_access or current.fresh(self._clock.now(), self._buffer)
+                current.tokens.access_token != seen_access
+                or current.fresh(self._clock.now(), self._buffer)
             ):
                 # Another request or replica stored a new access token while we waited for the lock:
                 # use it. Refreshing again would cost a provider call, and presenting the refresh
@@ -360,12 +370,16 @@ class ExchangeService:
             updated = await self._grants.refresh_grant(grant.id, refresher)
         except InvalidGrant as exc:
             self._grant_failed(identity, connector, user_id, exc)
-            raise consent_needed(connector, user_id, reason="grant_failed", failure=exc.message) from exc
+            raise consent_needed(
+                connector, user_id, reason="grant_failed", failure=exc.message
+            ) from exc
         if narrowed:
             return _minted(narrowed[0])
         return _minted(updated.tokens)
 
-    def _grant_failed(self, identity: Identity, connector: Connector, user_id: str, exc: ValetkeyError) -> None:
+    def _grant_failed(
+        self, identity: Identity, connector: Connector, user_id: str, exc: ValetkeyError
+    ) -> None:
         self._audit.record(
             AuditEvent(
                 team_id=identity.team_id,
@@ -414,6 +428,13 @@ class ExchangeService:
         hit = self._views.get((team_id, uid))
         if hit is not None and hit[1] > now:
             return hit[0]
+        # One request reloads an expired view; the others arriving meanwhile wait for that load
+        # (otherwise every in-flight request queried the store at once, every VIEW_TTL).
+        return await self._view_loads.run(
+            (team_id, uid), lambda: self._load_view(team_id, uid, now)
+        )
+
+    async def _load_view(self, team_id: str, uid: str, now: datetime) -> ConnectorView | None:
         view = await self._store.connector_view(team_id, uid)
         self._views[(team_id, uid)] = (view, now + VIEW_TTL)
         return view
@@ -473,7 +494,11 @@ class ExchangeService:
                     "revoking all tokens needs an owner or member credential; "
                     "a workload identity revokes its own subject's tokens",
                 )
-            if principal.kind == "access_token" and subject.type == "user" and subject.id != principal.user_id:
+            if (
+                principal.kind == "access_token"
+                and subject.type == "user"
+                and subject.id != principal.user_id
+            ):
                 self._audit_revoke(principal, uid, subject, "denied", "forbidden", actor)
                 raise Forbidden("this access token may not act for that user")
             project_id, environment = principal.project_id, principal.environment
@@ -517,7 +542,11 @@ class ExchangeService:
         if self._grants is not None and (subject is None or subject.type != "app"):
             # Grants hold refresh tokens: revoke them at the provider (RFC 7009) and forget them.
             removed = await self._grants.delete_grants(
-                team_id, connector.id, subject=subject, project_id=project_id, environment=environment
+                team_id,
+                connector.id,
+                subject=subject,
+                project_id=project_id,
+                environment=environment,
             )
             grants_found = len(removed)
             deleted += grants_found
@@ -532,7 +561,9 @@ class ExchangeService:
                     skipped += 1
                     continue
                 try:
-                    result = await flows.revoke_user_token(self._ctx, connector, token=token, hint=hint)
+                    result = await flows.revoke_user_token(
+                        self._ctx, connector, token=token, hint=hint
+                    )
                 except ValetkeyError:
                     failed += 1
                     continue
@@ -604,7 +635,9 @@ class ExchangeService:
 
 
 class WebhookLookup(Protocol):
-    async def __call__(self, connector_id: str, project_id: str, environment: str, user_id: str) -> str | None: ...
+    async def __call__(
+        self, connector_id: str, project_id: str, environment: str, user_id: str
+    ) -> str | None: ...
 
 
 def _minted(tokens: TokenSet) -> MintedToken:

@@ -1,0 +1,41 @@
+"""Single flight: concurrent callers asking for the same key share one load.
+
+The load runs as a task of its own, so a caller that goes away (a client disconnecting)
+does not cancel it for the others; its outcome, value or error, reaches every caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class SingleFlight(Generic[K, V]):
+    def __init__(self) -> None:
+        self._inflight: dict[K, asyncio.Task[V]] = {}
+
+    def __len__(self) -> int:
+        return len(self._inflight)
+
+    async def run(self, key: K, load: Callable[[], Awaitable[V]]) -> V:
+        task = self._inflight.get(key)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(_await(load))
+            self._inflight[key] = task
+            task.add_done_callback(functools.partial(self._forget, key))
+        return await asyncio.shield(task)
+
+    def _forget(self, key: K, done: asyncio.Task[V]) -> None:
+        if self._inflight.get(key) is done:
+            del self._inflight[key]
+        if not done.cancelled():
+            done.exception()  # retrieved here: every caller re-raises it from its own await
+
+
+async def _await(load: Callable[[], Awaitable[V]]) -> V:
+    return await load()
