@@ -10,8 +10,10 @@ PEERS  := tests/peers/oidc_provider
 
 .PHONY: serve test setup peers lint typecheck bench demo-oauth clean
 
+# Development settings: providers and issuers on this machine (make demo-oauth) are reachable.
+# `valetkey serve` without --allow-private-networks refuses private and loopback addresses.
 serve: setup
-	$(BIN)/valetkey serve $(ARGS)
+	$(BIN)/valetkey serve --allow-private-networks $(ARGS)
 
 test: setup peers
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -14,8 +14,14 @@ import socket
 import httpx
 
 
-class OutboundRefused(Exception):
-    """The URL may not be called; the message says why (never includes credentials)."""
+class OutboundRefused(httpx.ConnectError):
+    """The URL may not be called; the message says why (never includes credentials).
+
+    An ``httpx.ConnectError``, so code that handles unreachable hosts handles it too.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"refused by the broker's network policy: {message}")
 
 
 def address_is_public(address: str) -> bool:
@@ -61,3 +67,25 @@ async def check_outbound(
     addresses = {str(info[4][0]) for info in infos}
     if not addresses or not all(address_is_public(a) for a in addresses):
         raise OutboundRefused(f"{host} resolves to a private or local address")
+
+
+class GuardedTransport(httpx.AsyncBaseTransport):
+    """An httpx transport that checks every request's URL with ``check_outbound`` first.
+
+    The broker's one outbound client uses it, so every provider call (token, discovery,
+    revocation, device, JWKS of ID tokens), whatever module makes it, is covered. Known gap:
+    the host is resolved for the check and again to connect (DNS rebinding is not prevented).
+    """
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, *, allow_private: bool) -> None:
+        self._inner = inner
+        self._allow_private = allow_private
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await check_outbound(
+            str(request.url), allow_private=self._allow_private, allow_loopback_http=True
+        )
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()

@@ -7,12 +7,13 @@ confirmed at the server: its token-endpoint call counts and its RFC 7662 introsp
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
 from tests.peers.oidc import OidcProviderPeer, confidential_client, oidc_peer_fixture
 
-from valetkey.testing import RunningBroker
+from valetkey.testing import RunningBroker, running_broker
 
 SECRET = "cc-secret-value"
 oidc_peer = oidc_peer_fixture(
@@ -157,3 +158,38 @@ def test_a_wrong_client_secret_is_a_provider_error_that_names_no_secret(
     assert refused.json()["error"]["code"] == "provider_error"
     assert refused.json()["error"]["error"] == "invalid_client"
     assert "wrong-secret-xyz" not in refused.text
+
+
+def test_a_provider_on_a_private_address_is_refused_without_the_setting(tmp_path: Path) -> None:
+    """A broker without --allow-private-networks refuses to call a token URL on a loopback or
+    private address (SSRF), with a provider error naming the policy; nothing is minted."""
+    with running_broker(tmp_path / "data", allow_private_networks=False) as broker:
+        identity = broker.setup_project("agent")
+        with broker.admin() as c:
+            data = {
+                "tokenUrl": "https://169.254.169.254/token",  # a cloud metadata address
+                "clientId": "x",
+                "clientSecret": "y",
+            }
+            assert (
+                c.post(
+                    "/v1/connectors", json={"service": "oauth", "name": "meta", "data": data}
+                ).status_code
+                == 201
+            )
+            linked = c.post(
+                "/v1/connectors/oauth/meta/links",
+                json={"project": "agent", "environments": ["development"]},
+            )
+            assert linked.status_code == 200, linked.text
+        refused = httpx.post(
+            f"{broker.url}/v1/connect/token/oauth%2Fmeta",
+            json={"subject": {"type": "app"}},
+            headers={"authorization": f"Bearer {identity}"},
+        )
+        assert refused.status_code == 502
+        error = refused.json()["error"]
+        assert (error["code"], error["error"]) == ("provider_error", "url_refused")
+        assert "network policy" in error["message"]
+        with broker.admin() as c:
+            assert c.get("/v1/usage").json()["counters"] == {}

@@ -225,7 +225,15 @@ def stage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stage]:
     broker_log = home / "broker.log"
     with open(broker_log, "wb") as log:
         broker = subprocess.Popen(
-            [str(BIN / "valetkey"), "serve", "--port", str(broker_port), "--log-level", "warning"],
+            [
+                str(BIN / "valetkey"),
+                "serve",
+                "--allow-private-networks",  # as make serve runs it
+                "--port",
+                str(broker_port),
+                "--log-level",
+                "warning",
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,

@@ -27,6 +27,7 @@ import httpx
 
 from valetkey.core.clock import Clock
 from valetkey.errors import InvalidRequest, ProviderError
+from valetkey.netguard import OutboundRefused
 from valetkey.providers.config import check_url
 
 __all__ = [
@@ -172,6 +173,8 @@ async def fetch_json(
                         raise _too_large(what, max_bytes)
     except (TimeoutError, httpx.TimeoutException) as exc:
         raise ProviderError(f"the provider's {what} timed out", error="timeout") from exc
+    except OutboundRefused as exc:
+        raise ProviderError(f"the provider's {what} URL is {exc}", error="url_refused") from exc
     except httpx.HTTPError as exc:
         raise ProviderError(
             f"the provider's {what} could not be reached ({type(exc).__name__})",

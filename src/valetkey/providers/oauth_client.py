@@ -25,6 +25,7 @@ import httpx
 
 from valetkey.core.clock import Clock
 from valetkey.errors import ProviderError
+from valetkey.netguard import OutboundRefused
 
 __all__ = [
     "AUTH_METHODS",
@@ -239,6 +240,8 @@ async def _post(
             return response.status_code, b"".join(chunks)
     except httpx.TimeoutException as exc:
         raise ProviderError(f"the provider's {what} timed out", error="timeout") from exc
+    except OutboundRefused as exc:
+        raise ProviderError(f"the provider's {what} URL is {exc}", error="url_refused") from exc
     except httpx.HTTPError as exc:
         raise ProviderError(
             f"the provider's {what} could not be reached ({type(exc).__name__})",

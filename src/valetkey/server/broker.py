@@ -31,6 +31,7 @@ from valetkey.identity.issuer import BrokerIssuer
 from valetkey.identity.jwks import JwksCache
 from valetkey.identity.keys import SigningKeys
 from valetkey.identity.verifier import IdentityVerifier
+from valetkey.netguard import GuardedTransport
 from valetkey.providers.base import UserFlows
 from valetkey.providers.registry import ProviderRegistry
 from valetkey.server.notify import WebhookNotifier
@@ -108,7 +109,11 @@ class Broker:
             timeout=httpx.Timeout(10.0),
             follow_redirects=False,
             headers={"user-agent": "valetkey-broker"},
-            verify=outbound_tls(settings.ca_file),
+            # Every outbound request is checked against the network policy (SSRF).
+            transport=GuardedTransport(
+                httpx.AsyncHTTPTransport(verify=outbound_tls(settings.ca_file)),
+                allow_private=settings.allow_private_networks,
+            ),
         )
         providers = ProviderRegistry.load()
         repo = Repository(db, keyring, clock)
