@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from dataclasses import replace as dataclass_replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -101,6 +101,24 @@ class _Context:
 TokenKey = tuple[Any, ...]
 
 
+@dataclass(slots=True)
+class ExchangeCounts:
+    """Running totals of exchange outcomes since start, read by the operations endpoint.
+
+    Plain integers bumped on the event loop (no lock, no I/O); keyed by error code only,
+    never by tenant, project or connector, so what they expose stays bounded and anonymous.
+    """
+
+    cache_hits: int = 0  #: exchanges served from the in-memory token cache
+    cache_misses: int = 0  #: exchanges served after a store load or a mint
+    denied: dict[str, int] = field(default_factory=dict)  #: error code -> refused exchanges
+    tokens_minted: int = 0  #: credentials minted at a provider
+    revocations: int = 0  #: revocation requests completed
+
+    def deny(self, code: str) -> None:
+        self.denied[code] = self.denied.get(code, 0) + 1
+
+
 class ExchangeService:
     def __init__(
         self,
@@ -132,11 +150,17 @@ class ExchangeService:
         self._notifier: Notifier | None = None
         self._webhook_for: WebhookLookup | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self.counts = ExchangeCounts()
         bus.subscribe(self._on_invalidation)
 
     @property
     def context(self) -> _Context:
         return self._ctx
+
+    @property
+    def cached_tokens(self) -> int:
+        """How many credentials the in-memory token cache holds."""
+        return len(self._tokens)
 
     def attach_consent(
         self,
@@ -187,12 +211,19 @@ class ExchangeService:
         entry = self._tokens.get(key)
         cached = entry is not None and self._fresh(entry, now)
         if entry is None or not cached:
-            entry = await self._token_loads.run(
-                key,
-                lambda: self._load_or_mint(
-                    identity, connector, provider, effective, key, link.policy
-                ),
-            )
+            try:
+                entry = await self._token_loads.run(
+                    key,
+                    lambda: self._load_or_mint(
+                        identity, connector, provider, effective, key, link.policy
+                    ),
+                )
+            except ValetkeyError as exc:
+                self.counts.deny(exc.code)
+                raise
+            self.counts.cache_misses += 1
+        else:
+            self.counts.cache_hits += 1
         self._record(
             identity, uid, effective, "allowed", "issued", tokenId=entry.issued_id, cached=cached
         )
@@ -242,6 +273,7 @@ class ExchangeService:
             serve_until=serve_until,
         )
         self._audit.count(identity.team_id, "tokens_minted")
+        self.counts.tokens_minted += 1
         entry = CachedMint(minted, issued_id, serve_until)
         self._remember(key, entry)
         return entry
@@ -470,6 +502,7 @@ class ExchangeService:
         self, identity: Identity, uid: str, request: TokenRequest, error: ValetkeyError
     ) -> ValetkeyError:
         self._record(identity, uid, request, "denied", error.code, message=error.message)
+        self.counts.deny(error.code)
         return error
 
     # -- revocation ---------------------------------------------------------------------
@@ -583,6 +616,7 @@ class ExchangeService:
         )
         counts = RevokeCounts(len(targets) + grants_found, deleted, revoked, skipped, failed)
         self._audit_revoke(principal, uid, subject, "allowed", "revoked", actor, **counts.to_wire())
+        self.counts.revocations += 1
         return counts
 
     def _audit_revoke(

@@ -14,7 +14,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from valetkey.core.clock import Clock
-from valetkey.server import connect, consent, errors, management
+from valetkey.server import connect, consent, errors, management, metrics, openapi
 from valetkey.server.broker import Broker
 from valetkey.server.connect import json_response
 from valetkey.server.settings import Settings
@@ -112,6 +112,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, broker: Broker
     app.include_router(consent.router)  # before connect: its routes are more specific
     app.include_router(connect.router)
     app.include_router(management.router)
+    metrics.install(app, the_broker)  # GET /metrics (Prometheus), a registry per app
 
     @app.get("/.well-known/openid-configuration", tags=["identity"], include_in_schema=True)
     async def openid_configuration() -> Response:
@@ -138,5 +139,13 @@ def create_app(settings: Settings, *, clock: Clock | None = None, broker: Broker
     async def index(_request: Request) -> dict[str, Any]:
         return {"name": "valetkey", "docs": "/docs", "openapi": "/openapi.json"}
 
+    build_schema = app.openapi
+
+    def schema_with_errors() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = openapi.document_errors(build_schema())
+        return app.openapi_schema
+
+    app.openapi = schema_with_errors  # type: ignore[method-assign]
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return app

@@ -22,6 +22,7 @@ from valetkey.errors import (
     NotFound,
 )
 from valetkey.server.broker import Broker
+from valetkey.server.openapi import REVOKE_BODY, TOKEN_BODY
 from valetkey.server.wire import parse_json_object, parse_subject, parse_token_request
 
 
@@ -135,7 +136,11 @@ def token_body(issued: Issued) -> dict[str, Any]:
     return body
 
 
-@router.post("/token/{uid:path}", summary="Exchange an identity for a provider credential")
+@router.post(
+    "/token/{uid:path}",
+    summary="Exchange an identity for a provider credential",
+    openapi_extra=TOKEN_BODY,
+)
 async def token(uid: str, request: Request) -> Response:
     broker = broker_of(request)
     identity = await broker.verifier.verify(bearer(request))
@@ -184,7 +189,9 @@ async def connector_metadata(uid: str, request: Request) -> Response:
     )
 
 
-@router.delete("/connectors/{uid:path}/tokens", summary="Revoke issued tokens")
+@router.delete(
+    "/connectors/{uid:path}/tokens", summary="Revoke issued tokens", openapi_extra=REVOKE_BODY
+)
 async def revoke_tokens(uid: str, request: Request) -> Response:
     broker = broker_of(request)
     credential = bearer(request)

@@ -19,6 +19,7 @@ from valetkey.errors import InvalidRequest, NotFound, UnsupportedOperation, Vale
 from valetkey.providers.base import TokenSet, UserFlows
 from valetkey.server.broker import Broker
 from valetkey.server.connect import bearer, broker_of, json_response
+from valetkey.server.openapi import AUTHORIZE_BODY, CONFIRM_BODY, IMPORT_BODY
 from valetkey.server.wire import parse_json_object, parse_subject, parse_token_request
 
 router = APIRouter(tags=["consent"])
@@ -79,6 +80,9 @@ def _connector_ref(c: Connector) -> dict[str, str]:
     return {"id": c.id, "uid": c.uid, "type": c.type, "name": c.name, "service": c.service}
 
 
+#: Far above the consent service's own ceiling (1 hour), which gives the exact refusal.
+_MAX_EXPIRES_IN_MS = 86_400_000
+
 _AUTHORIZE_FIELDS = {
     "subject",
     "scopes",
@@ -95,6 +99,7 @@ _AUTHORIZE_FIELDS = {
 @router.post(
     "/v1/connect/authorize/{uid:path}/confirm",
     summary="Confirm that the person who consented is the user named",
+    openapi_extra=CONFIRM_BODY,
 )
 async def confirm(uid: str, request: Request) -> Response:
     broker = broker_of(request)
@@ -123,6 +128,7 @@ async def confirm(uid: str, request: Request) -> Response:
 @router.post(
     "/v1/connect/authorize/{uid:path}",
     summary="Start a user's consent (callback, webhook or device code)",
+    openapi_extra=AUTHORIZE_BODY,
 )
 async def authorize(uid: str, request: Request) -> Response:
     broker = broker_of(request)
@@ -148,13 +154,19 @@ async def authorize(uid: str, request: Request) -> Response:
     ):
         if value is not None and not isinstance(value, str):
             raise InvalidRequest(f"{name} must be a string", field=name)
+        if value is not None and not value.isprintable():
+            # urlsplit drops CR/LF/TAB silently: refuse them rather than store them.
+            raise InvalidRequest(f"{name} may not hold control characters", field=name)
     if not isinstance(device, bool):
         raise InvalidRequest("deviceCode must be a boolean", field="deviceCode")
     lifetime = None
     if data.get("expiresInMs") is not None:
         ms = data["expiresInMs"]
-        if isinstance(ms, bool) or not isinstance(ms, int):
-            raise InvalidRequest("expiresInMs must be an integer", field="expiresInMs")
+        if isinstance(ms, bool) or not isinstance(ms, int) or not 0 < ms <= _MAX_EXPIRES_IN_MS:
+            # Bounded before timedelta(), which overflows (OverflowError, a 500) past ~10^17 ms.
+            raise InvalidRequest(
+                "expiresInMs must be a positive integer (30 seconds to 1 hour)", field="expiresInMs"
+            )
         lifetime = timedelta(milliseconds=ms)
     started = await broker.consent.start(
         identity,
@@ -236,6 +248,7 @@ _IMPORT_FIELDS = {
 @router.post(
     "/v1/connect/token/{uid:path}/import",
     summary="Import a user's existing tokens as a grant, without a consent round",
+    openapi_extra=IMPORT_BODY,
 )
 async def import_tokens(uid: str, request: Request) -> Response:
     broker = broker_of(request)

@@ -17,7 +17,8 @@ router = APIRouter(prefix="/v1", tags=["management"])
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # strict: a JSON string is not an integer ("60"), nor a float (60.0) or a bool, as on the Connect API.
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True)
 
 
 async def member_of(request: Request) -> Member:

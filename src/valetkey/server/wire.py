@@ -20,6 +20,8 @@ _TOKEN_FIELDS = frozenset(
     {"subject", "scopes", "installationId", "resources", "audience", "authorizationDetails"}
 )
 _MAX_ITEMS = 100
+#: Deepest JSON nesting a request body may have (a token request needs 3).
+MAX_JSON_DEPTH = 32
 
 
 def parse_json_object(body: bytes) -> dict[str, Any]:
@@ -29,9 +31,28 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidRequest("the body is not valid JSON") from exc
+    except RecursionError as exc:  # ~1000 nested arrays/objects exhaust the decoder's stack
+        raise InvalidRequest(f"the body is nested deeper than {MAX_JSON_DEPTH} levels") from exc
     if not isinstance(data, dict):
         raise InvalidRequest("the body must be a JSON object")
+    check_depth(data)
     return data
+
+
+def check_depth(data: Any, limit: int = MAX_JSON_DEPTH) -> None:
+    """Refuse JSON nested deeper than ``limit`` (iteratively), before recursive code walks it."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children: Any = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        if depth > limit:
+            raise InvalidRequest(f"the body is nested deeper than {limit} levels")
+        stack.extend((child, depth + 1) for child in children)
 
 
 def _text(value: Any, field: str, *, max_len: int = 200) -> str:

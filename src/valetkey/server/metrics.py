@@ -1,0 +1,132 @@
+"""``GET /metrics``: the broker's operations metrics in the Prometheus text format (DESIGN §4).
+
+Each app gets its own ``CollectorRegistry`` (never the process-global one), so several brokers
+in one process report separately. Nothing is counted here on the request path: the exchange
+keeps plain integers (``ExchangeCounts``) and a collector reads them, the audit backlog and the
+token cache size when Prometheus scrapes. Labels hold decisions and error codes only, never a
+tenant, project, connector, user or secret.
+
+The endpoint needs no credential: serve it on an internal network (docs/configuration.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from fastapi import FastAPI
+from prometheus_client import (
+    CollectorRegistry,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+
+from valetkey.errors import ValetkeyError
+from valetkey.server.broker import Broker
+
+__all__ = ["OTHER_REASON", "BrokerCollector", "install", "registry_for"]
+
+#: The ``reason`` label of a refusal whose code is not one of Valetkey's error classes.
+OTHER_REASON = "other"
+
+
+def _known_codes() -> frozenset[str]:
+    """Every error code Valetkey defines (the bounded set a ``reason`` label may take)."""
+    codes = {ValetkeyError.code}
+    pending: list[type[ValetkeyError]] = [ValetkeyError]
+    while pending:
+        for sub in pending.pop().__subclasses__():
+            codes.add(sub.code)
+            pending.append(sub)
+    return frozenset(codes)
+
+
+class BrokerCollector:
+    """Reads one broker's counters and gauges at scrape time."""
+
+    def __init__(self, broker: Broker) -> None:
+        self._broker = broker
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families()
+
+    def collect(self) -> Iterable[Metric]:
+        counts = self._broker.exchange.counts
+        requests, minted, revocations, backlog, cached = self._families()
+        requests.add_metric(["allowed", "cache_hit"], counts.cache_hits)
+        requests.add_metric(["allowed", "cache_miss"], counts.cache_misses)
+        known = _known_codes()
+        denied: dict[str, int] = {}
+        for code, n in counts.denied.items():
+            reason = code if code in known else OTHER_REASON
+            denied[reason] = denied.get(reason, 0) + n
+        for reason, n in sorted(denied.items()):
+            requests.add_metric(["denied", reason], n)
+        minted.add_metric([], counts.tokens_minted)
+        revocations.add_metric([], counts.revocations)
+        backlog.add_metric([], self._broker.audit.backlog)
+        cached.add_metric([], self._broker.exchange.cached_tokens)
+        return [requests, minted, revocations, backlog, cached]
+
+    @staticmethod
+    def _families() -> tuple[
+        CounterMetricFamily,
+        CounterMetricFamily,
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        GaugeMetricFamily,
+    ]:
+        return (
+            CounterMetricFamily(
+                "valetkey_token_requests",
+                "Token exchanges by decision; reason is cache_hit/cache_miss or the refusal's error code.",
+                labels=["decision", "reason"],
+            ),
+            CounterMetricFamily(
+                "valetkey_tokens_minted",
+                "Credentials minted at a provider (cache misses that minted).",
+            ),
+            CounterMetricFamily("valetkey_revocations", "Revocation requests completed."),
+            GaugeMetricFamily(
+                "valetkey_audit_backlog", "Audit events recorded in memory and not yet written."
+            ),
+            GaugeMetricFamily(
+                "valetkey_cached_tokens",
+                "Credentials held in this process's in-memory token cache.",
+            ),
+        )
+
+
+def registry_for(broker: Broker) -> CollectorRegistry:
+    """A registry of its own for ``broker``: its collector plus the process, GC and platform ones."""
+    registry = CollectorRegistry()
+    registry.register(BrokerCollector(broker))
+    ProcessCollector(registry=registry)
+    GCCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    return registry
+
+
+def install(app: FastAPI, broker: Broker) -> CollectorRegistry:
+    """Serve ``GET /metrics`` for ``broker`` on ``app``; returns the registry it reads."""
+    registry = registry_for(broker)
+
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        summary="Prometheus metrics (no credential: scrape internally)",
+        response_class=PlainTextResponse,  # documents text/plain, not JSON (the fuzz tests check)
+        responses={200: {"content": {"application/openmetrics-text": {}}}},
+    )
+    async def metrics(request: Request) -> Response:
+        # The text format 0.0.4 unless the scraper asks for OpenMetrics (or a newer text format).
+        # Collected on the event loop, where the counters are bumped: a consistent snapshot.
+        encode, content_type = choose_encoder(request.headers.get("accept", ""))
+        return Response(encode(registry), headers={"content-type": content_type})
+
+    app.state.metrics = registry
+    return registry
