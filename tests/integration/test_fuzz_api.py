@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import Case, GenerationMode
 from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import content_type_conformance
+from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
 
 from valetkey.testing import RunningBroker, running_broker
 
@@ -172,7 +172,12 @@ def error_envelope(_ctx: Any, response: Any, case: Case) -> None:
     assert error["message"], body
 
 
-CHECKS: list[Callable[..., Any]] = [not_a_server_error, content_type_conformance, error_envelope]
+CHECKS: list[Callable[..., Any]] = [
+    not_a_server_error,
+    content_type_conformance,
+    response_schema_conformance,  # every response matches its documented model
+    error_envelope,
+]
 
 
 def _credential(seeded: Seeded, path: str) -> dict[str, str]:

@@ -40,6 +40,171 @@ class Me(BaseModel):
     role: str
 
 
+# -- response models ----------------------------------------------------------------------
+# The store (valetkey.store.management) builds these as plain dicts with camelCase keys; the
+# models below document them in /openapi.json. They validate what the store returns without
+# coercing, renaming or dropping anything: field names are the wire names, optional values stay
+# (null), and models allow extra keys the store may add later.
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class MemberOut(_Out):
+    id: str
+    name: str
+    role: str
+    createdAt: str
+
+
+class MemberCreated(_Out):
+    """A new member; ``credential`` is shown only in this response."""
+
+    id: str
+    name: str
+    role: str
+    credential: str
+
+
+class ProjectOut(_Out):
+    id: str
+    slug: str
+    name: str
+    environments: list[str]
+    createdAt: str
+
+
+class EnvironmentOut(_Out):
+    project: str
+    slug: str
+
+
+class DevelopmentIdentity(_Out):
+    token: str
+    expiresAt: int = Field(description="epoch milliseconds")
+    url: str
+    project: str
+    environment: str
+
+
+class CapabilitiesOut(_Out):
+    subjects: list[str]
+    scopable: bool
+    shortLived: bool
+    revocation: bool
+
+
+class PolicyOut(_Out):
+    subjects: list[str]
+    scopes: list[str] | None
+    maxLifetimeSeconds: int | None
+    confirmConsent: bool
+
+
+class LinkOut(_Out):
+    project: str
+    environments: list[str]
+    policy: PolicyOut
+
+
+class ConnectorOut(_Out):
+    id: str
+    uid: str
+    service: str
+    name: str
+    type: str
+    data: dict[str, Any]
+    secretFields: list[str]
+    capabilities: CapabilitiesOut
+    createdAt: int = Field(description="epoch milliseconds")
+    updatedAt: int = Field(description="epoch milliseconds")
+    links: list[LinkOut]
+
+
+class Attached(_Out):
+    connector: str
+    project: str
+    environments: list[str]
+    policy: PolicyOut
+
+
+class Detached(_Out):
+    connector: str
+    project: str
+    environments: list[str]
+    detached: bool
+
+
+class ConnectorRemoved(_Out):
+    uid: str
+    removed: bool
+    detached: int
+
+
+class TrustBindingOut(_Out):
+    id: str
+    project: str
+    environment: str
+    issuer: str
+    audience: str
+    claims: dict[str, str]
+    algorithms: list[str]
+    createdAt: str
+
+
+class BindingDeleted(_Out):
+    id: str
+    deleted: bool
+
+
+class AccessTokenCreated(_Out):
+    """A new access token; ``token`` is shown only in this response."""
+
+    id: str
+    name: str
+    project: str
+    environment: str
+    userId: str | None
+    expiresAt: str | None
+    token: str
+
+
+class AccessTokenOut(_Out):
+    id: str
+    name: str
+    project: str
+    environment: str
+    userId: str | None
+    createdAt: str
+    expiresAt: str | None
+    revokedAt: str | None
+
+
+class AccessTokenRevoked(_Out):
+    id: str
+    revoked: bool
+
+
+class AuditEntry(_Out):
+    id: int
+    at: str
+    actor: str
+    action: str
+    decision: str
+    reason: str
+    connector: str | None
+    project: str | None
+    environment: str | None
+    subject: str | None
+    details: dict[str, Any]
+
+
+class Usage(_Out):
+    month: str
+    counters: dict[str, int]
+
+
 @router.get("/me", response_model=Me, summary="Who this credential belongs to")
 async def me(member: MemberDep) -> Me:
     return Me(
@@ -55,12 +220,16 @@ class MemberCreate(_Model):
     role: str = "member"
 
 
-@router.post("/members", summary="Add a team member (owners only); its credential is shown once")
+@router.post(
+    "/members",
+    summary="Add a team member (owners only); its credential is shown once",
+    response_model=MemberCreated,
+)
 async def create_member(body: MemberCreate, member: MemberDep, m: MgmtDep) -> dict[str, Any]:
     return await m.create_member(member, body.name, body.role)
 
 
-@router.get("/members")
+@router.get("/members", response_model=list[MemberOut])
 async def list_members(member: MemberDep, m: MgmtDep) -> list[dict[str, Any]]:
     return await m.list_members(member)
 
@@ -73,17 +242,17 @@ class ProjectCreate(_Model):
     name: str | None = Field(default=None, max_length=200)
 
 
-@router.post("/projects", status_code=201)
+@router.post("/projects", status_code=201, response_model=ProjectOut)
 async def create_project(body: ProjectCreate, member: MemberDep, m: MgmtDep) -> dict[str, Any]:
     return await m.create_project(member, body.slug, body.name)
 
 
-@router.get("/projects")
+@router.get("/projects", response_model=list[ProjectOut])
 async def list_projects(member: MemberDep, m: MgmtDep) -> list[dict[str, Any]]:
     return await m.list_projects(member)
 
 
-@router.get("/projects/{project}")
+@router.get("/projects/{project}", response_model=ProjectOut)
 async def get_project(project: str, member: MemberDep, m: MgmtDep) -> dict[str, Any]:
     return await m.get_project(member, project)
 
@@ -92,14 +261,14 @@ class EnvironmentCreate(_Model):
     slug: str = Field(max_length=40)
 
 
-@router.post("/projects/{project}/environments", status_code=201)
+@router.post("/projects/{project}/environments", status_code=201, response_model=EnvironmentOut)
 async def create_environment(
     project: str, body: EnvironmentCreate, member: MemberDep, m: MgmtDep
 ) -> dict[str, Any]:
     return await m.create_environment(member, project, body.slug)
 
 
-@router.get("/projects/{project}/environments")
+@router.get("/projects/{project}/environments", response_model=list[str])
 async def list_environments(project: str, member: MemberDep, m: MgmtDep) -> list[str]:
     return await m.list_environments(member, project)
 
@@ -111,6 +280,7 @@ class DevelopmentIdentityRequest(_Model):
 @router.post(
     "/projects/{project}/development-identity",
     summary="A broker-signed development identity (development environment only), for `valetkey env pull`",
+    response_model=DevelopmentIdentity,
 )
 async def development_identity(
     project: str, body: DevelopmentIdentityRequest, request: Request, member: MemberDep, m: MgmtDep
@@ -149,12 +319,12 @@ class ConnectorUpdate(_Model):
     data: dict[str, Any]
 
 
-@router.post("/connectors", status_code=201)
+@router.post("/connectors", status_code=201, response_model=ConnectorOut)
 async def create_connector(body: ConnectorCreate, member: MemberDep, m: MgmtDep) -> dict[str, Any]:
     return await m.create_connector(member, body.service, body.name, body.data, body.type)
 
 
-@router.get("/connectors")
+@router.get("/connectors", response_model=list[ConnectorOut])
 async def list_connectors(
     member: MemberDep,
     m: MgmtDep,
@@ -182,7 +352,7 @@ class LinkDelete(_Model):
 
 
 # Links before the catch-all uid routes: a uid holds a slash.
-@router.post("/connectors/{uid:path}/links")
+@router.post("/connectors/{uid:path}/links", response_model=Attached)
 async def attach(uid: str, body: LinkCreate, member: MemberDep, m: MgmtDep) -> dict[str, Any]:
     return await m.attach(
         member,
@@ -196,24 +366,24 @@ async def attach(uid: str, body: LinkCreate, member: MemberDep, m: MgmtDep) -> d
     )
 
 
-@router.post("/connectors/{uid:path}/detach")
+@router.post("/connectors/{uid:path}/detach", response_model=Detached)
 async def detach(uid: str, body: LinkDelete, member: MemberDep, m: MgmtDep) -> dict[str, Any]:
     return await m.detach(member, uid, body.project, body.environments)
 
 
-@router.get("/connectors/{uid:path}")
+@router.get("/connectors/{uid:path}", response_model=ConnectorOut)
 async def get_connector(uid: str, member: MemberDep, m: MgmtDep) -> dict[str, Any]:
     return await m.get_connector(member, uid)
 
 
-@router.patch("/connectors/{uid:path}")
+@router.patch("/connectors/{uid:path}", response_model=ConnectorOut)
 async def update_connector(
     uid: str, body: ConnectorUpdate, member: MemberDep, m: MgmtDep
 ) -> dict[str, Any]:
     return await m.update_connector(member, uid, body.data)
 
 
-@router.delete("/connectors/{uid:path}")
+@router.delete("/connectors/{uid:path}", response_model=ConnectorRemoved)
 async def remove_connector(
     uid: str, member: MemberDep, m: MgmtDep, disconnectAll: bool = False
 ) -> dict[str, Any]:
@@ -231,7 +401,7 @@ class BindingCreate(_Model):
     algorithms: list[str] | None = None
 
 
-@router.post("/projects/{project}/trust-bindings", status_code=201)
+@router.post("/projects/{project}/trust-bindings", status_code=201, response_model=TrustBindingOut)
 async def create_binding(
     project: str, body: BindingCreate, member: MemberDep, m: MgmtDep
 ) -> dict[str, Any]:
@@ -246,14 +416,14 @@ async def create_binding(
     )
 
 
-@router.get("/trust-bindings")
+@router.get("/trust-bindings", response_model=list[TrustBindingOut])
 async def list_bindings(
     member: MemberDep, m: MgmtDep, project: str | None = Query(default=None, max_length=40)
 ) -> list[dict[str, Any]]:
     return await m.list_bindings(member, project)
 
 
-@router.delete("/trust-bindings/{binding_id}")
+@router.delete("/trust-bindings/{binding_id}", response_model=BindingDeleted)
 async def delete_binding(binding_id: str, member: MemberDep, m: MgmtDep) -> dict[str, Any]:
     return await m.delete_binding(member, binding_id)
 
@@ -272,6 +442,7 @@ class AccessTokenCreate(_Model):
     "/projects/{project}/access-tokens",
     status_code=201,
     summary="Create an access token (shown once)",
+    response_model=AccessTokenCreated,
 )
 async def create_access_token(
     project: str, body: AccessTokenCreate, member: MemberDep, m: MgmtDep
@@ -286,14 +457,14 @@ async def create_access_token(
     )
 
 
-@router.get("/access-tokens")
+@router.get("/access-tokens", response_model=list[AccessTokenOut])
 async def list_access_tokens(
     member: MemberDep, m: MgmtDep, project: str | None = Query(default=None, max_length=40)
 ) -> list[dict[str, Any]]:
     return await m.list_access_tokens(member, project)
 
 
-@router.delete("/access-tokens/{token_id}")
+@router.delete("/access-tokens/{token_id}", response_model=AccessTokenRevoked)
 async def revoke_access_token(token_id: str, member: MemberDep, m: MgmtDep) -> dict[str, Any]:
     return await m.revoke_access_token(member, token_id)
 
@@ -301,7 +472,7 @@ async def revoke_access_token(token_id: str, member: MemberDep, m: MgmtDep) -> d
 # -- audit and usage ------------------------------------------------------------------------
 
 
-@router.get("/audit")
+@router.get("/audit", response_model=list[AuditEntry])
 async def audit(
     member: MemberDep,
     m: MgmtDep,
@@ -325,7 +496,7 @@ async def audit(
     )
 
 
-@router.get("/usage")
+@router.get("/usage", response_model=Usage)
 async def usage(
     member: MemberDep, m: MgmtDep, month: str | None = Query(default=None, max_length=7)
 ) -> dict[str, Any]:

@@ -321,7 +321,7 @@ class Management:
                 {
                     "project": (projects or {}).get(link.project_id, link.project_id),
                     "environments": list(link.environments),
-                    "policy": dict(link.policy),
+                    "policy": Policy.from_json(link.policy).to_json(),
                 }
                 for link in links
             ],
