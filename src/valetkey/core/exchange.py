@@ -685,6 +685,12 @@ def _minted(tokens: TokenSet) -> MintedToken:
     )
 
 
+def _governed_scopes(connector: Connector, granted: tuple[str, ...]) -> set[str]:
+    """The scopes a connector governs: its configured ``scopes``, or (none configured) all granted."""
+    configured = connector.config.get("scopes")
+    return set(granted) if not isinstance(configured, list) else {str(x) for x in configured}
+
+
 def _within_ceiling(
     connector: Connector, link_scopes: tuple[str, ...] | None, granted: tuple[str, ...]
 ) -> tuple[str, ...] | None:
@@ -692,8 +698,7 @@ def _within_ceiling(
     the connector governs that the link's ceiling does not allow; then the granted scopes minus those."""
     if link_scopes is None:
         return None
-    configured = connector.config.get("scopes")
-    governed = set(granted) if not isinstance(configured, list) else {str(x) for x in configured}
+    governed = _governed_scopes(connector, granted)
     excess = (set(granted) - set(link_scopes)) & governed
     return tuple(sorted(set(granted) - excess)) if excess else None
 
@@ -709,8 +714,7 @@ def _needs_narrowing(
     """
     if wanted is None or granted is None:
         return False
-    configured = connector.config.get("scopes")
-    governed = set(granted) if not isinstance(configured, list) else {str(x) for x in configured}
+    governed = _governed_scopes(connector, granted)
     return bool((set(granted) - set(wanted)) & governed)
 
 

@@ -15,6 +15,7 @@ from typing import Any, cast
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from valetkey.core.audit import AuditEvent, AuditLog
 from valetkey.core.clock import Clock
@@ -46,7 +47,13 @@ from valetkey.providers.registry import ProviderRegistry
 from valetkey.store import tables as t
 from valetkey.store.db import Database
 from valetkey.store.ids import new_id
-from valetkey.store.repo import Repository, binding_from_row, cache_aad, secrets_aad
+from valetkey.store.repo import (
+    Repository,
+    binding_from_row,
+    cache_aad,
+    connector_from_row,
+    secrets_aad,
+)
 
 MAX_ACCESS_TOKEN_TTL = 366 * 24 * 3600
 ALLOWED_BINDING_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA")
@@ -305,7 +312,7 @@ class Management:
         projects: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         provider = self.providers.get(row.type)
-        secret_fields = sorted(self.keyring.decrypt_json(row.secrets, aad=secrets_aad(row.id)))
+        connector = connector_from_row(row, self.keyring)
         return {
             "id": row.id,
             "uid": row.uid,
@@ -313,8 +320,8 @@ class Management:
             "name": row.name,
             "type": row.type,
             "data": dict(row.config),
-            "secretFields": secret_fields,
-            "capabilities": provider.capabilities(_domain(row, self.keyring)).to_json(),
+            "secretFields": sorted(connector.secrets),
+            "capabilities": provider.capabilities(connector).to_json(),
             "createdAt": _ms(row.created_at),
             "updatedAt": _ms(row.updated_at),
             "links": [
@@ -391,11 +398,11 @@ class Management:
 
     async def get_connector(self, actor: Member, uid: str) -> dict[str, Any]:
         row = await self._connector(actor.team_id, uid)
-        links, projects = await self._links_of([row.id])
+        links, projects = await self._links_of(actor.team_id, [row.id])
         return self.connector_json(row, links.get(row.id, []), projects)
 
     async def _links_of(
-        self, connector_ids: Sequence[str]
+        self, team_id: str, connector_ids: Sequence[str]
     ) -> tuple[dict[str, list[t.ProjectLink]], dict[str, str]]:
         async with self.db.session() as s:
             rows = (
@@ -403,9 +410,7 @@ class Management:
                     select(t.ProjectLink).where(t.ProjectLink.connector_id.in_(list(connector_ids)))
                 )
             ).all()
-            projects: dict[str, str] = dict(
-                (await s.execute(select(t.Project.id, t.Project.slug))).all()
-            )
+            projects = await _project_slugs(s, team_id)
         by_connector: dict[str, list[t.ProjectLink]] = {}
         for row in rows:
             by_connector.setdefault(row.connector_id, []).append(row)
@@ -443,7 +448,7 @@ class Management:
             )
         async with self.db.session() as s:
             rows = (await s.scalars(query.order_by(t.Connector.uid))).all()
-        links, projects = await self._links_of([r.id for r in rows])
+        links, projects = await self._links_of(actor.team_id, [r.id for r in rows])
         return [self.connector_json(r, links.get(r.id, []), projects) for r in rows]
 
     async def update_connector(
@@ -525,7 +530,7 @@ class Management:
                     field="subjects",
                 )
         provider = self.providers.get(row.type)
-        caps = provider.capabilities(_domain(row, self.keyring))
+        caps = provider.capabilities(connector_from_row(row, self.keyring))
         unsupported = [s for s in subjects_ if s not in caps.subjects]
         if unsupported:
             raise InvalidRequest(
@@ -859,9 +864,7 @@ class Management:
             query = query.where(t.AuditEvent.at <= until)
         async with self.db.session() as s:
             rows = (await s.scalars(query.order_by(t.AuditEvent.id.desc()).limit(limit))).all()
-            projects: dict[str, str] = dict(
-                (await s.execute(select(t.Project.id, t.Project.slug))).all()
-            )
+            projects = await _project_slugs(s, actor.team_id)
         return [
             {
                 "id": r.id,
@@ -1046,10 +1049,10 @@ class Management:
         )
 
 
-def _domain(row: t.Connector, keyring: KeyRing) -> Any:
-    from valetkey.store.repo import connector_from_row
-
-    return connector_from_row(row, keyring)
+async def _project_slugs(s: AsyncSession, team_id: str) -> dict[str, str]:
+    """Project id → slug, for one team (to name projects in listings)."""
+    rows = await s.execute(select(t.Project.id, t.Project.slug).where(t.Project.team_id == team_id))
+    return dict(rows.all())
 
 
 def _string_list(values: Any, what: str) -> list[str]:
