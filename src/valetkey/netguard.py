@@ -24,10 +24,38 @@ class OutboundRefused(httpx.ConnectError):
         super().__init__(f"refused by the broker's network policy: {message}")
 
 
+#: RFC 6052 §2.1 well-known NAT64 prefix: the IPv4 address is the last 32 bits.
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+#: RFC 8215 local-use NAT64 prefix: the IPv4 address sits where the operator's prefix
+#: length puts it, so it cannot be read back; never public.
+_NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")
+#: RFC 4380 Teredo: the client's IPv4 address is obfuscated and the server's is a relay;
+#: never public.
+_TEREDO = ipaddress.IPv6Network("2001::/32")
+#: RFC 4291 §2.5.5.1 IPv4-compatible addresses (deprecated): ::a.b.c.d.
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries (mapped, NAT64, 6to4, compatible), if any."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:  # RFC 3056 2002::/16
+        return ip.sixtofour
+    if ip in _NAT64 or (ip in _IPV4_COMPATIBLE and int(ip) > 1):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
 def address_is_public(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    """Whether ``address`` is a public unicast address; IPv6 forms embedding IPv4 are judged by it."""
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(
+        address.split("%", 1)[0]
+    )
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip in _NAT64_LOCAL or ip in _TEREDO:
+            return False
+        ip = _embedded_ipv4(ip) or ip
     return ip.is_global and not ip.is_multicast and not ip.is_unspecified
 
 
