@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ __all__ = [
     "AUTH_METHODS",
     "CLIENT_ASSERTION_TYPE",
     "DEFAULT_TIMEOUT",
+    "MAX_EXPIRES_IN",
     "MAX_RESPONSE_BYTES",
     "SECRET_PARAMETERS",
     "AuthMethod",
@@ -56,6 +58,9 @@ CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 #: Largest token or revocation response read from a provider, in bytes.
 MAX_RESPONSE_BYTES = 64 * 1024
+#: Longest access-token lifetime believed, in seconds (a year): a longer ``expires_in`` is cut
+#: to it, so a provider's 1e20 never overflows a date.
+MAX_EXPIRES_IN = 365 * 24 * 3600
 #: Seconds allowed for one call to a provider endpoint (connect, read, write, pool each).
 DEFAULT_TIMEOUT = 10.0
 #: Form parameters that carry a secret (RFC 6749, 7009, 7521/7523, 7636, 8628, 8693): whatever
@@ -371,16 +376,35 @@ def _parse_token_response(body: bytes, scope_separator: str) -> TokenResponse:
 
 
 def _expires_in(value: object) -> int | None:
+    """RFC 6749 §5.1 ``expires_in``: seconds, as a positive number.
+
+    Lenient where it is safe: a string of ASCII digits (many providers send one) and a finite
+    non-integral number (rounded down) are accepted, and a lifetime above
+    :data:`MAX_EXPIRES_IN` is cut to it (the broker then refreshes early, never late). Zero,
+    negatives, booleans, NaN, infinities and other strings are an ``invalid_response``.
+    """
     if value is None:
         return None
-    # Some providers send a numeric string; RFC 6749 §5.1 says a number of seconds.
-    if isinstance(value, str) and value.isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ProviderError(
-            "the token response has a malformed expires_in", error="invalid_response"
-        )
-    return int(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if not (0 < len(text) <= 20 and text.isascii() and text.isdigit()):
+            raise _malformed_expires_in()
+        value = int(text)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _malformed_expires_in()
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _malformed_expires_in()
+    if value < 1:
+        raise _malformed_expires_in()
+    return int(min(value, MAX_EXPIRES_IN))
+
+
+def _malformed_expires_in() -> ProviderError:
+    return ProviderError(
+        "the token response has a malformed expires_in (RFC 6749 §5.1: a positive number "
+        "of seconds)",
+        error="invalid_response",
+    )
 
 
 def _scopes(value: object, separator: str) -> tuple[str, ...] | None:
