@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import socket
 
 import httpx
@@ -59,6 +60,26 @@ def address_is_public(address: str) -> bool:
     return ip.is_global and not ip.is_multicast and not ip.is_unspecified
 
 
+_NUMERIC_LABEL = re.compile(r"^(0x[0-9a-f]*|[0-9]+)$", re.IGNORECASE)
+
+
+def is_noncanonical_ipv4(host: str) -> bool:
+    """A host that resolvers read as IPv4 but that is not a plain dotted quad.
+
+    ``0177.0.0.1`` (octal), ``0x7f.1`` (hex), ``2130706433`` (one number), ``127.1`` (short
+    form): the WHATWG URL standard and ``inet_aton`` read each as 127.0.0.1, other parsers
+    not, so they are refused wherever a URL is accepted. A host whose last label is numeric
+    is an IPv4 address or nothing.
+    """
+    labels = host.removesuffix(".").split(".")
+    if not _NUMERIC_LABEL.match(labels[-1]):
+        return False
+    try:
+        return str(ipaddress.IPv4Address(host)) != host
+    except ValueError:
+        return True
+
+
 def is_loopback_host(host: str) -> bool:
     if host == "localhost" or host.endswith(".localhost"):
         return True
@@ -74,11 +95,14 @@ async def check_outbound(
     """Raise ``OutboundRefused`` unless ``url`` is https (or loopback http when allowed) to a public host."""
     try:
         parsed = httpx.URL(url)
-    except httpx.InvalidURL as exc:
+        raw_host = parsed.raw_host.decode("ascii")
+        host = parsed.host  # decodes punycode
+    except (httpx.InvalidURL, ValueError) as exc:  # IDNA errors are ValueErrors
         raise OutboundRefused("the URL is invalid") from exc
-    host = parsed.host
     if not host or parsed.userinfo:
         raise OutboundRefused("the URL has no host, or carries credentials")
+    if is_noncanonical_ipv4(raw_host) or "\\" in url or "%" in raw_host:
+        raise OutboundRefused("the URL's host is not in canonical form")
     loopback_http = (
         parsed.scheme == "http" and allow_loopback_http and allow_private and is_loopback_host(host)
     )

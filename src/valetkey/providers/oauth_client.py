@@ -264,14 +264,14 @@ async def _post(
     redactor: Redactor,
 ) -> tuple[int, bytes]:
     try:
-        async with http.stream(
-            "POST",
-            url,
-            data=form,
-            headers=headers,
-            timeout=httpx.Timeout(time_limit),
-            follow_redirects=False,
-        ) as response:
+        request = http.build_request(
+            "POST", url, data=form, headers=headers, timeout=httpx.Timeout(time_limit)
+        )
+    except (httpx.InvalidURL, ValueError) as exc:  # IDNA errors are ValueErrors
+        raise ProviderError(f"the provider's {what} URL is invalid", error="url_refused") from exc
+    try:
+        response = await http.send(request, stream=True, follow_redirects=False)
+        try:
             declared = response.headers.get("content-length")
             if declared is not None and declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
                 raise _too_large(what)
@@ -283,6 +283,8 @@ async def _post(
                     raise _too_large(what)
                 chunks.append(chunk)
             return response.status_code, b"".join(chunks)
+        finally:
+            await response.aclose()
     except httpx.TimeoutException as exc:
         raise ProviderError(f"the provider's {what} timed out", error="timeout") from exc
     except OutboundRefused as exc:
