@@ -25,7 +25,6 @@ __all__ = [
     "Forbidden",
     "IdentityError",
     "IdentityNotFound",
-    "InsecureStorage",
     "InstallationRequired",
     "InvalidBrokerResponse",
     "InvalidGrant",
@@ -237,14 +236,6 @@ class InvalidBrokerResponse(ValetkeyError):
 
     code = "invalid_broker_response"
     status = 502
-
-
-class InsecureStorage(ValetkeyError):
-    """A data directory or database file other users can read, which the broker cannot make private."""
-
-    code = "insecure_storage"
-    status = 500
-    remedy = "Make the data directory 0700 and its files 0600, owned by the broker's user."
 
 
 def _all_subclasses(cls: type[ValetkeyError]) -> list[type[ValetkeyError]]:

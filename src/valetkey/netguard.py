@@ -72,7 +72,7 @@ def is_noncanonical_ipv4(host: str) -> bool:
     is an IPv4 address or nothing.
     """
     labels = host.removesuffix(".").split(".")
-    if not _NUMERIC_LABEL.match(labels[-1]):
+    if ":" in host or not _NUMERIC_LABEL.match(labels[-1]):  # IPv6 literals are judged apart
         return False
     try:
         return str(ipaddress.IPv4Address(host)) != host

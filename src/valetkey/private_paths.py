@@ -1,7 +1,7 @@
 """Files and directories only the broker's user may read: the data directory, the SQLite files.
 
 A directory or file that group or other users can read is tightened when the broker's user
-owns it, and refused (:class:`~valetkey.errors.InsecureStorage`) when it does not: the
+owns it, and refused (:class:`InsecureStorage`) when it does not: the
 broker cannot make it private, and running with it readable would expose the store.
 """
 
@@ -11,9 +11,18 @@ import os
 import stat
 from pathlib import Path
 
-from valetkey.errors import InsecureStorage
+from valetkey.errors import ValetkeyError
 
-__all__ = ["ensure_private_dir", "ensure_private_file", "tighten"]
+__all__ = ["InsecureStorage", "ensure_private_dir", "ensure_private_file", "tighten"]
+
+
+class InsecureStorage(ValetkeyError):
+    """A data directory or database file other users can read, which the broker cannot make private."""
+
+    code = "insecure_storage"
+    status = 500
+    remedy = "Make the data directory 0700 and its files 0600, owned by the broker's user."
+
 
 _OPEN_TO_OTHERS = 0o077
 

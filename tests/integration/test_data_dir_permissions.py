@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from valetkey.errors import InsecureStorage
+from valetkey.private_paths import InsecureStorage
 from valetkey.testing import RunningBroker, running_broker, spawn_broker
 
 

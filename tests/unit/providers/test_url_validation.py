@@ -82,6 +82,7 @@ def test_ordinary_urls_are_accepted(url: str) -> None:
         ("1password.com", False),
         ("example.com", False),
         ("0x.example", False),
+        ("::127.0.0.1", False),
     ],
 )
 def test_noncanonical_ipv4_hosts_are_recognized(host: str, noncanonical: bool) -> None:
