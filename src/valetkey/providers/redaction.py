@@ -13,8 +13,9 @@ is put in an error, and so before it can reach the app, the audit log, a webhook
 - Also partially: any run of :data:`MIN_LENGTH` characters of one of those forms is
   replaced, so a provider quoting a token's first 20 characters leaks none of them.
 - Values shorter than :data:`MIN_LENGTH` are never substituted (a one-character secret
-  would mangle every message). When one occurs in the text as a whole word, the whole
-  text is withheld instead: the error code still says what happened.
+  would mangle every message). When one occurs in the text as a whole word (letters,
+  digits, ``_`` and ``-`` make up words), the whole text is withheld instead: the error
+  code still says what happened.
 - Provider text is also stripped of control and format characters (which could hide a
   value from matching or forge log lines) and bounded to :data:`MAX_TEXT` characters,
   after redaction, so a cut never leaves a fragment of a value.
@@ -97,7 +98,7 @@ class Redactor:
                 grams.update(low[i : i + MIN_LENGTH] for i in range(len(low) - MIN_LENGTH + 1))
         self._grams = frozenset(grams)
         self._short = tuple(
-            re.compile(rf"(?<![0-9A-Za-z]){re.escape(s)}(?![0-9A-Za-z])") for s in sorted(short)
+            re.compile(rf"(?<![0-9A-Za-z_-]){re.escape(s)}(?![0-9A-Za-z_-])") for s in sorted(short)
         )
 
     def __repr__(self) -> str:

@@ -287,6 +287,19 @@ async def test_a_short_client_secret_does_not_mangle_messages(
     assert caught.value.details["error"] == "invalid_client"
 
 
+@pytest.mark.parametrize("secret", ["grant", "invalid", "a"])
+async def test_a_short_secret_inside_an_error_code_keeps_the_code(
+    ctx: TestContext, scripted_server: ScriptedServer, secret: str
+) -> None:
+    """A short secret that is part of an OAuth error code's word does not turn the code into noise."""
+    data = {"tokenUrl": f"{scripted_server.url}/token", "clientId": "c", "clientSecret": secret}
+    connector = connector_for(OAuthProvider(), data)
+    scripted_server.reply("/token", Reply(400, {"error": "invalid_grant"}))
+    with pytest.raises(ProviderError) as caught:
+        await OAuthProvider().mint(ctx, connector, TokenRequest(subject=Subject("app")))
+    assert caught.value.details["error"] == "invalid_grant"
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
