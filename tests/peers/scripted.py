@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -53,7 +53,7 @@ class ScriptedServer:
     """Answers each path as scripted with :meth:`reply`; records every request."""
 
     def __init__(self) -> None:
-        self.replies: dict[str, Reply] = {}
+        self.replies: dict[str, Reply | Callable[[Recorded], Reply]] = {}
         self.requests: list[Recorded] = []
         server = self
 
@@ -69,10 +69,11 @@ class ScriptedServer:
             def _answer(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
-                server.requests.append(
-                    Recorded(self.command, self.path, dict(self.headers.items()), body)
-                )
+                recorded = Recorded(self.command, self.path, dict(self.headers.items()), body)
+                server.requests.append(recorded)
                 reply = server.replies.get(self.path, Reply(status=404, json_body={}))
+                if callable(reply):
+                    reply = reply(recorded)
                 time.sleep(reply.delay)
                 payload = reply.body
                 if payload is None:
@@ -110,7 +111,8 @@ class ScriptedServer:
         )
         self._thread.start()
 
-    def reply(self, path: str, reply: Reply) -> None:
+    def reply(self, path: str, reply: Reply | Callable[[Recorded], Reply]) -> None:
+        """Answer ``path`` with ``reply``, or with what ``reply`` makes of each request."""
         self.replies[path] = reply
 
     def close(self) -> None:

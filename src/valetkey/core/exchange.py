@@ -54,7 +54,9 @@ VIEW_TTL = timedelta(seconds=30)
 
 @dataclass(frozen=True, slots=True)
 class Issued:
-    token: str
+    """A credential handed out by the exchange; ``token`` is never in its repr."""
+
+    token: str = field(repr=False)
     expires_at: datetime
     token_id: str
     connector: Connector

@@ -21,7 +21,7 @@ from joserfc.jwk import JWKRegistry, Key, KeySet, RSAKey
 
 from valetkey.core.clock import Clock
 from valetkey.identity.errors import IssuerUnreachable, UnknownKey
-from valetkey.netguard import address_is_public, is_loopback_host
+from valetkey.netguard import address_is_public, is_loopback_host, is_noncanonical_ipv4
 
 __all__ = ["DISCOVERY_PATH", "JwksCache", "discovery_url"]
 
@@ -159,11 +159,13 @@ class JwksCache:
     async def _check_url(self, url: str, issuer: str) -> None:
         try:
             parsed = httpx.URL(url)
-        except httpx.InvalidURL as exc:
+            host = parsed.host  # decodes punycode: IDNA errors are ValueErrors
+        except (httpx.InvalidURL, ValueError) as exc:
             raise IssuerUnreachable(
                 f"the URL for issuer {issuer} is invalid", issuer=issuer
             ) from exc
-        host = parsed.host
+        if is_noncanonical_ipv4(parsed.raw_host.decode("ascii")) or "\\" in url:
+            raise IssuerUnreachable(f"the URL for issuer {issuer} is not allowed", issuer=issuer)
         if not host or parsed.userinfo or parsed.fragment:
             raise IssuerUnreachable(f"the URL for issuer {issuer} is not allowed", issuer=issuer)
         loopback_http = (

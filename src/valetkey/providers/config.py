@@ -12,7 +12,10 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
+
 from valetkey.errors import InvalidRequest
+from valetkey.netguard import is_noncanonical_ipv4
 from valetkey.providers.base import ValidatedConfig
 
 __all__ = [
@@ -104,26 +107,68 @@ def optional_url(data: Mapping[str, Any], name: str) -> str | None:
 def check_url(value: str, name: str) -> str:
     """Accept an absolute ``https`` URL, or ``http`` to a loopback host only.
 
-    Refuses credentials in the URL (``user:pass@``) and fragments (RFC 6749 §3.2).
+    Refuses credentials in the URL (``user:pass@``), fragments (RFC 6749 §3.2), ports out
+    of 1-65535, and anything URL parsers read differently: backslashes and spaces,
+    percent-encoded or non-ASCII hosts (write an internationalized name as its ``xn--``
+    A-label), invalid punycode, and IPv4 hosts that are not a plain dotted quad
+    (``0177.0.0.1``, ``0x7f.1``, ``2130706433``, ``127.1``).
     """
+    if "\\" in value or any(c.isspace() for c in value):
+        raise InvalidRequest(f"{name} must not contain backslashes or spaces", field=name)
     try:
         parts = urlsplit(value)
         host = parts.hostname
-        parts.port  # noqa: B018 - raises ValueError on a malformed port
+        port = parts.port  # raises ValueError on a malformed or out-of-range port
     except ValueError as exc:
         raise InvalidRequest(f"{name} is not a valid URL", field=name) from exc
     if parts.scheme not in ("https", "http") or not host:
         raise InvalidRequest(f"{name} must be an absolute https URL", field=name)
-    if parts.username is not None or parts.password is not None:
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
         raise InvalidRequest(f"{name} must not carry credentials", field=name)
     if parts.fragment or value.endswith("#"):
         raise InvalidRequest(f"{name} must not have a fragment", field=name)
+    if port == 0:
+        raise InvalidRequest(f"{name} has port 0", field=name)
+    _check_host(host, name)
+    try:
+        # The client's own parser must read the same host: no parser differential.
+        same = httpx.URL(value).raw_host.decode("ascii").lower() == host
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise InvalidRequest(f"{name} is not a valid URL", field=name) from exc
+    if not same:
+        raise InvalidRequest(f"{name} is not a valid URL", field=name)
     if parts.scheme == "http" and not _is_loopback(host):
         raise InvalidRequest(
             f"{name} must use https (http is accepted only for localhost, 127.0.0.1 and [::1])",
             field=name,
         )
     return value
+
+
+def _check_host(host: str, name: str) -> None:
+    if not host.isascii():
+        raise InvalidRequest(
+            f"{name} has a non-ASCII host: write an internationalized name as its xn-- form",
+            field=name,
+        )
+    if "%" in host:
+        raise InvalidRequest(f"{name} has a percent-encoded host", field=name)
+    if ":" in host:  # an IPv6 literal
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError as exc:
+            raise InvalidRequest(f"{name} has an invalid IPv6 host", field=name) from exc
+        return
+    for label in host.split("."):
+        if label.startswith("xn--"):
+            try:
+                label.encode("ascii").decode("idna")
+            except UnicodeError as exc:
+                raise InvalidRequest(f"{name} has an invalid punycode host", field=name) from exc
+    if is_noncanonical_ipv4(host):
+        raise InvalidRequest(
+            f"{name} has a numeric host that is not a dotted-quad IPv4 address", field=name
+        )
 
 
 def _is_loopback(host: str) -> bool:

@@ -175,6 +175,8 @@ async def fetch_json(
         raise ProviderError(f"the provider's {what} timed out", error="timeout") from exc
     except OutboundRefused as exc:
         raise ProviderError(f"the provider's {what} URL is {exc}", error="url_refused") from exc
+    except (httpx.InvalidURL, UnicodeError) as exc:  # a URL the client cannot even build
+        raise ProviderError(f"the provider's {what} URL is invalid", error="url_refused") from exc
     except httpx.HTTPError as exc:
         raise ProviderError(
             f"the provider's {what} could not be reached ({type(exc).__name__})",

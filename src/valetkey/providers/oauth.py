@@ -111,6 +111,10 @@ DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 #: RFC 8628 §3.5: each ``slow_down`` adds 5 seconds to the polling interval.
 SLOW_DOWN_SECONDS = 5
 _DEFAULT_DEVICE_INTERVAL = 5
+#: A device code's lifetime is believed up to a day; a longer ``expires_in`` is cut to it.
+_MAX_DEVICE_LIFETIME = 24 * 3600
+#: A polling interval above an hour is not a real one (and would overflow a date if huge).
+_MAX_DEVICE_INTERVAL = 3600
 _MAX_TOKEN_TYPE = 256
 
 
@@ -800,7 +804,11 @@ def _device_start(data: Mapping[str, Any], ctx: ProviderContext) -> DeviceStart:
             "the device authorization response has no valid expires_in", error="invalid_response"
         )
     interval = data.get("interval", _DEFAULT_DEVICE_INTERVAL)
-    if isinstance(interval, bool) or not isinstance(interval, int) or interval < 0:
+    if (
+        isinstance(interval, bool)
+        or not isinstance(interval, int)
+        or not 0 <= interval <= _MAX_DEVICE_INTERVAL
+    ):
         raise ProviderError(
             "the device authorization response has an invalid interval", error="invalid_response"
         )
@@ -809,6 +817,6 @@ def _device_start(data: Mapping[str, Any], ctx: ProviderContext) -> DeviceStart:
         user_code=user_code,
         verification_uri=verification_uri,
         verification_uri_complete=text("verification_uri_complete", required=False),
-        expires_at=ctx.clock.now() + timedelta(seconds=expires_in),
+        expires_at=ctx.clock.now() + timedelta(seconds=min(expires_in, _MAX_DEVICE_LIFETIME)),
         interval=interval or _DEFAULT_DEVICE_INTERVAL,
     )

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import base64
 import json
+import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -26,17 +28,21 @@ import httpx
 from valetkey.core.clock import Clock
 from valetkey.errors import ProviderError
 from valetkey.netguard import OutboundRefused
+from valetkey.providers.redaction import Redactor
 
 __all__ = [
     "AUTH_METHODS",
     "CLIENT_ASSERTION_TYPE",
     "DEFAULT_TIMEOUT",
+    "MAX_EXPIRES_IN",
     "MAX_RESPONSE_BYTES",
+    "SECRET_PARAMETERS",
     "AuthMethod",
     "ClientAuth",
     "RevocationOutcome",
     "TokenResponse",
     "post_form",
+    "redactor_for",
     "request_token",
     "revoke_token",
 ]
@@ -52,9 +58,32 @@ CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 #: Largest token or revocation response read from a provider, in bytes.
 MAX_RESPONSE_BYTES = 64 * 1024
+#: Longest access-token lifetime believed, in seconds (a year): a longer ``expires_in`` is cut
+#: to it, so a provider's 1e20 never overflows a date.
+MAX_EXPIRES_IN = 365 * 24 * 3600
 #: Seconds allowed for one call to a provider endpoint (connect, read, write, pool each).
 DEFAULT_TIMEOUT = 10.0
-_MAX_DESCRIPTION = 200
+#: Form parameters that carry a secret (RFC 6749, 7009, 7521/7523, 7636, 8628, 8693): whatever
+#: grant sends them, their values are redacted from everything the provider answers.
+SECRET_PARAMETERS = frozenset(
+    {
+        "client_secret",
+        "client_assertion",
+        "assertion",
+        "refresh_token",
+        "code",
+        "code_verifier",
+        "device_code",
+        "subject_token",
+        "actor_token",
+        "token",
+        "password",
+    }
+)
+#: Longest OAuth ``error`` code accepted from a provider.
+_MAX_ERROR_CODE = 100
+#: RFC 6749 §5.2: ``error`` is 1*( %x20-21 / %x23-5B / %x5D-7E ).
+_ERROR_CODE = re.compile(r"^[\x20\x21\x23-\x5b\x5d-\x7e]+$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,10 +202,24 @@ async def _post_authenticated(
     form: dict[str, Any] = {k: (v if isinstance(v, str) else list(v)) for k, v in params.items()}
     headers = {"Accept": "application/json"}
     auth.apply(form, headers)
-    status, body = await _post(http, url, form, headers, time_limit, what)
+    redactor = redactor_for(form, headers, auth)
+    status, body = await _post(http, url, form, headers, time_limit, what, redactor)
     if status != 200:
-        raise _error_from(status, body, what, auth)
+        raise _error_from(status, body, what, redactor)
     return body
+
+
+def redactor_for(form: Mapping[str, Any], headers: Mapping[str, str], auth: ClientAuth) -> Redactor:
+    """The redactor for one call: every secret its form and headers carry, and the client secret."""
+    values: list[str] = [auth.client_secret]
+    for name, value in form.items():
+        if name in SECRET_PARAMETERS:
+            values.extend([value] if isinstance(value, str) else [str(v) for v in value])
+    authorization = headers.get("Authorization")
+    if authorization:
+        values.append(authorization)
+        values.append(authorization.partition(" ")[2])
+    return Redactor(values)
 
 
 async def revoke_token(
@@ -197,16 +240,17 @@ async def revoke_token(
         form["token_type_hint"] = token_type_hint
     headers = {"Accept": "application/json"}
     auth.apply(form, headers)
+    redactor = redactor_for(form, headers, auth)
     try:
         status, body = await _post(
-            http, revocation_url, form, headers, time_limit, "revocation endpoint"
+            http, revocation_url, form, headers, time_limit, "revocation endpoint", redactor
         )
     except ProviderError as exc:
         return RevocationOutcome(revoked=False, error=exc.message)
     if status == 200:
         return RevocationOutcome(revoked=True)
     return RevocationOutcome(
-        revoked=False, error=_error_from(status, body, "revocation endpoint", auth).message
+        revoked=False, error=_error_from(status, body, "revocation endpoint", redactor).message
     )
 
 
@@ -217,16 +261,17 @@ async def _post(
     headers: Mapping[str, str],
     time_limit: float,
     what: str,
+    redactor: Redactor,
 ) -> tuple[int, bytes]:
     try:
-        async with http.stream(
-            "POST",
-            url,
-            data=form,
-            headers=headers,
-            timeout=httpx.Timeout(time_limit),
-            follow_redirects=False,
-        ) as response:
+        request = http.build_request(
+            "POST", url, data=form, headers=headers, timeout=httpx.Timeout(time_limit)
+        )
+    except (httpx.InvalidURL, ValueError) as exc:  # IDNA errors are ValueErrors
+        raise ProviderError(f"the provider's {what} URL is invalid", error="url_refused") from exc
+    try:
+        response = await http.send(request, stream=True, follow_redirects=False)
+        try:
             declared = response.headers.get("content-length")
             if declared is not None and declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
                 raise _too_large(what)
@@ -238,10 +283,13 @@ async def _post(
                     raise _too_large(what)
                 chunks.append(chunk)
             return response.status_code, b"".join(chunks)
+        finally:
+            await response.aclose()
     except httpx.TimeoutException as exc:
         raise ProviderError(f"the provider's {what} timed out", error="timeout") from exc
     except OutboundRefused as exc:
-        raise ProviderError(f"the provider's {what} URL is {exc}", error="url_refused") from exc
+        reason = redactor.text(str(exc)) or "refused"
+        raise ProviderError(f"the provider's {what} URL is {reason}", error="url_refused") from exc
     except httpx.HTTPError as exc:
         raise ProviderError(
             f"the provider's {what} could not be reached ({type(exc).__name__})",
@@ -264,30 +312,33 @@ def _json_object(body: bytes) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _error_from(status: int, body: bytes, what: str, auth: ClientAuth) -> ProviderError:
-    """Build the error for a non-200 answer (RFC 6749 §5.2; RFC 7009 §2.2.1)."""
+def _error_from(status: int, body: bytes, what: str, redactor: Redactor) -> ProviderError:
+    """Build the error for a non-200 answer (RFC 6749 §5.2; RFC 7009 §2.2.1).
+
+    Only the provider's ``error`` and ``error_description`` are kept, each through the call's
+    redactor; a body that is not an OAuth error (HTML, a 500 page) is never quoted.
+    """
     data = _json_object(body)
-    code = data.get("error") if data else None
-    if not isinstance(code, str) or not code or len(code) > 100:
+    raw_code = data.get("error") if data else None
+    code = redactor.text(raw_code, _MAX_ERROR_CODE) if isinstance(raw_code, str) else None
+    if (
+        code is None
+        or code != raw_code
+        or len(code) > _MAX_ERROR_CODE
+        or not _ERROR_CODE.match(code)
+    ):
         return ProviderError(
             f"the provider's {what} answered HTTP {status} without an OAuth error",
             error="invalid_response",
             providerStatus=status,
         )
     details: dict[str, Any] = {"error": code, "providerStatus": status}
-    description = data.get("error_description") if data else None
+    description = redactor.text(data.get("error_description") if data else None)
     message = f"the provider's {what} refused the request: {code}"
-    if isinstance(description, str) and description:
-        description = _redact(description[:_MAX_DESCRIPTION], auth)
+    if description:
         details["errorDescription"] = description
         message += f" ({description})"
     return ProviderError(message, **details)
-
-
-def _redact(text: str, auth: ClientAuth) -> str:
-    """Never echo our own secret, even if a provider quotes it back."""
-    secret = auth.client_secret
-    return text.replace(secret, "********") if secret else text
 
 
 def _parse_token_response(body: bytes, scope_separator: str) -> TokenResponse:
@@ -327,16 +378,35 @@ def _parse_token_response(body: bytes, scope_separator: str) -> TokenResponse:
 
 
 def _expires_in(value: object) -> int | None:
+    """RFC 6749 §5.1 ``expires_in``: seconds, as a positive number.
+
+    Lenient where it is safe: a string of ASCII digits (many providers send one) and a finite
+    non-integral number (rounded down) are accepted, and a lifetime above
+    :data:`MAX_EXPIRES_IN` is cut to it (the broker then refreshes early, never late). Zero,
+    negatives, booleans, NaN, infinities and other strings are an ``invalid_response``.
+    """
     if value is None:
         return None
-    # Some providers send a numeric string; RFC 6749 §5.1 says a number of seconds.
-    if isinstance(value, str) and value.isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ProviderError(
-            "the token response has a malformed expires_in", error="invalid_response"
-        )
-    return int(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if not (0 < len(text) <= 20 and text.isascii() and text.isdigit()):
+            raise _malformed_expires_in()
+        value = int(text)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _malformed_expires_in()
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _malformed_expires_in()
+    if value < 1:
+        raise _malformed_expires_in()
+    return int(min(value, MAX_EXPIRES_IN))
+
+
+def _malformed_expires_in() -> ProviderError:
+    return ProviderError(
+        "the token response has a malformed expires_in (RFC 6749 §5.1: a positive number "
+        "of seconds)",
+        error="invalid_response",
+    )
 
 
 def _scopes(value: object, separator: str) -> tuple[str, ...] | None:

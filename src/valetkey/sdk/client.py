@@ -20,7 +20,7 @@ from typing import Any, Protocol, Self
 
 import httpx
 
-from valetkey.errors import InvalidRequest
+from valetkey.errors import IdentityNotFound, InvalidRequest
 from valetkey.sdk import _wire
 from valetkey.sdk.cache import (
     DEFAULT_MAX_SIZE,
@@ -33,6 +33,7 @@ from valetkey.sdk.identity import (
     IdentityInput,
     IdentitySource,
     discover_identity,
+    dotenv_for_url,
     find_dotenv,
     resolve_base_url,
 )
@@ -91,11 +92,10 @@ class _Base:
         clock: TimeSource | None,
     ) -> None:
         self._dotenv: Path | object | None = _UNSET
-        if base_url is None and not os.environ.get("VALETKEY_URL", "").strip():
-            # Neither argument nor VALETKEY_URL: the .env written by `valetkey env pull` may say.
-            self._base_url = resolve_base_url(None, dotenv=self._dotenv_path())
-        else:
-            self._base_url = resolve_base_url(base_url)
+        self._resolved_url: str | None = None
+        if base_url is not None or os.environ.get("VALETKEY_URL", "").strip():
+            self._resolved_url = resolve_base_url(base_url)
+        # Else decided with the identity: a .env's URL only with that .env's identity.
         self._source: IdentitySource | None = (
             None if identity is None else discover_identity(identity)
         )
@@ -110,6 +110,18 @@ class _Base:
     def base_url(self) -> str:
         """The broker's URL, without a trailing slash."""
         return self._base_url
+
+    @property
+    def _base_url(self) -> str:
+        url = self._resolved_url
+        if url is None:
+            try:
+                source: IdentitySource | None = self._ensure_source()
+            except IdentityNotFound:
+                source = None
+            url = resolve_base_url(None, dotenv=dotenv_for_url(source, self._dotenv_path()))
+            self._resolved_url = url
+        return url
 
     @property
     def identity_source(self) -> str:

@@ -12,8 +12,11 @@ Identity, first match wins:
 6. ``VALETKEY_TOKEN`` in the ``.env`` written by ``valetkey env pull``, in the working
    directory or the nearest parent that has one (re-read when it changes).
 
-Base URL: the ``base_url=`` argument, ``VALETKEY_URL``, ``VALETKEY_URL`` in that ``.env``,
-else ``http://127.0.0.1:8787``.
+Base URL: the ``base_url=`` argument, ``VALETKEY_URL``, else ``http://127.0.0.1:8787``, except
+that an identity from a ``.env`` (6.) comes with that ``.env``'s ``VALETKEY_URL``. A ``.env``
+supplies a URL only together with the identity it holds: an identity from the argument, the
+environment, a token file or GitHub Actions is never sent to a URL some ``.env`` in a parent
+directory names.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ __all__ = [
     "IdentitySource",
     "StaticIdentity",
     "discover_identity",
+    "dotenv_for_url",
     "find_dotenv",
     "parse_dotenv",
     "resolve_base_url",
@@ -131,7 +135,7 @@ class FileIdentity(IdentitySource):
     ) -> None:
         self.path = path
         self.name = name
-        self._dotenv_key = dotenv_key
+        self.dotenv_key = dotenv_key
         self._interval = FILE_RECHECK_INTERVAL if recheck_interval is None else recheck_interval
         self._monotonic = monotonic
         self._next_check = -float("inf")
@@ -159,10 +163,10 @@ class FileIdentity(IdentitySource):
             self._next_check = now + self._interval
 
     def _extract(self, text: str) -> str:
-        if self._dotenv_key is None:
+        if self.dotenv_key is None:
             value = text.strip()
         else:
-            value = parse_dotenv(text).get(self._dotenv_key, "").strip()
+            value = parse_dotenv(text).get(self.dotenv_key, "").strip()
         if not value:
             raise IdentityNotFound(f"{self.name}: {self.path} holds no token")
         return value
@@ -348,13 +352,28 @@ def discover_identity(
     raise IdentityNotFound("no identity found to present to the Valetkey broker")
 
 
+def dotenv_for_url(source: IdentitySource | None, dotenv: Path | None) -> Path | None:
+    """The ``.env`` that may supply the broker URL: ``dotenv`` if the identity came from it, else None."""
+    if (
+        dotenv is not None
+        and isinstance(source, FileIdentity)
+        and source.dotenv_key is not None
+        and source.path == dotenv
+    ):
+        return dotenv
+    return None
+
+
 def resolve_base_url(
     explicit: str | None = None,
     *,
     environ: Mapping[str, str] | None = None,
     dotenv: Path | None = None,
 ) -> str:
-    """The broker URL: explicit, ``VALETKEY_URL``, the ``.env``, else the local default."""
+    """The broker URL: explicit, ``VALETKEY_URL``, the ``.env``, else the local default.
+
+    Pass as ``dotenv`` only what :func:`dotenv_for_url` returns for the identity in use.
+    """
     env: Mapping[str, str] = os.environ if environ is None else environ
     url = explicit or _env(env, "VALETKEY_URL")
     if url is None and dotenv is not None:

@@ -32,6 +32,7 @@ from valetkey.identity.jwks import JwksCache
 from valetkey.identity.keys import SigningKeys
 from valetkey.identity.verifier import IdentityVerifier
 from valetkey.netguard import GuardedTransport
+from valetkey.private_paths import ensure_private_dir
 from valetkey.providers.base import UserFlows
 from valetkey.providers.registry import ProviderRegistry
 from valetkey.server.notify import WebhookNotifier
@@ -56,10 +57,6 @@ def outbound_tls(ca_file: Path | None) -> ssl.SSLContext | bool:
     context = ssl.create_default_context(cafile=certifi.where())
     context.load_verify_locations(cafile=str(ca_file))
     return context
-
-
-def ensure_private_dir(path: Path) -> None:
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
 
 
 def write_private_json(path: Path, data: dict[str, str]) -> None:

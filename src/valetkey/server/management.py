@@ -64,7 +64,7 @@ class MemberCreated(_Out):
     id: str
     name: str
     role: str
-    credential: str
+    credential: str = Field(repr=False)
 
 
 class ProjectOut(_Out):
@@ -81,7 +81,7 @@ class EnvironmentOut(_Out):
 
 
 class DevelopmentIdentity(_Out):
-    token: str
+    token: str = Field(repr=False)
     expiresAt: int = Field(description="epoch milliseconds")
     url: str
     project: str
@@ -167,7 +167,7 @@ class AccessTokenCreated(_Out):
     environment: str
     userId: str | None
     expiresAt: str | None
-    token: str
+    token: str = Field(repr=False)
 
 
 class AccessTokenOut(_Out):

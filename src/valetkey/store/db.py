@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from valetkey.errors import InvalidRequest
+from valetkey.private_paths import ensure_private_file, tighten
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: Any 64-bit number unique to Valetkey: serializes migrations across replicas starting together.
@@ -62,6 +63,7 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         self.dialect = self.engine.dialect.name
         if self.dialect == "sqlite":
+            private_sqlite_files(Path(str(make_url(self.url).database)))
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.session = async_sessionmaker(self.engine, expire_on_commit=False)
 
@@ -81,6 +83,22 @@ class Database:
 
     def session_factory(self) -> async_sessionmaker[AsyncSession]:
         return self.session
+
+
+#: Files SQLite keeps next to the database; it creates them with the database file's mode.
+SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
+
+
+def private_sqlite_files(path: Path) -> None:
+    """Create the SQLite database file 0600 before SQLite does (its WAL and SHM files then get
+    the same mode), and tighten any existing database, WAL, SHM or journal file to 0600."""
+    if not path.parent.is_dir():
+        return  # SQLite reports the missing directory when it connects
+    ensure_private_file(path)
+    for suffix in SQLITE_COMPANIONS:
+        companion = path.with_name(path.name + suffix)
+        if companion.exists():
+            tighten(companion, 0o600)
 
 
 def _upgrade(connection: Connection) -> None:

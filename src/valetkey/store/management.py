@@ -9,7 +9,7 @@ replicas need. The HTTP layer and the CLI only translate to and from these calls
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -62,7 +62,7 @@ ALLOWED_BINDING_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "ES256", "ES38
 @dataclass(frozen=True, slots=True)
 class Bootstrap:
     team_id: str
-    owner_token: str | None  # set only on the first start
+    owner_token: str | None = field(repr=False)  # set only on the first start
 
 
 def _iso(value: datetime | None) -> str | None:

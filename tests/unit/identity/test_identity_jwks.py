@@ -216,6 +216,13 @@ async def test_unknown_key_types_are_skipped(
         "https://[::1]",
         "https://[::ffff:127.0.0.1]",
         "https://user:pw@ci.example.com",
+        "https://[64:ff9b::7f00:1]",  # NAT64 of 127.0.0.1
+        "https://[2002:a9fe:a9fe::1]",  # 6to4 of 169.254.169.254
+        "https://[::10.0.0.1]",  # IPv4-compatible
+        "https://0177.0.0.1",
+        "https://0x7f.1",
+        "https://2130706433",
+        "https://xn--zz.example",
     ],
 )
 async def test_ssrf_targets_are_refused(

@@ -84,11 +84,16 @@ def _one_stdin(values: Mapping[str, str | None]) -> None:
 def _workload_post(path: str, body: Mapping[str, Any]) -> dict[str, Any]:
     """POST to the Connect API as the workload identity the SDK would find."""
     from valetkey.sdk import _wire
-    from valetkey.sdk.identity import discover_identity, find_dotenv, resolve_base_url
+    from valetkey.sdk.identity import (
+        discover_identity,
+        dotenv_for_url,
+        find_dotenv,
+        resolve_base_url,
+    )
 
     dotenv = find_dotenv()
     source = discover_identity(dotenv=dotenv)
-    base = resolve_base_url(None, dotenv=dotenv)
+    base = resolve_base_url(None, dotenv=dotenv_for_url(source, dotenv))
     with httpx.Client(timeout=30) as http:
         identity = source.current() or source.fetch(http)
         try:
