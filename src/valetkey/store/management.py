@@ -62,6 +62,9 @@ from valetkey.store.repo import (
 )
 
 MAX_ACCESS_TOKEN_TTL = 366 * 24 * 3600
+#: Audiences ``valetkey:<team-slug>[:…]`` belong to the team with that slug (the recommended
+#: convention on a broker several teams share).
+RESERVED_AUDIENCE_PREFIX = "valetkey:"
 MAX_MEMBER_CREDENTIAL_TTL = 2 * 366 * 24 * 3600
 #: How stale a member credential's ``lastUsedAt`` may be: at most one write a minute per credential.
 LAST_USED_RESOLUTION = timedelta(seconds=60)
@@ -830,6 +833,7 @@ class Management:
             raise InvalidRequest("issuer must be an http(s) URL", field="issuer")
         if not isinstance(audience, str) or not audience or len(audience) > 500:
             raise InvalidRequest("audience must be a non-empty string", field="audience")
+        await self._check_reserved_audience(actor, audience)
         if not isinstance(claims, Mapping):
             raise InvalidRequest("claims must be an object of name: value", field="claims")
         validate_conditions(claims)
@@ -892,6 +896,22 @@ class Management:
         )
         await self.bus.publish(Invalidation(kind="identity"))
         return _binding_json(binding_from_row(row, project), active=True)
+
+    async def _check_reserved_audience(self, actor: Member, audience: str) -> None:
+        """Audiences under ``valetkey:`` are reserved: ``valetkey:<slug>`` (or
+        ``valetkey:<slug>:…``) only for the team whose slug it names, so the recommended
+        per-team audience cannot be claimed first by another team."""
+        if not audience.startswith(RESERVED_AUDIENCE_PREFIX):
+            return
+        async with self.db.session() as s:
+            slug = await s.scalar(select(t.Team.slug).where(t.Team.id == actor.team_id))
+        own = f"{RESERVED_AUDIENCE_PREFIX}{slug}"
+        if audience != own and not audience.startswith(own + ":"):
+            raise InvalidRequest(
+                f"audiences under {RESERVED_AUDIENCE_PREFIX} name their team: use {own} "
+                f"(or {own}:<anything>)",
+                field="audience",
+            )
 
     async def list_bindings(
         self, actor: Member, project: str | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -253,6 +254,26 @@ async def test_ambiguous_bindings_are_refused(
 ) -> None:
     """Equally specific bindings for different environments refuse the token."""
     store.bindings.append(binding("b2", {"ref": "refs/heads/main"}, environment="preview"))
+    await refused(verifier, make_token(), "ambiguous_binding")
+
+
+@pytest.mark.parametrize(
+    "conditions",
+    [
+        {"repository_id": "123456", "ref": "refs/heads/main"},  # more specific
+        {"repository_id": "123456"},  # equally specific, same claims
+        {"repository_id": "1234*"},  # a glob
+    ],
+)
+async def test_bindings_of_two_teams_for_one_audience_select_nothing(
+    verifier: IdentityVerifier,
+    store: DictStore,
+    make_token: TokenFactory,
+    conditions: dict[str, str],
+) -> None:
+    """Should a store ever return two teams' bindings for one (iss, aud), the token is refused,
+    never served to either team (the store returns only the pair's owning team)."""
+    store.bindings.append(replace(binding("b2", conditions, project_id="p2"), team_id="t2"))
     await refused(verifier, make_token(), "ambiguous_binding")
 
 
