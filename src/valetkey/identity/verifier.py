@@ -219,6 +219,13 @@ class IdentityVerifier:
         aud = single_audience(unverified)
         for_audience = [b for b in bindings if b.audience == aud]
         if not for_audience:
+            # Checked before the signature: anyone can ask. Name the expected audiences only
+            # when one team uses this issuer; otherwise they would tell one team's audiences
+            # (with the valetkey:<team-slug> convention, its name) to another team's callers.
+            if len({b.team_id for b in bindings}) > 1:
+                raise AudienceMismatch(
+                    f"the token's audience is not one expected for issuer {iss}", claim="aud"
+                )
             expected = sorted({b.audience for b in bindings})
             raise AudienceMismatch(
                 f"the token's audience is not one expected for issuer {iss}: {', '.join(expected)}",

@@ -285,6 +285,19 @@ async def test_wrong_audience_is_refused(
     assert err.details["expected"] == [AUDIENCE]
 
 
+async def test_wrong_audience_names_no_audience_when_several_teams_use_the_issuer(
+    verifier: IdentityVerifier, store: DictStore, make_token: TokenFactory
+) -> None:
+    """With two teams' bindings on one issuer, an audience mismatch lists neither team's audience."""
+    other = replace(binding("b2", audience="valetkey:team-b", project_id="p2"), team_id="t2")
+    store.bindings.append(other)
+    token = make_token(aud="sts.amazonaws.com")
+    err = await refused(verifier, token, "audience_mismatch")
+    assert "expected" not in err.details
+    assert AUDIENCE not in err.message
+    assert "team-b" not in err.message
+
+
 async def test_multiple_audiences_are_refused(
     verifier: IdentityVerifier, make_token: TokenFactory
 ) -> None:
