@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from valetkey.errors import (
     AccessDenied,
+    AudienceTaken,
     AuthorizationExpired,
     AuthorizationPending,
     BrokerUnavailable,
@@ -34,6 +35,7 @@ from valetkey.errors import (
     InvalidBrokerResponse,
     InvalidGrant,
     InvalidRequest,
+    LastOwner,
     NotFound,
     PayloadTooLarge,
     PolicyDenied,
@@ -68,6 +70,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AccessDenied",
     "AsyncClient",
+    "AudienceTaken",
     "AuthorizationExpired",
     "AuthorizationPending",
     "AuthorizationResponse",
@@ -87,6 +90,7 @@ __all__ = [
     "InvalidBrokerResponse",
     "InvalidGrant",
     "InvalidRequest",
+    "LastOwner",
     "NotFound",
     "PayloadTooLarge",
     "PolicyDenied",

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 __all__ = [
     "AccessDenied",
+    "AudienceTaken",
     "AuthorizationExpired",
     "AuthorizationPending",
     "BrokerUnavailable",
@@ -29,6 +30,7 @@ __all__ = [
     "InvalidBrokerResponse",
     "InvalidGrant",
     "InvalidRequest",
+    "LastOwner",
     "NotFound",
     "PayloadTooLarge",
     "PolicyDenied",
@@ -135,6 +137,26 @@ class ConnectorLinked(Conflict):
 
     code = "connector_linked"
     remedy = "Detach it first, or pass --disconnect-all."
+
+
+class AudienceTaken(Conflict):
+    """Another team's trust bindings already use this (issuer, audience) pair.
+
+    The refusal never names the other team: it only says the pair is taken.
+    """
+
+    code = "audience_taken"
+    remedy = (
+        "Use an audience of your own for this issuer (e.g. valetkey:<team-slug>) and set the "
+        "workload's token audience to it."
+    )
+
+
+class LastOwner(Conflict):
+    """The team's last owner cannot be revoked: no one could manage the team afterwards."""
+
+    code = "last_owner"
+    remedy = "Make another member an owner first."
 
 
 class PolicyDenied(ValetkeyError):

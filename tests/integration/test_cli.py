@@ -583,6 +583,71 @@ def test_members_create_prints_the_credential_once(
     assert credential not in listed
 
 
+def test_members_revoke_asks_first_then_ends_the_credential(
+    broker: BrokerProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """members revoke NAME asks for confirmation (no: nothing changes), and with --yes or a yes,
+    revokes: the member's credential is refused at once and the last owner is refused."""
+    env = broker.env()
+    name = unique("leaver-")
+    made = cli(["members", "create", name, "--expires-in", "3600", "--format", "json"], env, monkeypatch)
+    assert made.exit_code == 0, made.stderr
+    created = json.loads(made.stdout)
+    assert created["expiresAt"] is not None
+    as_member = clean_env(VALETKEY_URL=broker.url, VALETKEY_API_TOKEN=created["credential"])
+    assert cli(["projects", "list"], as_member, monkeypatch).exit_code == 0
+    listed = json.loads(cli(["members", "list", "--format", "json"], env, monkeypatch).stdout)
+    assert next(m for m in listed if m["name"] == name)["lastUsedAt"] is not None
+
+    declined = CliRunner().invoke(
+        app, ["members", "revoke", name], env={**dict.fromkeys(_OUR_VARIABLES), **env}, input="n\n"
+    )
+    assert declined.exit_code == 1
+    assert cli(["projects", "list"], as_member, monkeypatch).exit_code == 0
+    by_id = CliRunner().invoke(
+        app,
+        ["members", "revoke", created["id"]],
+        env={**dict.fromkeys(_OUR_VARIABLES), **env},
+        input="y\n",
+    )
+    assert by_id.exit_code == 0, by_id.stderr
+    refused = cli(["projects", "list"], as_member, monkeypatch)
+    assert refused.stderr.startswith("error[invalid_identity]: ")
+    assert cli(["members", "revoke", name, "--yes"], env, monkeypatch).stderr.startswith(
+        "error[not_found]: "
+    )
+    last = cli(["members", "revoke", "owner", "--yes"], env, monkeypatch)
+    assert last.stderr.startswith("error[last_owner]: "), last.stderr
+
+
+def test_members_rotate_rewrites_the_local_credential(
+    own_broker: BrokerProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """members rotate with the local credential writes the new one to cli.json (0600, not printed);
+    with VALETKEY_API_TOKEN it prints the new one once. The old one is refused either way."""
+    env = own_broker.env()
+    old = own_broker.member_token
+    rotated = cli(["members", "rotate"], env, monkeypatch)
+    assert rotated.exit_code == 0, rotated.stderr
+    new = own_broker.member_token
+    assert new != old
+    assert new not in rotated.stdout + rotated.stderr
+    assert stat.S_IMODE((own_broker.data_dir / "cli.json").stat().st_mode) == 0o600
+    assert json.loads((own_broker.data_dir / "cli.json").read_text())["url"] == own_broker.url
+    assert cli(["projects", "list"], env, monkeypatch).exit_code == 0
+    as_old = clean_env(VALETKEY_URL=own_broker.url, VALETKEY_API_TOKEN=old)
+    assert cli(["projects", "list"], as_old, monkeypatch).stderr.startswith("error[invalid_identity]: ")
+
+    as_new = clean_env(VALETKEY_URL=own_broker.url, VALETKEY_API_TOKEN=new)
+    printed = cli(["members", "rotate", "--expires-in", "600", "--format", "json"], as_new, monkeypatch)
+    assert printed.exit_code == 0, printed.stderr
+    shown = json.loads(printed.stdout)
+    assert shown["credential"].startswith("vk_pt_")
+    assert shown["expiresAt"] is not None
+    assert own_broker.member_token == new  # cli.json untouched: that credential was not used
+    assert cli(["projects", "list"], as_new, monkeypatch).stderr.startswith("error[invalid_identity]: ")
+
+
 def test_secret_is_not_in_the_sqlite_files(
     broker: BrokerProcess, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -41,8 +42,10 @@ OPERATIONS = [
     "GET /v1/connect/connectors/{uid}",
     "DELETE /v1/connect/connectors/{uid}/tokens",
     "GET /v1/me",
+    "POST /v1/me/credential",
     "GET /v1/members",
     "POST /v1/members",
+    "DELETE /v1/members/{member_id}",
     "GET /v1/projects",
     "POST /v1/projects",
     "GET /v1/projects/{project}",
@@ -92,6 +95,7 @@ class Seeded:
     access_token: str  # a development access token for project "fuzz"
     binding_id: str
     spare_token_id: str
+    spare_member_id: str
 
 
 def _ok(response: httpx.Response) -> Any:
@@ -129,7 +133,8 @@ def _seed(broker: RunningBroker) -> Seeded:
         )
         token = _ok(c.post("/v1/projects/fuzz/access-tokens", json={"environment": "development"}))
         spare = _ok(c.post("/v1/projects/fuzz/access-tokens", json={"environment": "preview"}))
-    return Seeded(broker, identity, token["token"], binding["id"], spare["id"])
+        member = _ok(c.post("/v1/members", json={"name": "spare", "role": "viewer"}))
+    return Seeded(broker, identity, token["token"], binding["id"], spare["id"], member["id"])
 
 
 @pytest.fixture(scope="module")
@@ -181,6 +186,11 @@ CHECKS: list[Callable[..., Any]] = [
 
 
 def _credential(seeded: Seeded, path: str) -> dict[str, str]:
+    if path == "/v1/me/credential":
+        # Rotation ends the credential it is called with: each case rotates a fresh member's.
+        with seeded.broker.admin() as c:
+            fresh = _ok(c.post("/v1/members", json={"name": f"rot-{secrets.token_hex(6)}"}))
+        return {"authorization": f"Bearer {fresh['credential']}"}
     if path.startswith("/v1/connect/"):
         return {"authorization": f"Bearer {seeded.identity}"}
     if path.startswith("/v1/"):
@@ -198,13 +208,13 @@ def _pinned(seeded: Seeded, label: str) -> dict[str, str]:
         "project": "fuzz",
         "binding_id": seeded.binding_id,
         "token_id": seeded.spare_token_id,
+        "member_id": seeded.spare_member_id,
     }
 
 
 def _fuzz(
     seeded: Seeded, operation: Any, mode: GenerationMode, pinned: dict[str, str] | None
 ) -> None:
-    headers = _credential(seeded, operation.path)
 
     @settings(
         max_examples=MAX_EXAMPLES,
@@ -216,6 +226,7 @@ def _fuzz(
     )
     @given(case=operation.as_strategy(generation_mode=mode, path_parameters=pinned))
     def run(case: Case) -> None:
+        headers = _credential(seeded, operation.path)
         response = case.call(base_url=seeded.broker.url, headers=headers, timeout=15)
         case.validate_response(response, checks=CHECKS, headers=headers)
 
@@ -268,7 +279,10 @@ def _snapshot(broker: RunningBroker) -> dict[str, Any]:
             "connectors": _ok(c.get("/v1/connectors")),
             "allowed": [(e["id"], e["action"]) for e in allowed],
             "projects": _ok(c.get("/v1/projects")),
-            "members": _ok(c.get("/v1/members")),
+            # last use is written by the snapshot's own requests (once a minute): not state
+            "members": [
+                {k: v for k, v in m.items() if k != "lastUsedAt"} for m in _ok(c.get("/v1/members"))
+            ],
             "access_tokens": _ok(c.get("/v1/access-tokens")),
             "bindings": _ok(c.get("/v1/trust-bindings")),
         }
@@ -400,6 +414,7 @@ def test_hostile_ids_in_paths_are_refused(unchanged: Seeded, uid: str) -> None:
         httpx.get(f"{b.url}/v1/projects/{uid}", headers=owner),
         httpx.delete(f"{b.url}/v1/access-tokens/{uid}", headers=owner),
         httpx.delete(f"{b.url}/v1/trust-bindings/{uid}", headers=owner),
+        httpx.delete(f"{b.url}/v1/members/{uid}", headers=owner),
     ]
     for answer in answers:
         _refused(answer, 400, 403, 404)

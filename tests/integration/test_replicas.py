@@ -105,3 +105,35 @@ def test_connector_change_through_one_replica_reaches_the_other(
             == 200
         )
     _eventually(lambda: _token(b.url, identity, "api-key/search").status_code == 403)
+
+
+def test_member_revoked_through_one_replica_is_refused_by_the_other_at_once(
+    replicas: tuple[BrokerProcess, BrokerProcess],
+) -> None:
+    """Member credentials are not cached: revoked or rotated on replica A, refused by B on the next request."""
+    a, b = replicas[0].handle, replicas[1].handle
+    with a.admin() as c:
+        revoked = c.post("/v1/members", json={"name": "leaver"}).json()
+        rotating = c.post("/v1/members", json={"name": "rotator"}).json()
+    for member in (revoked, rotating):
+        assert (
+            httpx.get(
+                f"{b.url}/v1/me", headers={"authorization": f"Bearer {member['credential']}"}
+            ).status_code
+            == 200
+        )
+    with a.admin() as c:
+        assert c.delete(f"/v1/members/{revoked['id']}").status_code == 200
+    new = httpx.post(
+        f"{a.url}/v1/me/credential",
+        json={},
+        headers={"authorization": f"Bearer {rotating['credential']}"},
+    ).json()["credential"]
+    for old in (revoked["credential"], rotating["credential"]):
+        assert (
+            httpx.get(f"{b.url}/v1/me", headers={"authorization": f"Bearer {old}"}).status_code
+            == 401
+        )
+    assert (
+        httpx.get(f"{b.url}/v1/me", headers={"authorization": f"Bearer {new}"}).status_code == 200
+    )

@@ -30,7 +30,7 @@ from valetkey.errors import BrokerUnavailable, InvalidBrokerResponse, ValetkeyEr
 from valetkey.identity import errors as _identity_errors  # noqa: F401 - for error_for_code
 from valetkey.server.settings import default_data_dir
 
-__all__ = ["BrokerClient", "Credentials", "find_credentials", "seg", "uid_path"]
+__all__ = ["BrokerClient", "Credentials", "find_credentials", "seg", "uid_path", "write_cli_file"]
 
 DEFAULT_URL = "http://127.0.0.1:8787"
 TIMEOUT = 30.0
@@ -86,6 +86,15 @@ def find_credentials(
             "(use --data-dir or VALETKEY_DATA_DIR for another data directory)."
         ),
     )
+
+
+def write_cli_file(path: Path, data: Mapping[str, str]) -> None:
+    """Rewrite ``cli.json`` with mode 0600 from the first byte (atomic replace)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(dict(data), fh, indent=2)
+    os.replace(tmp, path)
 
 
 def seg(value: str) -> str:

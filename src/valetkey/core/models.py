@@ -29,6 +29,11 @@ class Role(enum.StrEnum):
     def can_write(self) -> bool:
         return self in (Role.OWNER, Role.MEMBER)
 
+    def at_least(self, needed: Role) -> bool:
+        """True when this role may do what ``needed`` may (viewer < member < owner)."""
+        order = (Role.VIEWER, Role.MEMBER, Role.OWNER)
+        return order.index(self) >= order.index(needed)
+
 
 class Decision(enum.StrEnum):
     ALLOWED = "allowed"
@@ -124,6 +129,8 @@ class Member:
     member_id: str
     name: str
     role: Role
+    #: The credential this request presented (what rotating one's own credential replaces).
+    credential_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

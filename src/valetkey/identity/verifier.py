@@ -4,8 +4,9 @@ Three kinds of bearer, told apart before any cryptography:
 
 * ``vk_at_...`` — a broker access token, looked up by its SHA-256 hash in the store;
 * a JWT whose ``iss`` is the broker's own issuer — a development identity;
-* any other JWT — an external workload identity: trust bindings for its issuer,
-  keys from the issuer's JWKS, then the most specific matching binding.
+* any other JWT — an external workload identity: its (``iss``, ``aud``) names the one team
+  whose trust bindings are considered, keys come from the issuer's JWKS, then the most
+  specific matching binding of that team decides the project and environment.
 
 Verified results are cached in a bounded LRU keyed by the bearer's SHA-256: until
 the token's ``exp`` (access tokens: at most 60 s, and :meth:`IdentityVerifier.forget`
@@ -26,6 +27,7 @@ from valetkey.core.models import Identity
 from valetkey.identity.access_tokens import ACCESS_TOKEN_PREFIX, hash_token, is_access_token
 from valetkey.identity.bindings import TrustBinding, select_binding
 from valetkey.identity.errors import (
+    AmbiguousBinding,
     AudienceMismatch,
     EnvironmentMismatch,
     MalformedToken,
@@ -68,7 +70,8 @@ class IdentityStore(Protocol):
     """What the verifier needs from storage (implemented by ``valetkey.store``)."""
 
     async def bindings_for_issuer(self, issuer: str) -> Sequence[TrustBinding]:
-        """Every trust binding whose issuer is exactly ``issuer``."""
+        """The trust bindings whose issuer is exactly ``issuer``, each only if its team owns
+        the binding's (issuer, audience) pair: one pair, one team."""
         ...
 
     async def access_token_identity(self, token_hash: str) -> Identity | None:
@@ -216,11 +219,26 @@ class IdentityVerifier:
         aud = single_audience(unverified)
         for_audience = [b for b in bindings if b.audience == aud]
         if not for_audience:
+            # Checked before the signature: anyone can ask. Name the expected audiences only
+            # when one team uses this issuer; otherwise they would tell one team's audiences
+            # (with the valetkey:<team-slug> convention, its name) to another team's callers.
+            if len({b.team_id for b in bindings}) > 1:
+                raise AudienceMismatch(
+                    f"the token's audience is not one expected for issuer {iss}", claim="aud"
+                )
             expected = sorted({b.audience for b in bindings})
             raise AudienceMismatch(
                 f"the token's audience is not one expected for issuer {iss}: {', '.join(expected)}",
                 claim="aud",
                 expected=expected,
+            )
+        # The audience decides the team; bindings are selected within that team only. The store
+        # returns only the owning team's bindings for a pair; should two teams ever come back
+        # for one (iss, aud), nothing is selected rather than letting one capture the other.
+        if len({b.team_id for b in for_audience}) > 1:
+            raise AmbiguousBinding(
+                f"the audience {aud!r} of issuer {iss} is claimed by more than one team",
+                claim="aud",
             )
         algorithms = tuple(
             sorted({a for b in for_audience for a in b.algorithms if a in ASYMMETRIC_ALGORITHMS})

@@ -14,7 +14,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from valetkey.core.clock import Clock
-from valetkey.server import connect, consent, errors, management, metrics, openapi
+from valetkey.server import connect, consent, errors, management, metrics, openapi, roles
 from valetkey.server.broker import Broker
 from valetkey.server.connect import json_response
 from valetkey.server.settings import Settings
@@ -148,4 +148,5 @@ def create_app(settings: Settings, *, clock: Clock | None = None, broker: Broker
 
     app.openapi = schema_with_errors  # type: ignore[method-assign]
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    roles.check_routes(app.routes)  # every route declares its role, or the app is not built
     return app

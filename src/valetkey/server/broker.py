@@ -186,6 +186,14 @@ class Broker:
                 self.settings.cli_credentials_path,
                 {"url": self.settings.issuer_url, "token": self.bootstrap_result.owner_token},
             )
+        shadowed = await self.repo.shadowed_bindings()
+        if shadowed:
+            log.warning(
+                "%d trust binding(s) are never selected: their (issuer, audience) belongs to "
+                "another team. `valetkey trust list` shows them as inactive; give each an "
+                "audience of its own team (e.g. valetkey:<team-slug>).",
+                shadowed,
+            )
         self._maintenance = asyncio.create_task(self._maintain(), name="valetkey-maintenance")
         return self.bootstrap_result
 

@@ -23,6 +23,7 @@ from valetkey.errors import (
 )
 from valetkey.server.broker import Broker
 from valetkey.server.openapi import REVOKE_BODY, TOKEN_BODY
+from valetkey.server.roles import authorize_member
 from valetkey.server.wire import parse_json_object, parse_subject, parse_token_request
 
 
@@ -197,7 +198,7 @@ async def revoke_tokens(uid: str, request: Request) -> Response:
     credential = bearer(request)
     principal: Identity | Member
     if credential.startswith("vk_pt_"):
-        principal = await broker.management.authenticate(credential)
+        principal = await authorize_member(request, credential)
     else:
         principal = await broker.verifier.verify(credential)
     data = parse_json_object(await request.body())

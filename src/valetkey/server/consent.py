@@ -20,6 +20,7 @@ from valetkey.providers.base import TokenSet, UserFlows
 from valetkey.server.broker import Broker
 from valetkey.server.connect import bearer, broker_of, json_response
 from valetkey.server.openapi import AUTHORIZE_BODY, CONFIRM_BODY, IMPORT_BODY
+from valetkey.server.roles import authorize_member
 from valetkey.server.wire import parse_json_object, parse_subject, parse_token_request
 
 router = APIRouter(tags=["consent"])
@@ -258,7 +259,7 @@ async def import_tokens(uid: str, request: Request) -> Response:
     if unknown:
         raise InvalidRequest(f"unknown field {sorted(unknown)[0]}", field=sorted(unknown)[0])
     if credential.startswith("vk_pt_"):
-        member = await broker.management.authenticate(credential)
+        member = await authorize_member(request, credential)
         identity = await broker.management.identity_for(
             member, data.get("project"), data.get("environment")
         )

@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from valetkey.core.models import Member
 from valetkey.server.broker import Broker
 from valetkey.server.connect import bearer, broker_of
+from valetkey.server.roles import authorize_member
 from valetkey.store.management import Management
 
 router = APIRouter(prefix="/v1", tags=["management"])
@@ -22,7 +23,8 @@ class _Model(BaseModel):
 
 
 async def member_of(request: Request) -> Member:
-    return await broker_of(request).management.authenticate(bearer(request))
+    """The member behind the request's credential, with the role its route needs (server.roles)."""
+    return await authorize_member(request, bearer(request))
 
 
 def mgmt(request: Request) -> Management:
@@ -56,15 +58,24 @@ class MemberOut(_Out):
     name: str
     role: str
     createdAt: str
+    lastUsedAt: str | None = Field(description="last use of a credential, to the minute")
+    expiresAt: str | None = Field(description="when its credential expires (null: never)")
 
 
 class MemberCreated(_Out):
-    """A new member; ``credential`` is shown only in this response."""
+    """A new member (or a rotated credential); ``credential`` is shown only in this response."""
 
     id: str
     name: str
     role: str
+    expiresAt: str | None
     credential: str = Field(repr=False)
+
+
+class MemberRevoked(_Out):
+    id: str
+    name: str
+    revoked: bool
 
 
 class ProjectOut(_Out):
@@ -151,6 +162,9 @@ class TrustBindingOut(_Out):
     claims: dict[str, str]
     algorithms: list[str]
     createdAt: str
+    active: bool = Field(
+        description="false: its (issuer, audience) belongs to another team, so it is never selected"
+    )
 
 
 class BindingDeleted(_Out):
@@ -217,7 +231,14 @@ async def me(member: MemberDep) -> Me:
 
 class MemberCreate(_Model):
     name: str = Field(max_length=40)
-    role: str = "member"
+    role: str = Field(default="member", max_length=16)
+    #: The credential's lifetime; none: it never expires (revoke it with DELETE /v1/members/{id}).
+    expiresInSeconds: int | None = None
+
+
+class CredentialRotate(_Model):
+    #: The new credential's lifetime; none: the old one's lifetime (or none, if it had none).
+    expiresInSeconds: int | None = None
 
 
 @router.post(
@@ -226,12 +247,38 @@ class MemberCreate(_Model):
     response_model=MemberCreated,
 )
 async def create_member(body: MemberCreate, member: MemberDep, m: MgmtDep) -> dict[str, Any]:
-    return await m.create_member(member, body.name, body.role)
+    return await m.create_member(
+        member, body.name, body.role, expires_in_seconds=body.expiresInSeconds
+    )
 
 
 @router.get("/members", response_model=list[MemberOut])
 async def list_members(member: MemberDep, m: MgmtDep) -> list[dict[str, Any]]:
     return await m.list_members(member)
+
+
+@router.delete(
+    "/members/{member_id}",
+    summary="Revoke a member and all its credentials at once (owners only; never the last owner)",
+    response_model=MemberRevoked,
+)
+async def revoke_member(
+    member_id: Annotated[str, Path(max_length=40)], member: MemberDep, m: MgmtDep
+) -> dict[str, Any]:
+    return await m.revoke_member(member, member_id)
+
+
+@router.post(
+    "/me/credential",
+    summary="Rotate the credential of this request: a new one, shown once; this one stops at once",
+    response_model=MemberCreated,
+)
+async def rotate_credential(
+    member: MemberDep, m: MgmtDep, body: CredentialRotate | None = None
+) -> dict[str, Any]:
+    return await m.rotate_credential(
+        member, expires_in_seconds=None if body is None else body.expiresInSeconds
+    )
 
 
 # -- projects and environments ------------------------------------------------------------

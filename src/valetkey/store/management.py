@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -33,15 +35,18 @@ from valetkey.core.models import (
 from valetkey.core.ports import Invalidation, InvalidationBus
 from valetkey.crypto import DecryptionError, KeyRing
 from valetkey.errors import (
+    AudienceTaken,
     Conflict,
     ConnectorLinked,
     Forbidden,
     IdentityError,
     InvalidRequest,
+    LastOwner,
     NotFound,
 )
 from valetkey.identity.access_tokens import hash_token, new_access_token, new_member_token
 from valetkey.identity.bindings import validate_conditions
+from valetkey.identity.errors import TokenExpired
 from valetkey.providers.base import ValidatedConfig
 from valetkey.providers.registry import ProviderRegistry
 from valetkey.store import tables as t
@@ -53,9 +58,16 @@ from valetkey.store.repo import (
     cache_aad,
     connector_from_row,
     secrets_aad,
+    trust_audience_key,
 )
 
 MAX_ACCESS_TOKEN_TTL = 366 * 24 * 3600
+#: Audiences ``valetkey:<team-slug>[:…]`` belong to the team with that slug (the recommended
+#: convention on a broker several teams share).
+RESERVED_AUDIENCE_PREFIX = "valetkey:"
+MAX_MEMBER_CREDENTIAL_TTL = 2 * 366 * 24 * 3600
+#: How stale a member credential's ``lastUsedAt`` may be: at most one write a minute per credential.
+LAST_USED_RESOLUTION = timedelta(seconds=60)
 ALLOWED_BINDING_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA")
 
 
@@ -119,16 +131,7 @@ class Management:
                     )
                 )
                 await s.flush()
-                s.add(
-                    t.MemberCredential(
-                        id=new_id("cred"),
-                        member_id=member_id,
-                        name="bootstrap",
-                        token_hash=digest,
-                        created_at=now,
-                        revoked_at=None,
-                    )
-                )
+                s.add(self._credential(member_id, "bootstrap", digest, now, None))
         except IntegrityError:  # another replica bootstrapped first
             async with self.db.session() as s:
                 team = await s.scalar(select(t.Team).where(t.Team.slug == "default"))
@@ -136,18 +139,84 @@ class Management:
                 return Bootstrap(team.id, None)
         return Bootstrap(team_id, token)
 
+    async def create_team(self, slug: str, name: str | None = None) -> Bootstrap:
+        """Create another team with one owner (``owner``) and return its credential, shown once.
+
+        No route calls this yet: a broker serves its default team, and operators (and the
+        tenancy tests) add teams from Python.
+        """
+        check_slug(slug, "team")
+        now = self.clock.now()
+        team_id = new_id("team")
+        token, digest = new_member_token()
+        try:
+            async with self.db.session.begin() as s:
+                s.add(t.Team(id=team_id, slug=slug, name=name or slug, created_at=now))
+                await s.flush()
+                member_id = new_id("mbr")
+                s.add(
+                    t.Member(
+                        id=member_id,
+                        team_id=team_id,
+                        name="owner",
+                        role=Role.OWNER.value,
+                        created_at=now,
+                    )
+                )
+                await s.flush()
+                s.add(self._credential(member_id, "initial", digest, now, None))
+        except IntegrityError as exc:
+            raise Conflict(f"a team named {slug} exists", field="team") from exc
+        return Bootstrap(team_id, token)
+
+    @staticmethod
+    def _credential(
+        member_id: str, name: str, digest: str, now: datetime, expires: datetime | None
+    ) -> t.MemberCredential:
+        return t.MemberCredential(
+            id=new_id("cred"),
+            member_id=member_id,
+            name=name,
+            token_hash=digest,
+            created_at=now,
+            revoked_at=None,
+            expires_at=expires,
+            last_used_at=None,
+        )
+
     async def authenticate(self, bearer: str) -> Member:
+        """The member behind a ``vk_pt_…`` credential, read from the store on every call.
+
+        Nothing is cached, so a revoked or expired credential is refused at once on every
+        replica. The credential's last use is written at most once a minute
+        (``LAST_USED_RESOLUTION``), with a conditional update that other replicas skip too.
+        """
         if not bearer.startswith("vk_pt_"):
             raise IdentityError("the management API needs a member credential (vk_pt_…)")
         found = await self.repo.member_for_credential(hash_token(bearer))
         if found is None:
             raise IdentityError("unknown or revoked member credential")
-        member, _cred = found
+        member, cred = found
+        now = self.clock.now()
+        if cred.expires_at is not None and cred.expires_at <= now:
+            raise TokenExpired(
+                f"this member credential expired at {cred.expires_at.isoformat()}; "
+                "ask an owner for a new one (valetkey members create), or rotate before expiry",
+                expiredAt=cred.expires_at.isoformat(),
+            )
+        if cred.last_used_at is None or now - cred.last_used_at >= LAST_USED_RESOLUTION:
+            await self.repo.touch_credential(cred.id, now, now - LAST_USED_RESOLUTION)
         return Member(
-            team_id=member.team_id, member_id=member.id, name=member.name, role=Role(member.role)
+            team_id=member.team_id,
+            member_id=member.id,
+            name=member.name,
+            role=Role(member.role),
+            credential_id=cred.id,
         )
 
-    async def create_member(self, actor: Member, name: str, role: str) -> dict[str, Any]:
+    async def create_member(
+        self, actor: Member, name: str, role: str, *, expires_in_seconds: int | None = None
+    ) -> dict[str, Any]:
         self._require(actor, owner=True)
         check_slug(name, "name")
         try:
@@ -155,6 +224,7 @@ class Management:
         except ValueError as exc:
             raise InvalidRequest("role must be owner, member or viewer", field="role") from exc
         now = self.clock.now()
+        expires = _credential_expiry(now, expires_in_seconds)
         member_id = new_id("mbr")
         token, digest = new_member_token()
         try:
@@ -169,30 +239,122 @@ class Management:
                     )
                 )
                 await s.flush()
-                s.add(
-                    t.MemberCredential(
-                        id=new_id("cred"),
-                        member_id=member_id,
-                        name="initial",
-                        token_hash=digest,
-                        created_at=now,
-                        revoked_at=None,
-                    )
-                )
+                s.add(self._credential(member_id, "initial", digest, now, expires))
         except IntegrityError as exc:
             raise Conflict(f"a member named {name} exists", field="name") from exc
         self._audit(actor, "member.create", subject=name, role=role_.value)
-        return {"id": member_id, "name": name, "role": role_.value, "credential": token}
+        return {
+            "id": member_id,
+            "name": name,
+            "role": role_.value,
+            "expiresAt": _iso(expires),
+            "credential": token,
+        }
 
     async def list_members(self, actor: Member) -> list[dict[str, Any]]:
         async with self.db.session() as s:
             rows = (
-                await s.scalars(select(t.Member).where(t.Member.team_id == actor.team_id))
+                await s.scalars(
+                    select(t.Member)
+                    .where(t.Member.team_id == actor.team_id)
+                    .order_by(t.Member.created_at, t.Member.id)
+                )
             ).all()
-        return [
-            {"id": r.id, "name": r.name, "role": r.role, "createdAt": _iso(r.created_at)}
-            for r in rows
-        ]
+            creds = (
+                await s.scalars(
+                    select(t.MemberCredential).where(
+                        t.MemberCredential.member_id.in_([r.id for r in rows]),
+                        t.MemberCredential.revoked_at.is_(None),
+                    )
+                )
+            ).all()
+        by_member: dict[str, list[t.MemberCredential]] = {}
+        for cred in creds:
+            by_member.setdefault(cred.member_id, []).append(cred)
+        out = []
+        for r in rows:
+            mine = by_member.get(r.id, [])
+            used = [c.last_used_at for c in mine if c.last_used_at is not None]
+            expiries = [c.expires_at for c in mine]
+            out.append(
+                {
+                    "id": r.id,
+                    "name": r.name,
+                    "role": r.role,
+                    "createdAt": _iso(r.created_at),
+                    "lastUsedAt": _iso(max(used)) if used else None,
+                    # The latest expiry of its live credentials; None when one never expires.
+                    "expiresAt": None
+                    if not expiries or None in expiries
+                    else _iso(max(e for e in expiries if e is not None)),
+                }
+            )
+        return out
+
+    async def revoke_member(self, actor: Member, member_id: str) -> dict[str, Any]:
+        """Remove a member and every credential it holds, at once; never the team's last owner."""
+        self._require(actor, owner=True)
+        if not isinstance(member_id, str) or len(member_id) > 40:
+            raise NotFound("no such member")
+        async with self.db.session.begin() as s:
+            # Lock the team row first: two owners revoking each other at once are serialized
+            # here (a row lock on PostgreSQL, the write lock on SQLite), so the count below is
+            # never stale and a team cannot lose its last owner.
+            await s.execute(
+                update(t.Team).where(t.Team.id == actor.team_id).values(slug=t.Team.slug)
+            )
+            row = await s.get(t.Member, member_id)
+            if row is None or row.team_id != actor.team_id:
+                raise NotFound(f"no member {member_id}")
+            if row.role == Role.OWNER.value:
+                owners = await s.scalar(
+                    select(func.count())
+                    .select_from(t.Member)
+                    .where(t.Member.team_id == actor.team_id, t.Member.role == Role.OWNER.value)
+                )
+                if (owners or 0) <= 1:
+                    raise LastOwner(
+                        f"{row.name} is the team's last owner and cannot be revoked",
+                        member=row.id,
+                    )
+            await s.execute(
+                delete(t.MemberCredential).where(t.MemberCredential.member_id == row.id)
+            )
+            await s.delete(row)
+            name = row.name
+        self._audit(actor, "member.revoke", subject=name, member=member_id)
+        return {"id": member_id, "name": name, "revoked": True}
+
+    async def rotate_credential(
+        self, actor: Member, *, expires_in_seconds: int | None = None
+    ) -> dict[str, Any]:
+        """Replace the credential ``actor`` presented: the new one is returned once, the old one
+        stops working at once. Without ``expires_in_seconds`` the new one keeps the old lifetime."""
+        if actor.credential_id is None:
+            raise InvalidRequest("this request carried no member credential to rotate")
+        now = self.clock.now()
+        token, digest = new_member_token()
+        async with self.db.session.begin() as s:
+            old = await s.get(t.MemberCredential, actor.credential_id)
+            if old is None or old.member_id != actor.member_id or old.revoked_at is not None:
+                raise IdentityError("unknown or revoked member credential")
+            if expires_in_seconds is not None:
+                expires = _credential_expiry(now, expires_in_seconds)
+            elif old.expires_at is not None:
+                expires = now + (old.expires_at - old.created_at)
+            else:
+                expires = None
+            old.revoked_at = now
+            new = self._credential(actor.member_id, old.name, digest, now, expires)
+            s.add(new)
+        self._audit(actor, "member.rotate", subject=actor.name, credential=new.id)
+        return {
+            "id": actor.member_id,
+            "name": actor.name,
+            "role": actor.role.value,
+            "expiresAt": _iso(expires),
+            "credential": token,
+        }
 
     # -- projects and environments -----------------------------------------------------
 
@@ -671,6 +833,7 @@ class Management:
             raise InvalidRequest("issuer must be an http(s) URL", field="issuer")
         if not isinstance(audience, str) or not audience or len(audience) > 500:
             raise InvalidRequest("audience must be a non-empty string", field="audience")
+        await self._check_reserved_audience(actor, audience)
         if not isinstance(claims, Mapping):
             raise InvalidRequest("claims must be an object of name: value", field="claims")
         validate_conditions(claims)
@@ -683,15 +846,45 @@ class Management:
                 )
         binding_id = new_id("tb")
         now = self.clock.now()
+        issuer_ = issuer.rstrip("/") if issuer.endswith("/") and issuer.count("/") > 3 else issuer
+        key = trust_audience_key(issuer_, audience)
+        insert = pg_insert if self.db.is_postgres else sqlite_insert
         async with self.db.session.begin() as s:
+            # Claim the (issuer, audience) pair for this team, or find who holds it. The unique
+            # key decides between two teams creating at once; the row lock orders this against
+            # a concurrent delete of the pair's last binding (which releases the pair).
+            owner: str | None = None
+            for _attempt in range(2):
+                await s.execute(
+                    insert(t.TrustAudience)
+                    .values(
+                        key_hash=key,
+                        issuer=issuer_,
+                        audience=audience,
+                        team_id=actor.team_id,
+                        created_at=now,
+                    )
+                    .on_conflict_do_nothing(index_elements=["key_hash"])
+                )
+                owner = await s.scalar(
+                    select(t.TrustAudience.team_id)
+                    .where(t.TrustAudience.key_hash == key)
+                    .with_for_update()
+                )
+                if owner is not None:  # None: released by a concurrent delete; claim again
+                    break
+            if owner != actor.team_id:
+                raise AudienceTaken(
+                    "another team's trust bindings use this issuer with this audience; "
+                    "give your workloads an audience of your own",
+                    field="audience",
+                )
             row = t.TrustBinding(
                 id=binding_id,
                 team_id=actor.team_id,
                 project_id=prj.id,
                 environment=environment,
-                issuer=issuer.rstrip("/")
-                if issuer.endswith("/") and issuer.count("/") > 3
-                else issuer,
+                issuer=issuer_,
                 audience=audience,
                 conditions=dict(claims),
                 algorithms=list(algs),
@@ -702,7 +895,23 @@ class Management:
             actor, "trust.create", project_id=prj.id, environment=environment, issuer=issuer
         )
         await self.bus.publish(Invalidation(kind="identity"))
-        return _binding_json(binding_from_row(row, project))
+        return _binding_json(binding_from_row(row, project), active=True)
+
+    async def _check_reserved_audience(self, actor: Member, audience: str) -> None:
+        """Audiences under ``valetkey:`` are reserved: ``valetkey:<slug>`` (or
+        ``valetkey:<slug>:…``) only for the team whose slug it names, so the recommended
+        per-team audience cannot be claimed first by another team."""
+        if not audience.startswith(RESERVED_AUDIENCE_PREFIX):
+            return
+        async with self.db.session() as s:
+            slug = await s.scalar(select(t.Team.slug).where(t.Team.id == actor.team_id))
+        own = f"{RESERVED_AUDIENCE_PREFIX}{slug}"
+        if audience != own and not audience.startswith(own + ":"):
+            raise InvalidRequest(
+                f"audiences under {RESERVED_AUDIENCE_PREFIX} name their team: use {own} "
+                f"(or {own}:<anything>)",
+                field="audience",
+            )
 
     async def list_bindings(
         self, actor: Member, project: str | None = None
@@ -717,7 +926,22 @@ class Management:
             query = query.where(t.TrustBinding.project_id == prj.id)
         async with self.db.session() as s:
             rows = (await s.execute(query.order_by(t.TrustBinding.created_at))).all()
-        return [_binding_json(binding_from_row(row, slug)) for row, slug in rows]
+            owned = set(
+                (
+                    await s.scalars(
+                        select(t.TrustAudience.key_hash).where(
+                            t.TrustAudience.team_id == actor.team_id
+                        )
+                    )
+                ).all()
+            )
+        return [
+            _binding_json(
+                binding_from_row(row, slug),
+                active=trust_audience_key(row.issuer, row.audience) in owned,
+            )
+            for row, slug in rows
+        ]
 
     async def delete_binding(self, actor: Member, binding_id: str) -> dict[str, Any]:
         self._require(actor)
@@ -725,7 +949,24 @@ class Management:
             row = await s.get(t.TrustBinding, binding_id)
             if row is None or row.team_id != actor.team_id:
                 raise NotFound(f"no trust binding {binding_id}")
+            key = trust_audience_key(row.issuer, row.audience)
+            pair = await s.scalar(
+                select(t.TrustAudience).where(t.TrustAudience.key_hash == key).with_for_update()
+            )
             await s.delete(row)
+            await s.flush()
+            if pair is not None and pair.team_id == actor.team_id:
+                remaining = await s.scalar(
+                    select(func.count())
+                    .select_from(t.TrustBinding)
+                    .where(
+                        t.TrustBinding.team_id == actor.team_id,
+                        t.TrustBinding.issuer == row.issuer,
+                        t.TrustBinding.audience == row.audience,
+                    )
+                )
+                if not remaining:  # the pair's last binding: release it for any team
+                    await s.delete(pair)
         self._audit(actor, "trust.delete", binding=binding_id)
         await self.bus.publish(Invalidation(kind="identity"))
         return {"id": binding_id, "deleted": True}
@@ -1055,6 +1296,21 @@ async def _project_slugs(s: AsyncSession, team_id: str) -> dict[str, str]:
     return dict(rows.all())
 
 
+def _credential_expiry(now: datetime, seconds: int | None) -> datetime | None:
+    if seconds is None:
+        return None
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, int)
+        or not 60 <= seconds <= MAX_MEMBER_CREDENTIAL_TTL
+    ):
+        raise InvalidRequest(
+            f"expiresInSeconds must be an integer from 60 to {MAX_MEMBER_CREDENTIAL_TTL}",
+            field="expiresInSeconds",
+        )
+    return now + timedelta(seconds=seconds)
+
+
 def _string_list(values: Any, what: str) -> list[str]:
     if (
         isinstance(values, str)
@@ -1067,7 +1323,9 @@ def _string_list(values: Any, what: str) -> list[str]:
     return list(values)
 
 
-def _binding_json(b: Any) -> dict[str, Any]:
+def _binding_json(b: Any, *, active: bool) -> dict[str, Any]:
+    """A binding on the wire. ``active`` is false when its (issuer, audience) belongs to another
+    team (bindings that overlapped before pairs had owners): such a binding is never selected."""
     return {
         "id": b.id,
         "project": b.project_slug,
@@ -1077,4 +1335,5 @@ def _binding_json(b: Any) -> dict[str, Any]:
         "claims": dict(b.conditions),
         "algorithms": list(b.algorithms),
         "createdAt": _iso(b.created_at),
+        "active": active,
     }

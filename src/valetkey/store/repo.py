@@ -8,11 +8,12 @@ the key ring. Rows never leave this module: callers get domain values.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy import insert as insert_rows
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -35,6 +36,11 @@ def secrets_aad(connector_id: str) -> bytes:
 
 def cache_aad(key_hash: str) -> bytes:
     return f"valetkey:cached-token:{key_hash}".encode()
+
+
+def trust_audience_key(issuer: str, audience: str) -> str:
+    """The key of an (issuer, audience) pair in ``trust_audiences`` (unambiguous: JSON of both)."""
+    return hashlib.sha256(json.dumps([issuer, audience]).encode()).hexdigest()
 
 
 def token_hash(token: str) -> str:
@@ -312,15 +318,45 @@ class Repository:
     # -- IdentityStore ------------------------------------------------------------------
 
     async def bindings_for_issuer(self, issuer: str) -> Sequence[TrustBinding]:
+        """The bindings of ``issuer`` that belong to the team owning their (issuer, audience).
+
+        A binding of any other team on an owned pair (only possible for bindings that overlapped
+        before owners existed) is never returned, so it is never selected.
+        """
         async with self.db.session() as s:
             rows = (
                 await s.execute(
                     select(t.TrustBinding, t.Project.slug)
                     .join(t.Project, t.Project.id == t.TrustBinding.project_id)
-                    .where(t.TrustBinding.issuer == issuer)
+                    .join(
+                        t.TrustAudience,
+                        and_(
+                            t.TrustAudience.issuer == t.TrustBinding.issuer,
+                            t.TrustAudience.audience == t.TrustBinding.audience,
+                            t.TrustAudience.team_id == t.TrustBinding.team_id,
+                        ),
+                    )
+                    .where(t.TrustBinding.issuer == issuer, t.TrustAudience.issuer == issuer)
                 )
             ).all()
         return [binding_from_row(row, slug) for row, slug in rows]
+
+    async def shadowed_bindings(self) -> int:
+        """How many bindings are never selected: their (issuer, audience) is another team's."""
+        async with self.db.session() as s:
+            owned = (
+                select(t.TrustAudience.key_hash)
+                .where(
+                    t.TrustAudience.issuer == t.TrustBinding.issuer,
+                    t.TrustAudience.audience == t.TrustBinding.audience,
+                    t.TrustAudience.team_id == t.TrustBinding.team_id,
+                )
+                .exists()
+            )
+            return int(
+                await s.scalar(select(func.count()).select_from(t.TrustBinding).where(~owned))
+                or 0
+            )
 
     async def access_token_identity(self, token_hash_: str) -> Identity | None:
         now = self.clock.now()
@@ -367,6 +403,21 @@ class Repository:
                 )
             ).first()
         return None if found is None else (found[0], found[1])
+
+    async def touch_credential(self, credential_id: str, now: datetime, stale: datetime) -> None:
+        """Record a member credential's use, unless some replica recorded one after ``stale``."""
+        async with self.db.session.begin() as s:
+            await s.execute(
+                update(t.MemberCredential)
+                .where(
+                    t.MemberCredential.id == credential_id,
+                    or_(
+                        t.MemberCredential.last_used_at.is_(None),
+                        t.MemberCredential.last_used_at < stale,
+                    ),
+                )
+                .values(last_used_at=now)
+            )
 
 
 def binding_from_row(row: t.TrustBinding, project_slug: str) -> TrustBinding:

@@ -91,6 +91,10 @@ class MemberCredential(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]
+    #: None: no expiry.
+    expires_at: Mapped[datetime | None]
+    #: Written at most once a minute per credential (``Management.authenticate``).
+    last_used_at: Mapped[datetime | None]
 
 
 class Project(Base):
@@ -161,6 +165,22 @@ class TrustBinding(Base):
     audience: Mapped[str] = mapped_column(String(500))
     conditions: Mapped[dict[str, Any]]
     algorithms: Mapped[list[Any]]
+    created_at: Mapped[datetime]
+
+
+class TrustAudience(Base):
+    """Which team owns an (issuer, audience) pair. A token is matched only against the bindings of
+    the team that owns its (iss, aud): one team's binding never captures another team's tokens.
+
+    Keyed by a SHA-256 of the pair (``trust_audience_key``), so the unique key that decides two
+    concurrent claims stays small whatever the pair's length.
+    """
+
+    __tablename__ = "trust_audiences"
+    key_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    issuer: Mapped[str] = mapped_column(String(500), index=True)
+    audience: Mapped[str] = mapped_column(String(500))
+    team_id: Mapped[str] = mapped_column(ForeignKey("teams.id"), index=True)
     created_at: Mapped[datetime]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -256,12 +257,45 @@ async def test_ambiguous_bindings_are_refused(
     await refused(verifier, make_token(), "ambiguous_binding")
 
 
+@pytest.mark.parametrize(
+    "conditions",
+    [
+        {"repository_id": "123456", "ref": "refs/heads/main"},  # more specific
+        {"repository_id": "123456"},  # equally specific, same claims
+        {"repository_id": "1234*"},  # a glob
+    ],
+)
+async def test_bindings_of_two_teams_for_one_audience_select_nothing(
+    verifier: IdentityVerifier,
+    store: DictStore,
+    make_token: TokenFactory,
+    conditions: dict[str, str],
+) -> None:
+    """Should a store ever return two teams' bindings for one (iss, aud), the token is refused,
+    never served to either team (the store returns only the pair's owning team)."""
+    store.bindings.append(replace(binding("b2", conditions, project_id="p2"), team_id="t2"))
+    await refused(verifier, make_token(), "ambiguous_binding")
+
+
 async def test_wrong_audience_is_refused(
     verifier: IdentityVerifier, make_token: TokenFactory
 ) -> None:
     """A token whose audience no binding expects is refused, naming the expected audience."""
     err = await refused(verifier, make_token(aud="sts.amazonaws.com"), "audience_mismatch")
     assert err.details["expected"] == [AUDIENCE]
+
+
+async def test_wrong_audience_names_no_audience_when_several_teams_use_the_issuer(
+    verifier: IdentityVerifier, store: DictStore, make_token: TokenFactory
+) -> None:
+    """With two teams' bindings on one issuer, an audience mismatch lists neither team's audience."""
+    other = replace(binding("b2", audience="valetkey:team-b", project_id="p2"), team_id="t2")
+    store.bindings.append(other)
+    token = make_token(aud="sts.amazonaws.com")
+    err = await refused(verifier, token, "audience_mismatch")
+    assert "expected" not in err.details
+    assert AUDIENCE not in err.message
+    assert "team-b" not in err.message
 
 
 async def test_multiple_audiences_are_refused(

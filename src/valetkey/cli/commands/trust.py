@@ -23,6 +23,8 @@ _COLUMNS = [
     ("audience", field("audience")),
     ("claims", field("claims")),
     ("algorithms", field("algorithms")),
+    # false: another team owns this (issuer, audience); the binding is never selected
+    ("active", field("active")),
 ]
 
 
@@ -37,7 +39,12 @@ def create(
         str, typer.Option("--issuer", help="The issuer URL, exactly as in the tokens' iss.")
     ],
     audience: Annotated[
-        str, typer.Option("--audience", help="The audience the tokens must carry.")
+        str,
+        typer.Option(
+            "--audience",
+            help="The audience the tokens must carry; it decides the team. On a broker several "
+            "teams share, use valetkey:<team-slug> (reserved to that team).",
+        ),
     ],
     claims: Annotated[
         list[str] | None,
