@@ -23,6 +23,7 @@ from valetkey.core.audit import AuditLog
 from valetkey.core.clock import Clock, SystemClock
 from valetkey.core.consent import ConsentService, require_user_flows
 from valetkey.core.exchange import ExchangeService
+from valetkey.core.limits import ProviderGate
 from valetkey.core.models import Connector
 from valetkey.core.ports import Invalidation, InvalidationBus, LocalBus
 from valetkey.crypto import KeyRing
@@ -105,13 +106,27 @@ class Broker:
         signing_keys = SigningKeys.load_or_create(settings.keys_dir / "signing.json")
         issuer = BrokerIssuer(signing_keys, settings.issuer_url, clock)
         db = Database(settings.resolved_database_url)
+        # One outbound pool for providers, issuers' JWKS and webhooks. A connector holds at
+        # most ``provider_concurrency`` of its connections (settings refuse a concurrency that
+        # is not below the pool size), each for at most ``provider_timeout_seconds``.
+        gate = ProviderGate(
+            concurrency=settings.provider_concurrency,
+            wait_seconds=settings.provider_wait_seconds,
+            timeout_seconds=settings.provider_timeout_seconds,
+        )
         http = httpx.AsyncClient(
             timeout=httpx.Timeout(10.0),
             follow_redirects=False,
             headers={"user-agent": "valetkey-broker"},
             # Every outbound request is checked against the network policy (SSRF).
             transport=GuardedTransport(
-                httpx.AsyncHTTPTransport(verify=outbound_tls(settings.ca_file)),
+                httpx.AsyncHTTPTransport(
+                    verify=outbound_tls(settings.ca_file),
+                    limits=httpx.Limits(
+                        max_connections=settings.outbound_connections,
+                        max_keepalive_connections=min(20, settings.outbound_connections),
+                    ),
+                ),
                 allow_private=settings.allow_private_networks,
             ),
         )
@@ -130,12 +145,12 @@ class Broker:
             issuer=issuer, jwks=jwks, store=repo, clock=clock, audience=BROKER_AUDIENCE
         )
         exchange = ExchangeService(
-            store=repo, providers=providers, audit=audit, bus=bus, clock=clock, http=http
+            store=repo, providers=providers, audit=audit, bus=bus, clock=clock, http=http, gate=gate
         )
         management = Management(
             db=db, repo=repo, keyring=keyring, providers=providers, audit=audit, bus=bus, clock=clock
         )
-        consent_store = ConsentRepository(db, keyring, clock)
+        consent_store = ConsentRepository(db, keyring, clock, refresh_seconds=gate.hold_seconds)
         notifier = WebhookNotifier(http, issuer, allow_private=settings.allow_private_networks)
         consent = ConsentService(
             store=consent_store,
@@ -146,6 +161,7 @@ class Broker:
             callback_url=f"{settings.issuer_url}/v1/connect/callback",
             device_url=f"{settings.issuer_url}/device",
             notifier=notifier,
+            gate=gate,
         )
         exchange.attach_consent(consent_store, consent, notifier, consent_store.webhook_for)
         broker = cls(
