@@ -234,7 +234,7 @@ class ConsentService:
         self.device_url = device_url
         self._notifier = notifier
         #: Per-connector concurrency and deadline for provider calls (shared with the exchange).
-        self._gate = gate or ProviderGate()
+        self._gate = gate if gate is not None else ProviderGate()
 
     # -- start --------------------------------------------------------------------------------
 

@@ -166,7 +166,7 @@ class ExchangeService:
         self._buffer = buffer
         self._max_tokens = max_cached_tokens
         self._max_token_bytes = max_cached_token_bytes
-        self.gate = gate or ProviderGate()
+        self.gate = gate if gate is not None else ProviderGate()
         self._views: BoundedCache[tuple[str, str], ConnectorView] = BoundedCache(max_views)
         #: Unknown uids, keyed by (team id, SHA-256 of the uid).
         self._unknown: BoundedCache[tuple[str, bytes], bool] = BoundedCache(max_unknown_views)

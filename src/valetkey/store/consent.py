@@ -50,7 +50,7 @@ from valetkey.store.ids import new_id
 log = logging.getLogger("valetkey.store.consent")
 
 #: A refresh claim outlives the longest a claimed refresh may run by this much.
-CLAIM_MARGIN = timedelta(seconds=5)
+CLAIM_MARGIN = timedelta(seconds=3)
 #: Polling a grant another request is refreshing: the first delay and the longest.
 _POLL_FIRST, _POLL_MAX = 0.02, 0.5
 
