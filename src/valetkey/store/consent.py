@@ -185,6 +185,9 @@ class ConsentRepository:
                     row.source = source
                     row.version = (row.version or 0) + 1
                     row.failure = None
+                    # A refresh in flight for the grant this replaces stores nothing (its CAS fails).
+                    row.refresh_claim = None
+                    row.claim_expires_at = None
                     row.updated_at = now
                     await s.flush()
                     return self._grant(row)
@@ -204,7 +207,9 @@ class ConsentRepository:
             if claim is None or claim_until is None or claim_until <= self.clock.now():
                 mine = await self._claim(grant_id, current.version, claim)
                 if mine is not None:
-                    return await self._refresh_claimed(grant_id, mine, current, refresher)
+                    done = await self._refresh_claimed(grant_id, mine, current, refresher)
+                    if done is not None:
+                        return done
                 continue  # another request claimed or changed it first: read it again
             await self._wait_for_change(grant_id, current.version, claim, claim_until, give_up)
 
@@ -232,7 +237,8 @@ class ConsentRepository:
 
     async def _refresh_claimed(
         self, grant_id: str, claim: str, current: Grant, refresher: Refresher
-    ) -> Grant:
+    ) -> Grant | None:
+        """The grant as stored after the refresh; None if it changed under the claim meanwhile."""
         # Bounded so that the claim always outlives the work done under it.
         guard = asyncio.timeout(self.refresh_seconds + 1)
         try:
@@ -274,9 +280,10 @@ class ConsentRepository:
             updated_at=now,
         )
         if not stored:
-            await self._read_grant(grant_id)  # raises if the grant was removed meanwhile
-            log.warning("a refresh of grant %s outlived its claim; its result was dropped", grant_id)
-            raise ProviderBusy("the grant was refreshed by another request meanwhile", retryAfter=1)
+            # A new consent replaced the grant, or (the claim outlived) another request took the
+            # claim over: what is stored now wins; the caller reads it again.
+            log.warning("grant %s changed during its refresh; the refresh's result was dropped", grant_id)
+            return None
         return dataclass_replace(
             current, tokens=merged, version=current.version + 1, obtained_at=obtained
         )

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import pytest
 
 from valetkey.core.limits import ProviderGate
-from valetkey.errors import ProviderBusy, ProviderTimeout
+from valetkey.errors import InvalidRequest, ProviderBusy, ProviderTimeout
+from valetkey.server.settings import Settings
 
 
 class _Provider:
@@ -117,3 +119,42 @@ async def test_the_map_of_connectors_stays_bounded() -> None:
         await gate.call("con_busy", quick)
     busy.cancel()
     await asyncio.gather(busy, return_exceptions=True)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"provider_concurrency": 100, "outbound_connections": 100}, "provider_concurrency"),
+        ({"provider_concurrency": 0}, "provider_concurrency"),
+        ({"provider_timeout_seconds": 0}, "provider_timeout_seconds"),
+        ({"provider_wait_seconds": -1}, "provider_timeout_seconds"),
+    ],
+)
+def test_settings_refuse_limits_that_let_one_connector_take_the_pool(
+    overrides: dict[str, float], field: str, tmp_path: Path
+) -> None:
+    """A per-connector concurrency not below the outbound pool, or a non-positive deadline, is refused."""
+    with pytest.raises(InvalidRequest) as caught:
+        Settings(data_dir=tmp_path, **overrides)  # type: ignore[arg-type]
+    assert caught.value.details["field"] == field
+
+
+def test_settings_read_the_limits_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """VALETKEY_PROVIDER_* and VALETKEY_OUTBOUND_CONNECTIONS are read; a non-number is refused by name."""
+    monkeypatch.setenv("VALETKEY_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("VALETKEY_PROVIDER_CONCURRENCY", "3")
+    monkeypatch.setenv("VALETKEY_PROVIDER_WAIT", "0.5")
+    monkeypatch.setenv("VALETKEY_PROVIDER_TIMEOUT", "4")
+    monkeypatch.setenv("VALETKEY_OUTBOUND_CONNECTIONS", "30")
+    settings = Settings.from_env()
+    assert (
+        settings.provider_concurrency,
+        settings.provider_wait_seconds,
+        settings.provider_timeout_seconds,
+        settings.outbound_connections,
+    ) == (3, 0.5, 4.0, 30)
+    monkeypatch.setenv("VALETKEY_PROVIDER_TIMEOUT", "soon")
+    with pytest.raises(InvalidRequest, match="VALETKEY_PROVIDER_TIMEOUT"):
+        Settings.from_env()
