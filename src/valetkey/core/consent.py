@@ -38,7 +38,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 from valetkey.core.audit import AuditEvent, AuditLog
 from valetkey.core.clock import Clock
 from valetkey.core.grants import GrantScope, GrantStore
-from valetkey.core.limits import ProviderGate
+from valetkey.core.gate import ProviderGate
 from valetkey.core.models import Connector, Identity, Subject
 from valetkey.errors import (
     AccessDenied,

@@ -8,7 +8,7 @@ re-read every ``VIEW_TTL``), unknown uids as negative entries (``max_unknown_vie
 for ``UNKNOWN_VIEW_TTL``, keyed by a digest so a long uid costs no memory), tokens
 (``max_cached_tokens`` and ``max_cached_token_bytes``), and the single-flight maps
 (``MAX_LOADS`` loads in flight). Provider calls go through a ``ProviderGate`` (per-connector
-concurrency, a bounded wait, a deadline: ``core.limits``).
+concurrency, a bounded wait, a deadline: ``core.gate``).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from valetkey.core.clock import Clock
 from valetkey.core.consent import ConsentService, Notifier, consent_needed, require_user_flows
 from valetkey.core.flight import SingleFlight
 from valetkey.core.grants import Grant, GrantScope, GrantStore
-from valetkey.core.limits import ProviderGate
+from valetkey.core.gate import ProviderGate
 from valetkey.core.models import Connector, Identity, Member, Policy, Subject, TokenRequest
 from valetkey.core.policy import Allowed, evaluate
 from valetkey.core.ports import (

@@ -23,7 +23,7 @@ from valetkey.core.audit import AuditLog
 from valetkey.core.clock import Clock, SystemClock
 from valetkey.core.consent import ConsentService, require_user_flows
 from valetkey.core.exchange import ExchangeService
-from valetkey.core.limits import ProviderGate
+from valetkey.core.gate import ProviderGate
 from valetkey.core.models import Connector
 from valetkey.core.ports import Invalidation, InvalidationBus, LocalBus
 from valetkey.crypto import KeyRing

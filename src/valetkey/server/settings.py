@@ -18,7 +18,7 @@ With private networks off, issuers, JWKS and webhooks on private or loopback add
 ``VALETKEY_CA_FILE`` is a PEM bundle trusted in addition to the public CAs for every outbound
 HTTPS call (providers, issuers' JWKS, app webhooks): an internal CA, say.
 
-Provider calls (``core.limits``): each connector has ``VALETKEY_PROVIDER_CONCURRENCY`` calls
+Provider calls (``core.gate``): each connector has ``VALETKEY_PROVIDER_CONCURRENCY`` calls
 in flight at most; one more waits up to ``VALETKEY_PROVIDER_WAIT`` seconds for a slot, then is
 refused ``provider_busy`` (503, ``Retry-After``); a call lasting longer than
 ``VALETKEY_PROVIDER_TIMEOUT`` seconds is cancelled and refused ``provider_timeout`` (504).
@@ -32,7 +32,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from valetkey.core.limits import DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT_SECONDS, DEFAULT_WAIT_SECONDS
+from valetkey.core.gate import DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT_SECONDS, DEFAULT_WAIT_SECONDS
 from valetkey.errors import InvalidRequest
 
 DEFAULT_PORT = 8787

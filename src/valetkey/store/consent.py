@@ -38,7 +38,7 @@ from sqlalchemy.exc import IntegrityError
 from valetkey.core.clock import Clock
 from valetkey.core.consent import PendingAuthorization, Status
 from valetkey.core.grants import Grant, GrantScope, Refresher, RefreshNeeded, merge_refreshed
-from valetkey.core.limits import DEFAULT_TIMEOUT_SECONDS, DEFAULT_WAIT_SECONDS
+from valetkey.core.gate import DEFAULT_TIMEOUT_SECONDS, DEFAULT_WAIT_SECONDS
 from valetkey.core.models import Subject
 from valetkey.crypto import KeyRing
 from valetkey.errors import InvalidGrant, ProviderBusy, ProviderTimeout

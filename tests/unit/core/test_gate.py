@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from valetkey.core.limits import ProviderGate
+from valetkey.core.gate import ProviderGate
 from valetkey.errors import InvalidRequest, ProviderBusy, ProviderTimeout
 from valetkey.server.settings import Settings
 
