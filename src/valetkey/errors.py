@@ -34,7 +34,9 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "PolicyDenied",
+    "ProviderBusy",
     "ProviderError",
+    "ProviderTimeout",
     "ScopeNotAllowed",
     "SubjectNotAllowed",
     "UnsupportedOperation",
@@ -244,6 +246,23 @@ class ProviderError(ValetkeyError):
 
     code = "provider_error"
     status = 502
+
+
+class ProviderTimeout(ProviderError):
+    """The provider did not answer within the broker's deadline for one call."""
+
+    code = "provider_timeout"
+    status = 504
+
+
+class ProviderBusy(ValetkeyError):
+    """The connector already has as many provider calls in flight as it may; retry shortly.
+
+    ``retryAfter`` (seconds) in the details is also sent as the ``Retry-After`` header.
+    """
+
+    code = "provider_busy"
+    status = 503
 
 
 class BrokerUnavailable(ValetkeyError):

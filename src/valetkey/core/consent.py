@@ -25,6 +25,7 @@ subject. docs/security.md describes the threat and the defence.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
@@ -37,6 +38,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 from valetkey.core.audit import AuditEvent, AuditLog
 from valetkey.core.clock import Clock
 from valetkey.core.grants import GrantScope, GrantStore
+from valetkey.core.gate import ProviderGate
 from valetkey.core.models import Connector, Identity, Subject
 from valetkey.errors import (
     AccessDenied,
@@ -221,6 +223,7 @@ class ConsentService:
         callback_url: str,
         device_url: str,
         notifier: Notifier,
+        gate: ProviderGate | None = None,
     ) -> None:
         self._store = store
         self._grants = grants
@@ -230,6 +233,8 @@ class ConsentService:
         self.callback_url = callback_url
         self.device_url = device_url
         self._notifier = notifier
+        #: Per-connector concurrency and deadline for provider calls (shared with the exchange).
+        self._gate = gate if gate is not None else ProviderGate()
 
     # -- start --------------------------------------------------------------------------------
 
@@ -288,7 +293,10 @@ class ConsentService:
             confirm=confirm,
         )
         if mode == "device":
-            device_start = await provider.start_device(self._ctx, connector, scopes=scopes)
+            device_start = await self._gate.call(
+                connector.id,
+                functools.partial(provider.start_device, self._ctx, connector, scopes=scopes),
+            )
             if device_start is not None:
                 pending = replace(
                     base,
@@ -306,13 +314,17 @@ class ConsentService:
                     device_start.user_code,
                 )
         state = secrets.token_urlsafe(32)
-        built = await provider.start_authorization(
-            self._ctx,
-            connector,
-            redirect_uri=self.callback_url,
-            state=state,
-            scopes=scopes,
-            login_hint=login_hint,
+        built = await self._gate.call(
+            connector.id,
+            functools.partial(
+                provider.start_authorization,
+                self._ctx,
+                connector,
+                redirect_uri=self.callback_url,
+                state=state,
+                scopes=scopes,
+                login_hint=login_hint,
+            ),
         )
         pending = replace(
             base, code_verifier=built.code_verifier, nonce=built.nonce, provider_url=built.url
@@ -381,13 +393,17 @@ class ConsentService:
         connector, provider = await connectors(pending.team_id, pending.connector_id)
         try:
             assert pending.code_verifier is not None
-            tokens = await provider.exchange_code(
-                self._ctx,
-                connector,
-                code=code,
-                redirect_uri=self.callback_url,
-                code_verifier=pending.code_verifier,
-                nonce=pending.nonce,
+            tokens = await self._gate.call(
+                connector.id,
+                functools.partial(
+                    provider.exchange_code,
+                    self._ctx,
+                    connector,
+                    code=code,
+                    redirect_uri=self.callback_url,
+                    code_verifier=pending.code_verifier,
+                    nonce=pending.nonce,
+                ),
             )
         except ValetkeyError as exc:
             await self._store.update_authorization(
@@ -524,7 +540,12 @@ class ConsentService:
             else (tokens.access_token, "access_token")
         )
         try:
-            result = await provider.revoke_user_token(self._ctx, connector, token=token, hint=hint)
+            result = await self._gate.call(
+                connector.id,
+                functools.partial(
+                    provider.revoke_user_token, self._ctx, connector, token=token, hint=hint
+                ),
+            )
         except ValetkeyError as exc:
             self._record(pending, "authorization.discard", "denied", exc.code)
             return
@@ -620,8 +641,11 @@ class ConsentService:
                 "waiting for the user", request=pending.id, interval=pending.interval
             )
         try:
-            tokens = await provider.poll_device(
-                self._ctx, connector, device_code=pending.device_code
+            tokens = await self._gate.call(
+                connector.id,
+                functools.partial(
+                    provider.poll_device, self._ctx, connector, device_code=pending.device_code
+                ),
             )
         except AuthorizationPending as exc:
             interval = (

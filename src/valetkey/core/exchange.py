@@ -2,11 +2,19 @@
 
 Hot path for a cache hit: one dict lookup for the connector view, the policy check,
 one dict lookup for the token, an in-memory audit append. No I/O, no crypto.
+
+Every cache here is bounded, since callers choose its keys: connector views (``max_views``,
+re-read every ``VIEW_TTL``), unknown uids as negative entries (``max_unknown_views``, each
+for ``UNKNOWN_VIEW_TTL``, keyed by a digest so a long uid costs no memory), tokens
+(``max_cached_tokens`` and ``max_cached_token_bytes``), and the single-flight maps
+(``MAX_LOADS`` loads in flight). Provider calls go through a ``ProviderGate`` (per-connector
+concurrency, a bounded wait, a deadline: ``core.gate``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
@@ -19,10 +27,12 @@ from typing import Any, Protocol
 import httpx
 
 from valetkey.core.audit import AuditEvent, AuditLog
+from valetkey.core.cache import BoundedCache
 from valetkey.core.clock import Clock
 from valetkey.core.consent import ConsentService, Notifier, consent_needed, require_user_flows
 from valetkey.core.flight import SingleFlight
 from valetkey.core.grants import Grant, GrantScope, GrantStore
+from valetkey.core.gate import ProviderGate
 from valetkey.core.models import Connector, Identity, Member, Policy, Subject, TokenRequest
 from valetkey.core.policy import Allowed, evaluate
 from valetkey.core.ports import (
@@ -33,6 +43,7 @@ from valetkey.core.ports import (
     InvalidationBus,
 )
 from valetkey.errors import (
+    BrokerUnavailable,
     Forbidden,
     InvalidGrant,
     NotFound,
@@ -50,6 +61,16 @@ DEFAULT_BUFFER = timedelta(seconds=60)
 STATIC_HORIZON = timedelta(hours=1)
 #: Connector views are re-read at least this often even if an invalidation is missed.
 VIEW_TTL = timedelta(seconds=30)
+#: An unknown connector uid is answered from memory this long (creating the connector clears
+#: it at once on every replica through the bus; this bounds a missed invalidation).
+UNKNOWN_VIEW_TTL = timedelta(seconds=5)
+#: Connector views kept (by uid and by id), and unknown uids remembered.
+MAX_VIEWS = 10_000
+MAX_UNKNOWN_VIEWS = 1_024
+#: Bytes of tokens and their keys the token cache holds at most (estimated).
+MAX_CACHED_TOKEN_BYTES = 64 * 1024 * 1024
+#: Loads (token or connector view) in flight at once in one single-flight map.
+MAX_LOADS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +154,10 @@ class ExchangeService:
         http: httpx.AsyncClient,
         buffer: timedelta = DEFAULT_BUFFER,
         max_cached_tokens: int = 50_000,
+        max_cached_token_bytes: int = MAX_CACHED_TOKEN_BYTES,
+        max_views: int = MAX_VIEWS,
+        max_unknown_views: int = MAX_UNKNOWN_VIEWS,
+        gate: ProviderGate | None = None,
     ) -> None:
         self._store = store
         self._providers = providers
@@ -142,10 +167,22 @@ class ExchangeService:
         self._ctx = _Context(http, clock)
         self._buffer = buffer
         self._max_tokens = max_cached_tokens
-        self._views: dict[tuple[str, str], tuple[ConnectorView | None, datetime]] = {}
+        self._max_token_bytes = max_cached_token_bytes
+        self.gate = gate if gate is not None else ProviderGate()
+        self._views: BoundedCache[tuple[str, str], ConnectorView] = BoundedCache(max_views)
+        #: Unknown uids, keyed by (team id, SHA-256 of the uid).
+        self._unknown: BoundedCache[tuple[str, bytes], bool] = BoundedCache(max_unknown_views)
+        #: Bumped by every connector invalidation: a load that started before one stores nothing.
+        self._view_generation = 0
         self._tokens: OrderedDict[TokenKey, CachedMint] = OrderedDict()
-        self._token_loads: SingleFlight[TokenKey, CachedMint] = SingleFlight()
-        self._view_loads: SingleFlight[tuple[str, str], ConnectorView | None] = SingleFlight()
+        self._token_sizes: dict[TokenKey, int] = {}
+        self._token_bytes = 0
+        self._token_loads: SingleFlight[TokenKey, CachedMint] = SingleFlight(
+            limit=MAX_LOADS, full=_overloaded
+        )
+        self._view_loads: SingleFlight[tuple[str, str], ConnectorView | None] = SingleFlight(
+            limit=MAX_LOADS, full=_overloaded
+        )
         #: Set by the broker when user subjects are enabled (``attach_consent``).
         self._grants: GrantStore | None = None
         self._consent: ConsentService | None = None
@@ -163,6 +200,11 @@ class ExchangeService:
     def cached_tokens(self) -> int:
         """How many credentials the in-memory token cache holds."""
         return len(self._tokens)
+
+    @property
+    def cached_views(self) -> tuple[int, int]:
+        """How many connector views, and how many unknown uids, the view cache holds."""
+        return len(self._views), len(self._unknown)
 
     def attach_consent(
         self,
@@ -290,7 +332,9 @@ class ExchangeService:
     ) -> MintedToken:
         kind = request.subject.type
         if kind == "app":
-            return await provider.mint(self._ctx, connector, request)
+            return await self.gate.call(
+                connector.id, lambda: provider.mint(self._ctx, connector, request)
+            )
         flows = require_user_flows(provider, connector)
         if kind == "user":
             return await self._user_token(identity, connector, flows, request, link_scopes)
@@ -298,26 +342,34 @@ class ExchangeService:
             assert request.subject.id is not None
             claims = dict(request.assertion or ())
             extra = json.loads(claims["additionalClaims"]) if "additionalClaims" in claims else {}
-            tokens = await flows.jwt_bearer(
-                self._ctx,
-                connector,
-                subject=request.subject.id,
-                issuer=claims.get("iss"),
-                audience=claims.get("aud"),
-                claims=extra,
-                scopes=request.scopes,
+            subject_id = request.subject.id
+            tokens = await self.gate.call(
+                connector.id,
+                lambda: flows.jwt_bearer(
+                    self._ctx,
+                    connector,
+                    subject=subject_id,
+                    issuer=claims.get("iss"),
+                    audience=claims.get("aud"),
+                    claims=extra,
+                    scopes=request.scopes,
+                ),
             )
             return _minted(tokens)
         assert request.subject_token is not None
-        tokens = await flows.token_exchange(
-            self._ctx,
-            connector,
-            subject_token=request.subject_token,
-            subject_token_type=request.subject_token_type
-            or "urn:ietf:params:oauth:token-type:access_token",
-            scopes=request.scopes,
-            audience=request.audience,
-            resources=request.resources,
+        subject_token = request.subject_token
+        tokens = await self.gate.call(
+            connector.id,
+            lambda: flows.token_exchange(
+                self._ctx,
+                connector,
+                subject_token=subject_token,
+                subject_token_type=request.subject_token_type
+                or "urn:ietf:params:oauth:token-type:access_token",
+                scopes=request.scopes,
+                audience=request.audience,
+                resources=request.resources,
+            ),
         )
         return _minted(tokens)
 
@@ -372,27 +424,33 @@ class ExchangeService:
         narrowed: list[TokenSet] = []
         seen_access = grant.tokens.access_token
 
-        async def refresher(current: Grant) -> TokenSet | None:
-            # Runs with the grant locked in the database; ``current`` was read under the lock.
-            if current.status != "active":  # a refresh that failed while we waited for the lock
+        def needed(current: Grant) -> bool:
+            # Asked of every read of the grant while this request waits to refresh it.
+            if current.status != "active":  # a refresh that failed while we waited
                 raise consent_needed(
                     connector, user_id, reason="grant_failed", failure=current.failure
                 )
-            if not narrow and (
+            # Another request or replica stored a new access token while we waited: use it.
+            # Refreshing again would cost a provider call, and presenting the refresh token we
+            # read before would be a reuse.
+            return narrow or not (
                 current.tokens.access_token != seen_access
                 or current.fresh(self._clock.now(), self._buffer)
-            ):
-                # Another request or replica stored a new access token while we waited for the lock:
-                # use it. Refreshing again would cost a provider call, and presenting the refresh
-                # token we read before the lock would be a reuse.
-                return None
-            if current.tokens.refresh_token is None:
+            )
+
+        async def refresher(current: Grant) -> TokenSet | None:
+            # Runs holding the grant's refresh claim; ``current`` is the version claimed.
+            refresh_token = current.tokens.refresh_token
+            if refresh_token is None:
                 raise consent_needed(connector, user_id, reason="expired_without_refresh_token")
-            fresh = await flows.refresh(
-                self._ctx,
-                connector,
-                refresh_token=current.tokens.refresh_token,
-                scopes=wanted if narrow else None,
+            fresh = await self.gate.call(
+                connector.id,
+                lambda: flows.refresh(
+                    self._ctx,
+                    connector,
+                    refresh_token=refresh_token,
+                    scopes=wanted if narrow else None,
+                ),
             )
             if narrow:
                 narrowed.append(fresh)
@@ -401,7 +459,7 @@ class ExchangeService:
             return fresh
 
         try:
-            updated = await self._grants.refresh_grant(grant.id, refresher)
+            updated = await self._grants.refresh_grant(grant.id, refresher, needed=needed)
         except InvalidGrant as exc:
             self._grant_failed(identity, connector, user_id, exc)
             raise consent_needed(
@@ -453,15 +511,26 @@ class ExchangeService:
             task.add_done_callback(self._background.discard)
 
     def _remember(self, key: TokenKey, entry: CachedMint) -> None:
+        self._forget_token(key)
+        size = len(repr(key)) + len(entry.token.token) + 256  # an estimate, with overhead
         self._tokens[key] = entry
-        self._tokens.move_to_end(key)
-        while len(self._tokens) > self._max_tokens:
-            self._tokens.popitem(last=False)
+        self._token_sizes[key] = size
+        self._token_bytes += size
+        while self._tokens and (
+            len(self._tokens) > self._max_tokens or self._token_bytes > self._max_token_bytes
+        ):
+            self._forget_token(next(iter(self._tokens)))
+
+    def _forget_token(self, key: TokenKey) -> None:
+        if self._tokens.pop(key, None) is not None:
+            self._token_bytes -= self._token_sizes.pop(key, 0)
 
     async def _view(self, team_id: str, uid: str, now: datetime) -> ConnectorView | None:
-        hit = self._views.get((team_id, uid))
-        if hit is not None and hit[1] > now:
-            return hit[0]
+        hit = self._views.get((team_id, uid), now)
+        if hit is not None:
+            return hit
+        if self._unknown.get((team_id, _uid_digest(uid)), now):
+            return None
         # One request reloads an expired view; the others arriving meanwhile wait for that load
         # (otherwise every in-flight request queried the store at once, every VIEW_TTL).
         return await self._view_loads.run(
@@ -469,8 +538,14 @@ class ExchangeService:
         )
 
     async def _load_view(self, team_id: str, uid: str, now: datetime) -> ConnectorView | None:
+        generation = self._view_generation
         view = await self._store.connector_view(team_id, uid)
-        self._views[(team_id, uid)] = (view, now + VIEW_TTL)
+        if generation != self._view_generation:
+            return view  # invalidated while loading: serve it, but do not keep it
+        if view is None:
+            self._unknown.put((team_id, _uid_digest(uid)), True, now + UNKNOWN_VIEW_TTL)
+        else:
+            self._views.put((team_id, uid), view, now + VIEW_TTL)
         return view
 
     # -- audit helpers ------------------------------------------------------------------
@@ -558,7 +633,9 @@ class ExchangeService:
                 skipped += 1
                 continue
             try:
-                result = await provider.revoke(self._ctx, connector, target.token)
+                result = await self.gate.call(
+                    connector.id, functools.partial(provider.revoke, self._ctx, connector, target.token)
+                )
             except ValetkeyError as exc:
                 outcomes[target.issued_id] = f"failed: {exc.code}"
                 failed += 1
@@ -596,8 +673,11 @@ class ExchangeService:
                     skipped += 1
                     continue
                 try:
-                    result = await flows.revoke_user_token(
-                        self._ctx, connector, token=token, hint=hint
+                    result = await self.gate.call(
+                        connector.id,
+                        functools.partial(
+                            flows.revoke_user_token, self._ctx, connector, token=token, hint=hint
+                        ),
                     )
                 except ValetkeyError:
                     failed += 1
@@ -651,12 +731,15 @@ class ExchangeService:
 
     def _on_invalidation(self, inv: Invalidation) -> None:
         if inv.kind == "connector":
+            self._view_generation += 1
             if inv.team_id is not None and inv.uid is not None:
-                self._views.pop((inv.team_id, inv.uid), None)
-                if inv.connector_id is not None:  # the same view, addressed by id
-                    self._views.pop((inv.team_id, inv.connector_id), None)
+                for name in (inv.uid, inv.connector_id):  # the same view, addressed by id
+                    if name is not None:
+                        self._views.pop((inv.team_id, name))
+                        self._unknown.pop((inv.team_id, _uid_digest(name)))
             else:
                 self._views.clear()
+                self._unknown.clear()
             self._drop_tokens(inv.connector_id, None)
         elif inv.kind == "tokens":
             self._drop_tokens(inv.connector_id, inv.subject_key)
@@ -667,7 +750,7 @@ class ExchangeService:
                 continue
             if subject_key is not None and key[3][0] != subject_key:
                 continue
-            del self._tokens[key]
+            self._forget_token(key)
 
 
 class WebhookLookup(Protocol):
@@ -718,6 +801,16 @@ def _needs_narrowing(
         return False
     governed = _governed_scopes(connector, granted)
     return bool((set(granted) - set(wanted)) & governed)
+
+
+def _uid_digest(uid: str) -> bytes:
+    return hashlib.sha256(uid.encode("utf-8", "surrogatepass")).digest()
+
+
+def _overloaded() -> BrokerUnavailable:
+    return BrokerUnavailable(
+        "the broker has too many loads in flight; retry shortly", retryAfter=1
+    )
 
 
 def _hash_key(key: TokenKey) -> str:

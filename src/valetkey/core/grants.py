@@ -3,13 +3,15 @@
 A grant is scoped to (connector, project, environment, subject). Its access token is used
 while it is valid for longer than the buffer (capped at half the token's lifetime, so a
 provider issuing five-minute tokens is not refreshed on every request by a one-minute
-buffer); otherwise it is refreshed under a lock held in the database (a row lock on
-PostgreSQL, the write lock on SQLite), so that however many requests on however many
-replicas find it expired, the provider sees exactly one refresh, and a rotated refresh token
-replaces the old one in the same transaction. A request that waited for the lock and finds
-that another one stored a new access token meanwhile uses that token: it never refreshes
-again, and never presents a refresh token that was rotated out (which providers such as
-Slack treat as theft and answer by revoking the whole grant).
+buffer); otherwise it is refreshed by one request at a time, whatever the number of requests
+and replicas that find it expired: that request *claims* the refresh in a short transaction,
+calls the provider holding no transaction (so a slow provider never holds a database lock),
+and stores the result with a compare-and-set on the grant's ``version`` and its claim, so a
+rotated refresh token replaces the old one atomically. The other requests wait for the
+version to change and use the new token: they never refresh again, and never present a
+refresh token that was rotated out (which providers such as Slack treat as theft and answer by
+revoking the whole grant). A claim expires (after the longest a provider call may take, plus a
+margin) so that a replica that died holding one does not block the grant for good.
 """
 
 from __future__ import annotations
@@ -55,8 +57,11 @@ class Grant:
         return self.tokens.scopes
 
 
-#: Given the grant as it is now (under the lock), return new tokens, or None to keep it as is.
+#: Given the grant as claimed, return new tokens, or None to keep it as is.
 Refresher = Callable[[Grant], Awaitable[TokenSet | None]]
+#: Given the grant as read while waiting, whether this request still has to refresh it (it may
+#: raise instead, e.g. for a grant that another refresh marked as failing).
+RefreshNeeded = Callable[[Grant], bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,11 +80,14 @@ class GrantStore(Protocol):
         """Create or replace the grant (a new consent or import replaces an old one)."""
         ...
 
-    async def refresh_grant(self, grant_id: str, refresher: Refresher) -> Grant:
-        """Run ``refresher`` with the grant locked; store what it returns in the same transaction.
+    async def refresh_grant(
+        self, grant_id: str, refresher: Refresher, *, needed: RefreshNeeded | None = None
+    ) -> Grant:
+        """Run ``refresher`` holding the grant's refresh claim; store what it returns (compare-and-set).
 
-        If ``refresher`` raises ``InvalidGrant`` the grant is marked ``needs_consent`` and the
-        error re-raised.
+        ``needed`` is asked of every read of the grant first (None: always needed); once it says
+        no, that grant is returned without a refresh. If ``refresher`` raises ``InvalidGrant``
+        the grant is marked ``needs_consent`` and the error re-raised.
         """
         ...
 

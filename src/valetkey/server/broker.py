@@ -23,6 +23,7 @@ from valetkey.core.audit import AuditLog
 from valetkey.core.clock import Clock, SystemClock
 from valetkey.core.consent import ConsentService, require_user_flows
 from valetkey.core.exchange import ExchangeService
+from valetkey.core.gate import ProviderGate
 from valetkey.core.models import Connector
 from valetkey.core.ports import Invalidation, InvalidationBus, LocalBus
 from valetkey.crypto import KeyRing
@@ -48,6 +49,8 @@ log = logging.getLogger("valetkey.broker")
 MAINTENANCE_INTERVAL = 60.0
 
 BROKER_AUDIENCE = "valetkey"
+#: Connections of the pool for issuers' JWKS and app webhooks.
+OWN_CONNECTIONS = 20
 
 
 def outbound_tls(ca_file: Path | None) -> ssl.SSLContext | bool:
@@ -57,6 +60,25 @@ def outbound_tls(ca_file: Path | None) -> ssl.SSLContext | bool:
     context = ssl.create_default_context(cafile=certifi.where())
     context.load_verify_locations(cafile=str(ca_file))
     return context
+
+
+def outbound_client(settings: Settings, connections: int) -> httpx.AsyncClient:
+    """An outbound HTTP client of at most ``connections`` connections, behind the SSRF guard."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(10.0),
+        follow_redirects=False,
+        headers={"user-agent": "valetkey-broker"},
+        # Every outbound request is checked against the network policy (SSRF).
+        transport=GuardedTransport(
+            httpx.AsyncHTTPTransport(
+                verify=outbound_tls(settings.ca_file),
+                limits=httpx.Limits(
+                    max_connections=connections, max_keepalive_connections=min(20, connections)
+                ),
+            ),
+            allow_private=settings.allow_private_networks,
+        ),
+    )
 
 
 def write_private_json(path: Path, data: dict[str, str]) -> None:
@@ -76,7 +98,10 @@ class Broker:
     keyring: KeyRing
     signing_keys: SigningKeys
     issuer: BrokerIssuer
+    #: Outbound HTTP to providers (bounded per connector by ``exchange.gate``).
     http: httpx.AsyncClient
+    #: Outbound HTTP for the broker's own needs: issuers' JWKS, app webhooks.
+    own_http: httpx.AsyncClient
     providers: ProviderRegistry
     repo: Repository
     audit: AuditLog
@@ -102,16 +127,18 @@ class Broker:
         signing_keys = SigningKeys.load_or_create(settings.keys_dir / "signing.json")
         issuer = BrokerIssuer(signing_keys, settings.issuer_url, clock)
         db = Database(settings.resolved_database_url)
-        http = httpx.AsyncClient(
-            timeout=httpx.Timeout(10.0),
-            follow_redirects=False,
-            headers={"user-agent": "valetkey-broker"},
-            # Every outbound request is checked against the network policy (SSRF).
-            transport=GuardedTransport(
-                httpx.AsyncHTTPTransport(verify=outbound_tls(settings.ca_file)),
-                allow_private=settings.allow_private_networks,
-            ),
+        # Providers share one outbound pool, in which a connector holds at most
+        # ``provider_concurrency`` connections (settings refuse a concurrency that is not below
+        # the pool size), each for at most ``provider_timeout_seconds``. Issuers' JWKS and app
+        # webhooks have a pool of their own, so that hanging providers never delay verifying
+        # identities.
+        gate = ProviderGate(
+            concurrency=settings.provider_concurrency,
+            wait_seconds=settings.provider_wait_seconds,
+            timeout_seconds=settings.provider_timeout_seconds,
         )
+        http = outbound_client(settings, settings.outbound_connections)
+        own_http = outbound_client(settings, OWN_CONNECTIONS)
         providers = ProviderRegistry.load()
         repo = Repository(db, keyring, clock)
         audit = AuditLog(repo, clock)
@@ -122,18 +149,18 @@ class Broker:
             bus = PostgresBus(db)
         else:
             bus = LocalBus()
-        jwks = JwksCache(http, clock, allow_private_addresses=settings.allow_private_networks)
+        jwks = JwksCache(own_http, clock, allow_private_addresses=settings.allow_private_networks)
         verifier = IdentityVerifier(
             issuer=issuer, jwks=jwks, store=repo, clock=clock, audience=BROKER_AUDIENCE
         )
         exchange = ExchangeService(
-            store=repo, providers=providers, audit=audit, bus=bus, clock=clock, http=http
+            store=repo, providers=providers, audit=audit, bus=bus, clock=clock, http=http, gate=gate
         )
         management = Management(
             db=db, repo=repo, keyring=keyring, providers=providers, audit=audit, bus=bus, clock=clock
         )
-        consent_store = ConsentRepository(db, keyring, clock)
-        notifier = WebhookNotifier(http, issuer, allow_private=settings.allow_private_networks)
+        consent_store = ConsentRepository(db, keyring, clock, refresh_seconds=gate.hold_seconds)
+        notifier = WebhookNotifier(own_http, issuer, allow_private=settings.allow_private_networks)
         consent = ConsentService(
             store=consent_store,
             grants=consent_store,
@@ -143,6 +170,7 @@ class Broker:
             callback_url=f"{settings.issuer_url}/v1/connect/callback",
             device_url=f"{settings.issuer_url}/device",
             notifier=notifier,
+            gate=gate,
         )
         exchange.attach_consent(consent_store, consent, notifier, consent_store.webhook_for)
         broker = cls(
@@ -153,6 +181,7 @@ class Broker:
             signing_keys=signing_keys,
             issuer=issuer,
             http=http,
+            own_http=own_http,
             providers=providers,
             repo=repo,
             audit=audit,
@@ -230,4 +259,5 @@ class Broker:
         if close is not None:
             await close()
         await self.http.aclose()
+        await self.own_http.aclose()
         await self.db.close()

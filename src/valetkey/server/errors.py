@@ -37,8 +37,11 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ValetkeyError)
     async def _valetkey(_request: Request, exc: ValetkeyError) -> JSONResponse:
         body = exc.to_wire()
-        headers = {"www-authenticate": 'Bearer realm="valetkey"'} if exc.status == 401 else None
-        return JSONResponse(body, exc.status, headers=headers)
+        headers = {"www-authenticate": 'Bearer realm="valetkey"'} if exc.status == 401 else {}
+        retry_after = exc.details.get("retryAfter")
+        if isinstance(retry_after, int) and not isinstance(retry_after, bool) and retry_after > 0:
+            headers["retry-after"] = str(retry_after)
+        return JSONResponse(body, exc.status, headers=headers or None)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -9,10 +9,21 @@
 | key-encryption key | | ``VALETKEY_KEK`` | key file ``<data dir>/keys/kek.json`` |
 | private networks | ``--allow-private-networks`` | ``VALETKEY_ALLOW_PRIVATE_NETWORKS=1`` | off (refused) |
 | extra CA certificates | | ``VALETKEY_CA_FILE`` | none: the public CAs (certifi) only |
+| provider calls per connector | | ``VALETKEY_PROVIDER_CONCURRENCY`` | ``8`` |
+| wait for a provider slot | | ``VALETKEY_PROVIDER_WAIT`` | ``1`` second |
+| provider call deadline | | ``VALETKEY_PROVIDER_TIMEOUT`` | ``8`` seconds |
+| outbound connections | | ``VALETKEY_OUTBOUND_CONNECTIONS`` | ``100`` |
 
 With private networks off, issuers, JWKS and webhooks on private or loopback addresses are refused.
 ``VALETKEY_CA_FILE`` is a PEM bundle trusted in addition to the public CAs for every outbound
 HTTPS call (providers, issuers' JWKS, app webhooks): an internal CA, say.
+
+Provider calls (``core.gate``): each connector has ``VALETKEY_PROVIDER_CONCURRENCY`` calls
+in flight at most; one more waits up to ``VALETKEY_PROVIDER_WAIT`` seconds for a slot, then is
+refused ``provider_busy`` (503, ``Retry-After``); a call lasting longer than
+``VALETKEY_PROVIDER_TIMEOUT`` seconds is cancelled and refused ``provider_timeout`` (504).
+The concurrency must stay below ``VALETKEY_OUTBOUND_CONNECTIONS``, the shared outbound
+connection pool, so that one hanging provider never holds every connection.
 """
 
 from __future__ import annotations
@@ -21,8 +32,12 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from valetkey.core.gate import DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT_SECONDS, DEFAULT_WAIT_SECONDS
+from valetkey.errors import InvalidRequest
+
 DEFAULT_PORT = 8787
 DEFAULT_HOST = "127.0.0.1"
+DEFAULT_OUTBOUND_CONNECTIONS = 100
 
 
 def default_data_dir() -> Path:
@@ -35,6 +50,16 @@ def default_data_dir() -> Path:
 
 def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _number(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise InvalidRequest(f"{name} must be a number", field=name) from None
 
 
 @dataclass(frozen=True)
@@ -50,6 +75,27 @@ class Settings:
     max_body_bytes: int = 1 << 20
     #: A PEM bundle of CA certificates trusted besides the public ones, for outbound HTTPS.
     ca_file: Path | None = None
+    #: Provider calls in flight at once per connector.
+    provider_concurrency: int = DEFAULT_CONCURRENCY
+    #: Seconds a provider call waits for one of its connector's slots before ``provider_busy``.
+    provider_wait_seconds: float = DEFAULT_WAIT_SECONDS
+    #: Seconds one provider call may take before ``provider_timeout``.
+    provider_timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+    #: Connections the shared outbound HTTP pool opens at most.
+    outbound_connections: int = DEFAULT_OUTBOUND_CONNECTIONS
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.provider_concurrency < self.outbound_connections:
+            raise InvalidRequest(
+                "VALETKEY_PROVIDER_CONCURRENCY must be at least 1 and below "
+                f"VALETKEY_OUTBOUND_CONNECTIONS ({self.outbound_connections})",
+                field="provider_concurrency",
+            )
+        if not 0 < self.provider_timeout_seconds <= 300 or not 0 <= self.provider_wait_seconds <= 60:
+            raise InvalidRequest(
+                "VALETKEY_PROVIDER_TIMEOUT must be in (0, 300] and VALETKEY_PROVIDER_WAIT in [0, 60]",
+                field="provider_timeout_seconds",
+            )
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -63,6 +109,12 @@ class Settings:
             "kek": env.get("VALETKEY_KEK") or None,
             "allow_private_networks": _truthy(env.get("VALETKEY_ALLOW_PRIVATE_NETWORKS")),
             "ca_file": Path(env["VALETKEY_CA_FILE"]).expanduser() if env.get("VALETKEY_CA_FILE") else None,
+            "provider_concurrency": int(_number("VALETKEY_PROVIDER_CONCURRENCY", DEFAULT_CONCURRENCY)),
+            "provider_wait_seconds": _number("VALETKEY_PROVIDER_WAIT", DEFAULT_WAIT_SECONDS),
+            "provider_timeout_seconds": _number("VALETKEY_PROVIDER_TIMEOUT", DEFAULT_TIMEOUT_SECONDS),
+            "outbound_connections": int(
+                _number("VALETKEY_OUTBOUND_CONNECTIONS", DEFAULT_OUTBOUND_CONNECTIONS)
+            ),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         if isinstance(values["data_dir"], str):

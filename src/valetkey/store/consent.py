@@ -1,10 +1,21 @@
 """Grants and pending authorizations over SQLAlchemy (``core.grants.GrantStore``, ``core.consent.ConsentStore``).
 
-Refresh single flight: ``refresh_grant`` first UPDATEs the grant row (a no-op write). On
-PostgreSQL that takes the row lock; on SQLite it takes the database write lock. Either way a
-second refresher — in this process or another replica — waits until the first commits, then
-reads (a new SELECT, in a transaction that began after the first one committed) the grant the
-first one stored, and its refresher sees that the access token changed.
+Refresh single flight without a transaction across the provider call (``refresh_grant``):
+
+1. read the grant; if ``needed`` says another refresh already did the work, return it;
+2. claim it: ``UPDATE grants SET refresh_claim=<new id>, claim_expires_at=now+claim`` where the
+   version and the claim are still those just read (none, or one that has expired) — a short
+   transaction, committed before anything else;
+3. call the provider holding no transaction (at most ``refresh_seconds``);
+4. store the result: ``UPDATE … SET payload, version=version+1, refresh_claim=NULL`` where the
+   version and the claim are still ours (compare-and-set). A refused refresh (``invalid_grant``)
+   marks the grant ``needs_consent`` the same way; any other failure only releases the claim.
+
+A request that finds the grant claimed waits for its version or claim to change: it polls
+three columns with backoff (20 ms doubling to 500 ms), and a commit in this process wakes it at
+once. So the provider sees one refresh per claim, whatever the number of requests and replicas,
+and no write lock (SQLite) or row lock (PostgreSQL) is held while it answers. A claim whose
+holder died expires after ``refresh_seconds + CLAIM_MARGIN``; a waiter then takes it over.
 
 The encrypted payload also records ``obtainedAt``, when the current access token was stored,
 so that ``Grant.fresh`` can cap its buffer at half the token's lifetime.
@@ -12,7 +23,12 @@ so that ``Grant.fresh`` can cap its buffer at half the token's lifetime.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from dataclasses import replace as dataclass_replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,14 +37,30 @@ from sqlalchemy.exc import IntegrityError
 
 from valetkey.core.clock import Clock
 from valetkey.core.consent import PendingAuthorization, Status
-from valetkey.core.grants import Grant, GrantScope, Refresher, merge_refreshed
+from valetkey.core.grants import Grant, GrantScope, Refresher, RefreshNeeded, merge_refreshed
+from valetkey.core.gate import DEFAULT_TIMEOUT_SECONDS, DEFAULT_WAIT_SECONDS
 from valetkey.core.models import Subject
 from valetkey.crypto import KeyRing
-from valetkey.errors import InvalidGrant
+from valetkey.errors import InvalidGrant, ProviderBusy, ProviderTimeout
 from valetkey.providers.base import TokenSet
 from valetkey.store import tables as t
 from valetkey.store.db import Database
 from valetkey.store.ids import new_id
+
+log = logging.getLogger("valetkey.store.consent")
+
+#: A refresh claim outlives the longest a claimed refresh may run by this much.
+CLAIM_MARGIN = timedelta(seconds=3)
+#: Polling a grant another request is refreshing: the first delay and the longest.
+_POLL_FIRST, _POLL_MAX = 0.02, 0.5
+
+
+@dataclass(slots=True)
+class _Wakeup:
+    """Wakes this process's waiters on one grant when a refresh here stores or gives up."""
+
+    event: asyncio.Event
+    waiters: int = 0
 
 
 def grant_aad(grant_id: str) -> bytes:
@@ -66,10 +98,25 @@ def tokens_from_json(data: Mapping[str, Any]) -> TokenSet:
 
 
 class ConsentRepository:
-    def __init__(self, db: Database, keyring: KeyRing, clock: Clock) -> None:
+    def __init__(
+        self,
+        db: Database,
+        keyring: KeyRing,
+        clock: Clock,
+        *,
+        refresh_seconds: float = DEFAULT_WAIT_SECONDS + DEFAULT_TIMEOUT_SECONDS,
+    ) -> None:
         self.db = db
         self.keyring = keyring
         self.clock = clock
+        #: The longest a claimed refresh may run (the provider gate's wait plus its deadline).
+        self.refresh_seconds = refresh_seconds
+        self._wakeups: dict[str, _Wakeup] = {}
+
+    @property
+    def claim_seconds(self) -> float:
+        """How long a refresh claim lasts: after that, another request may take it over."""
+        return self.refresh_seconds + CLAIM_MARGIN.total_seconds()
 
     # -- grants -------------------------------------------------------------------------------
 
@@ -138,6 +185,9 @@ class ConsentRepository:
                     row.source = source
                     row.version = (row.version or 0) + 1
                     row.failure = None
+                    # A refresh in flight for the grant this replaces stores nothing (its CAS fails).
+                    row.refresh_claim = None
+                    row.claim_expires_at = None
                     row.updated_at = now
                     await s.flush()
                     return self._grant(row)
@@ -145,36 +195,150 @@ class ConsentRepository:
                 continue
         raise RuntimeError("could not save the grant")
 
-    async def refresh_grant(self, grant_id: str, refresher: Refresher) -> Grant:
-        async with self.db.session() as s, s.begin():
-            # The no-op write takes the lock (row lock on PostgreSQL, write lock on SQLite).
-            await s.execute(update(t.Grant).where(t.Grant.id == grant_id).values(version=t.Grant.version))
-            fresh = select(t.Grant).where(t.Grant.id == grant_id).execution_options(populate_existing=True)
-            row = await s.scalar(fresh)
+    async def refresh_grant(
+        self, grant_id: str, refresher: Refresher, *, needed: RefreshNeeded | None = None
+    ) -> Grant:
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.claim_seconds + CLAIM_MARGIN.total_seconds()
+        while True:
+            current, claim, claim_until = await self._read_grant(grant_id)
+            if needed is not None and not needed(current):
+                return current
+            if claim is None or claim_until is None or claim_until <= self.clock.now():
+                mine = await self._claim(grant_id, current.version, claim)
+                if mine is not None:
+                    done = await self._refresh_claimed(grant_id, mine, current, refresher)
+                    if done is not None:
+                        return done
+                continue  # another request claimed or changed it first: read it again
+            await self._wait_for_change(grant_id, current.version, claim, claim_until, give_up)
+
+    async def _read_grant(self, grant_id: str) -> tuple[Grant, str | None, datetime | None]:
+        async with self.db.session() as s:
+            row = await s.get(t.Grant, grant_id, populate_existing=True)
             if row is None:
                 raise InvalidGrant("the grant was removed")
-            current = self._grant(row)
-            try:
+            return self._grant(row), row.refresh_claim, row.claim_expires_at
+
+    async def _claim(self, grant_id: str, version: int, seen: str | None) -> str | None:
+        """Claim the refresh if the grant is still at ``version`` with claim ``seen``; the claim id."""
+        mine = new_id("clm")
+        until = self.clock.now() + timedelta(seconds=self.claim_seconds)
+        same_claim = t.Grant.refresh_claim.is_(None) if seen is None else t.Grant.refresh_claim == seen
+        async with self.db.session.begin() as s:
+            result = await s.execute(
+                update(t.Grant)
+                .where(t.Grant.id == grant_id, t.Grant.version == version, same_claim)
+                .values(refresh_claim=mine, claim_expires_at=until)
+            )
+        if seen is not None and result.rowcount == 1:  # type: ignore[attr-defined]
+            log.warning("took over an expired refresh claim on grant %s", grant_id)
+        return mine if result.rowcount == 1 else None  # type: ignore[attr-defined]
+
+    async def _refresh_claimed(
+        self, grant_id: str, claim: str, current: Grant, refresher: Refresher
+    ) -> Grant | None:
+        """The grant as stored after the refresh; None if it changed under the claim meanwhile."""
+        # Bounded so that the claim always outlives the work done under it.
+        guard = asyncio.timeout(self.refresh_seconds + 1)
+        try:
+            async with guard:
                 new = await refresher(current)
-            except InvalidGrant as exc:
-                row.status = "needs_consent"
-                row.failure = (exc.message or "invalid_grant")[:300]
-                row.updated_at = self.clock.now()
-                row.version += 1
-                await s.commit()
-                raise
-            if new is None:
-                return current
-            merged = merge_refreshed(current.tokens, new)
-            now = self.clock.now()
-            same_access = merged.access_token == current.tokens.access_token
-            obtained = current.obtained_at if same_access and current.obtained_at is not None else now
-            row.payload = self._payload(row.id, merged, obtained)
-            row.scopes = None if merged.scopes is None else list(merged.scopes)
-            row.version += 1
-            row.updated_at = now
-            await s.flush()
-            return self._grant(row)
+        except InvalidGrant as exc:
+            await self._settle(
+                grant_id,
+                claim,
+                current.version,
+                status="needs_consent",
+                failure=(exc.message or "invalid_grant")[:300],
+                updated_at=self.clock.now(),
+                version=current.version + 1,
+            )
+            raise
+        except asyncio.CancelledError:
+            raise  # no awaiting here: the claim expires on its own
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                await self._settle(grant_id, claim, current.version)
+            if isinstance(exc, TimeoutError) and guard.expired():
+                raise ProviderTimeout("the refresh did not finish in time", error="timeout") from None
+            raise
+        if new is None:
+            await self._settle(grant_id, claim, current.version)
+            return current
+        merged = merge_refreshed(current.tokens, new)
+        now = self.clock.now()
+        same_access = merged.access_token == current.tokens.access_token
+        obtained = current.obtained_at if same_access and current.obtained_at is not None else now
+        stored = await self._settle(
+            grant_id,
+            claim,
+            current.version,
+            payload=self._payload(grant_id, merged, obtained),
+            scopes=None if merged.scopes is None else list(merged.scopes),
+            version=current.version + 1,
+            updated_at=now,
+        )
+        if not stored:
+            # A new consent replaced the grant, or (the claim outlived) another request took the
+            # claim over: what is stored now wins; the caller reads it again.
+            log.warning("grant %s changed during its refresh; the refresh's result was dropped", grant_id)
+            return None
+        return dataclass_replace(
+            current, tokens=merged, version=current.version + 1, obtained_at=obtained
+        )
+
+    async def _settle(self, grant_id: str, claim: str, claimed: int, **values: Any) -> bool:
+        """Apply ``values`` and release the claim, if the claim and the version ``claimed`` are ours."""
+        try:
+            async with self.db.session.begin() as s:
+                result = await s.execute(
+                    update(t.Grant)
+                    .where(
+                        t.Grant.id == grant_id,
+                        t.Grant.refresh_claim == claim,
+                        t.Grant.version == claimed,
+                    )
+                    .values(refresh_claim=None, claim_expires_at=None, **values)
+                )
+            return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+        finally:
+            wakeup = self._wakeups.pop(grant_id, None)
+            if wakeup is not None:
+                wakeup.event.set()
+
+    async def _wait_for_change(
+        self, grant_id: str, version: int, claim: str, claim_until: datetime, give_up: float
+    ) -> None:
+        """Return once the grant's version or claim changed, or its claim expired."""
+        loop = asyncio.get_running_loop()
+        delay = _POLL_FIRST
+        query = select(t.Grant.version, t.Grant.refresh_claim).where(t.Grant.id == grant_id)
+        while True:
+            if loop.time() >= give_up:
+                raise ProviderBusy(
+                    "another request has been refreshing this grant for too long; retry shortly",
+                    retryAfter=1,
+                )
+            wakeup = self._wakeups.get(grant_id)
+            if wakeup is None:
+                wakeup = self._wakeups[grant_id] = _Wakeup(asyncio.Event())
+            wakeup.waiters += 1
+            try:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await wakeup.event.wait()
+            finally:
+                wakeup.waiters -= 1
+                if wakeup.waiters == 0 and self._wakeups.get(grant_id) is wakeup:
+                    del self._wakeups[grant_id]
+            delay = min(delay * 2, _POLL_MAX)
+            async with self.db.session() as s:
+                state = (await s.execute(query)).one_or_none()
+            if state is None or state[0] != version or state[1] != claim:
+                return
+            if claim_until <= self.clock.now():
+                return
 
     async def delete_grants(
         self,

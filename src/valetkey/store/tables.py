@@ -277,6 +277,11 @@ class Grant(Base):
     Scoped to (connector, project, environment, subject): consent given in one environment is
     never used from another. ``payload`` is the encrypted token set; ``version`` increases on
     every refresh, so a replica can tell that another one refreshed first.
+
+    ``refresh_claim`` (a random id) and ``claim_expires_at`` are set, in a short transaction of
+    their own, by the one request refreshing the grant at the provider; the result is stored
+    only if the claim and ``version`` are still the ones it claimed (compare-and-set). A claim
+    whose holder died is taken over once it has expired.
     """
 
     __tablename__ = "grants"
@@ -295,6 +300,8 @@ class Grant(Base):
     source: Mapped[str] = mapped_column(String(16))  # "consent" | "import"
     version: Mapped[int] = mapped_column(Integer)
     failure: Mapped[str | None] = mapped_column(String(300))
+    refresh_claim: Mapped[str | None] = mapped_column(String(40))
+    claim_expires_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     __table_args__ = (

@@ -62,3 +62,22 @@ async def test_a_caller_going_away_does_not_cancel_the_load_for_the_others() -> 
         await first
     release.set()
     assert await second == 1
+
+
+async def test_loads_in_flight_are_bounded() -> None:
+    """Beyond the limit a new key is refused with the configured error; a key in flight still joins."""
+    flight: SingleFlight[str, int] = SingleFlight(limit=3, full=lambda: LookupError("full"))
+    release = asyncio.Event()
+
+    async def load() -> int:
+        await release.wait()
+        return 1
+
+    running = [asyncio.create_task(flight.run(f"k{i}", load)) for i in range(3)]
+    await asyncio.sleep(0)
+    with pytest.raises(LookupError, match="full"):
+        await flight.run("k-new", load)
+    joined = asyncio.create_task(flight.run("k0", load))
+    release.set()
+    assert await asyncio.gather(*running, joined) == [1, 1, 1, 1]
+    assert len(flight) == 0

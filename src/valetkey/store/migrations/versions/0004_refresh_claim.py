@@ -1,0 +1,28 @@
+"""grants: a refresh claim (who refreshes the grant now, until when)
+
+Revision ID: 0004_refresh_claim
+Revises: 0002
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0004_refresh_claim"
+# The lead re-chains revisions at merge; 0002 is the head this branch was cut from.
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("grants") as batch:
+        batch.add_column(sa.Column("refresh_claim", sa.String(length=40), nullable=True))
+        batch.add_column(sa.Column("claim_expires_at", sa.DateTime(timezone=True), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("grants") as batch:
+        batch.drop_column("claim_expires_at")
+        batch.drop_column("refresh_claim")
