@@ -1,7 +1,7 @@
 """grants: a refresh claim (who refreshes the grant now, until when)
 
-Revision ID: 0004_refresh_claim
-Revises: 0002
+Revision ID: 0004
+Revises: 0003
 """
 
 from __future__ import annotations
@@ -9,9 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004_refresh_claim"
-# The lead re-chains revisions at merge; 0002 is the head this branch was cut from.
-down_revision = "0002"
+revision = "0004"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 

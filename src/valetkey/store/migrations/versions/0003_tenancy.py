@@ -1,6 +1,6 @@
 """tenancy: (issuer, audience) owners for trust bindings; member credential expiry and last use
 
-Revision ID: 0002_tenancy
+Revision ID: 0003
 Revises: 0002
 Create Date: 2026-12-02 03:45:00
 
@@ -18,8 +18,7 @@ import json
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002_tenancy"
-# The lead re-chains revisions at merge; on this branch the head before it is "0002" (grants).
+revision = "0003"
 down_revision = "0002"
 branch_labels = None
 depends_on = None
