@@ -9,7 +9,6 @@ wider ``scope``); on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -129,7 +128,14 @@ def test_the_scope_parameter_is_always_sent(
     """What reaches the provider for `[]`, absent and a subset is an explicit `scope`."""
     scripted_server.reply(
         "/token",
-        Reply(json_body={"access_token": "at-1", "token_type": "Bearer", "expires_in": 600, "scope": "read write"}),
+        Reply(
+            json_body={
+                "access_token": "at-1",
+                "token_type": "Bearer",
+                "expires_in": 600,
+                "scope": "read write",
+            }
+        ),
     )
     data = {
         "tokenUrl": f"{scripted_server.url}/token",
@@ -242,7 +248,12 @@ def test_the_link_policy_shows_and_validates_the_new_fields(broker: RunningBroke
             json={
                 "service": "oauth",
                 "name": "pol",
-                "data": {"tokenUrl": "https://idp.example.test/token", "clientId": "c", "clientSecret": "s-secret-value", "scopes": ["read"]},
+                "data": {
+                    "tokenUrl": "https://idp.example.test/token",
+                    "clientId": "c",
+                    "clientSecret": "s-secret-value",
+                    "scopes": ["read"],
+                },
             },
         )
         assert created.status_code == 201, created.text
@@ -289,14 +300,14 @@ def test_the_link_policy_shows_and_validates_the_new_fields(broker: RunningBroke
 
 
 @pytest.fixture
-def silent_provider(scripted_server: ScriptedServer) -> Iterator[ScriptedServer]:
+def silent_provider(scripted_server: ScriptedServer) -> ScriptedServer:
     """A token endpoint that answers without `scope` (and a revocation endpoint)."""
     scripted_server.reply(
         "/token",
         Reply(json_body={"access_token": "at-silent", "token_type": "Bearer", "expires_in": 600}),
     )
     scripted_server.reply("/revoke", Reply(status=200, body=b""))
-    yield scripted_server
+    return scripted_server
 
 
 def _silent_connector(server: ScriptedServer) -> dict[str, Any]:
@@ -356,7 +367,14 @@ def test_a_granted_scope_wider_than_asked_is_refused_and_withdrawn(
     token already holds the wider grant); the token is revoked at the provider."""
     scripted_server.reply(
         "/token",
-        Reply(json_body={"access_token": "at-wide", "token_type": "Bearer", "expires_in": 600, "scope": "read write admin"}),
+        Reply(
+            json_body={
+                "access_token": "at-wide",
+                "token_type": "Bearer",
+                "expires_in": 600,
+                "scope": "read write admin",
+            }
+        ),
     )
     scripted_server.reply("/revoke", Reply(status=200, body=b""))
     identity = _attach(broker, "oauth/wide", _silent_connector(scripted_server), scopes=["read"])

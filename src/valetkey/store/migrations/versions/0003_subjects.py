@@ -42,9 +42,11 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("issued_tokens", schema=None) as batch_op:
+    # ALTER TABLE ... DROP COLUMN (SQLite >= 3.35), not a table copy: cached_tokens references
+    # issued_tokens, and SQLite's foreign keys refuse dropping the referenced table.
+    with op.batch_alter_table("issued_tokens", schema=None, recreate="never") as batch_op:
         batch_op.drop_column("subject_issuer")
-    with op.batch_alter_table("authorizations", schema=None) as batch_op:
+    with op.batch_alter_table("authorizations", schema=None, recreate="never") as batch_op:
         batch_op.drop_column("user_issuer")
     with op.batch_alter_table("grants", schema=None) as batch_op:
         batch_op.drop_constraint("uq_grants_subject", type_="unique")
