@@ -9,13 +9,16 @@ wider ``scope``); on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
 import pytest
 from tests.peers.oidc import OidcProviderPeer, confidential_client, oidc_peer_fixture
 from tests.peers.scripted import Reply, ScriptedServer, scripted_server
+from typer.testing import CliRunner
 
+from valetkey.cli.app import app
 from valetkey.testing import RunningBroker
 
 __all__ = ["scripted_server"]
@@ -386,3 +389,63 @@ def test_a_granted_scope_wider_than_asked_is_refused_and_withdrawn(
     assert "at-wide" not in refused.text
     assert [r.path for r in scripted_server.requests] == ["/token", "/revoke"]
     assert scripted_server.requests[0].form["scope"] == ["read"]
+
+
+def test_connect_attach_sets_the_new_policy_fields(
+    sqlite_broker: RunningBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`valetkey connect attach` takes --user-issuers, --resources, --audiences (comma-separated
+    or repeated) and --allow-unknown-scope; the link's policy holds them; a bad value is refused."""
+    sqlite_broker.setup_project("clip")
+    with sqlite_broker.admin() as c:
+        created = c.post(
+            "/v1/connectors",
+            json={
+                "service": "oauth",
+                "name": "clip",
+                "data": {
+                    "tokenUrl": "https://idp.example.test/token",
+                    "clientId": "c",
+                    "clientSecret": "s-secret-value",
+                    "grants": ["client_credentials", "authorization_code"],
+                    "authorizationUrl": "https://idp.example.test/authorize",
+                },
+            },
+        )
+        assert created.status_code == 201, created.text
+    env = {"VALETKEY_URL": sqlite_broker.url, "VALETKEY_API_TOKEN": sqlite_broker.owner_token}
+    for name in ("VALETKEY_DATA_DIR", "VALETKEY_TOKEN", "VALETKEY_OIDC_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    base = ["connect", "attach", "oauth/clip", "--project", "clip", "-e", "development"]
+    result = CliRunner().invoke(
+        app,
+        [
+            *base,
+            "--subjects",
+            "app,user",
+            "--user-issuers",
+            "https://idp-a.example.test,https://idp-b.example.test",
+            "--resources",
+            API,
+            "--resources",
+            OTHER_API,
+            "--audiences",
+            "aud-1",
+            "--allow-unknown-scope",
+            "--format",
+            "json",
+        ],
+        env=env,
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    policy = json.loads(result.output)["policy"]
+    assert policy["userIssuers"] == ["https://idp-a.example.test", "https://idp-b.example.test"]
+    assert policy["resources"] == [API, OTHER_API]
+    assert policy["audiences"] == ["aud-1"]
+    assert policy["allowUnknownScope"] is True
+    refused = CliRunner().invoke(
+        app, [*base, "--resources", "no-scheme"], env=env, catch_exceptions=False
+    )
+    assert refused.exit_code != 0
+    assert "resources" in refused.output

@@ -20,7 +20,16 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from tests.peers.oidc import OidcProviderPeer, confidential_client, oidc_peer_fixture
+from vercel.api import session
+from vercel.connect import (
+    ConnectApiError,
+    ConnectOptions,
+    ConnectServiceOptions,
+    ConnectUserTokenSubject,
+    get_token,
+)
 
+import valetkey
 from valetkey.store import tables
 from valetkey.store.db import MIGRATIONS, Database
 from valetkey.testing import RunningBroker, free_port, running_broker
@@ -397,3 +406,71 @@ def test_rows_from_before_the_migration_belong_to_the_apps_own_users(
         assert app.import_grant("alice", ISSUER_A, "tok-a").status_code == 201
         assert app.served("alice", ISSUER_A) == "tok-a"
         assert app.served("alice", None) == "tok-before"
+
+
+async def test_the_official_vercel_connect_client_names_the_issuer_and_gets_that_users_token(
+    broker: RunningBroker, oidc_peer: OidcProviderPeer
+) -> None:
+    """vercel-connect's ConnectUserTokenSubject(id, issuer) sends subject.issuer: each issuer's
+    alice gets her own token, and an issuer the link does not accept is refused."""
+    app = new_app(broker, oidc_peer, issuers=[ISSUER_A, ISSUER_B])
+    for issuer, token in ((ISSUER_A, "tok-a"), (ISSUER_B, "tok-b"), (None, "tok-none")):
+        assert app.import_grant("alice", issuer, token).status_code == 201
+    options = ConnectOptions(vercel_token=app.identity)
+    async with session(service_options=[ConnectServiceOptions(base_url=broker.url)]):
+        for issuer, token in ((ISSUER_A, "tok-a"), (ISSUER_B, "tok-b"), (None, "tok-none")):
+            subject = ConnectUserTokenSubject(id="alice", issuer=issuer)
+            for _ in range(2):  # the client's own cache keys on the issuer too
+                assert await get_token(app.uid, subject=subject, options=options) == token
+        with pytest.raises(ConnectApiError) as refused:
+            await get_token(
+                app.uid,
+                subject=ConnectUserTokenSubject(id="alice", issuer=ISSUER_C),
+                options=options,
+            )
+    assert refused.value.code == "subject_not_allowed"
+
+
+async def test_the_valetkey_sdk_names_the_issuer(
+    broker: RunningBroker, oidc_peer: OidcProviderPeer
+) -> None:
+    """The SDK's Subject.user(id, issuer=...) reaches (issuer, id); its cache keeps the users apart."""
+    app = new_app(broker, oidc_peer, issuers=[ISSUER_A])
+    assert app.import_grant("alice", ISSUER_A, "tok-a").status_code == 201
+    assert app.import_grant("alice", None, "tok-none").status_code == 201
+    async with valetkey.AsyncClient(base_url=broker.url, identity=app.identity) as sdk:
+        for _ in range(2):
+            assert (
+                await sdk.get_token(app.uid, subject=valetkey.Subject.user("alice", issuer=ISSUER_A))
+                == "tok-a"
+            )
+            assert await sdk.get_token(app.uid, user="alice") == "tok-none"
+            assert (
+                await sdk.get_token(app.uid, subject={"type": "user", "id": "alice", "issuer": None})
+                == "tok-none"
+            )
+        with pytest.raises(valetkey.SubjectNotAllowed):
+            await sdk.get_token(app.uid, subject=valetkey.Subject.user("alice", issuer=ISSUER_B))
+
+
+@pytest.mark.parametrize("scopes", [[], None, ["read"], ["read", "read"]])
+def test_a_user_request_naming_no_scopes_is_served_the_grant_as_consented(
+    broker: RunningBroker, oidc_peer: OidcProviderPeer, scopes: list[str] | None
+) -> None:
+    """`scopes: []` for a user is the grant as consented (within the ceiling), never a request
+    to narrow to nothing (which a refresh without `scope` answers with the whole grant)."""
+    app = new_app(broker, oidc_peer)
+    imported = app.post(
+        f"/v1/connect/token/{app.uid}/import",
+        {
+            "subject": _subject("alice", None),
+            "accessToken": "tok-read",
+            "expiresIn": 3600,
+            "scopes": ["read"],
+        },
+    )
+    assert imported.status_code == 201, imported.text
+    body: dict[str, Any] = {} if scopes is None else {"scopes": scopes}
+    served = app.token("alice", None, **body)
+    assert served.status_code == 200, served.text
+    assert served.json()["token"] == "tok-read"
