@@ -289,6 +289,13 @@ def test_revoking_one_issuers_user_leaves_the_others(
     assert app.revoke("alice", None).json()["deleted"] == 2
     assert app.served("alice", None) is None
     assert app.served("alice", ISSUER_B) == "tok-b"
+    # The audit names each user with its issuer.
+    with broker.admin() as admin:
+        events = admin.get("/v1/audit", params={"limit": 1000}).json()
+    exchanged = {e["subject"] for e in events if e["action"] == "token.exchange"}
+    assert exchanged >= {f"user@{ISSUER_A}|alice", f"user@{ISSUER_B}|alice", "user:alice"}
+    revoked = [e["subject"] for e in events if e["action"] == "token.revoke"]
+    assert sorted(revoked) == sorted([f"user@{ISSUER_A}|alice", "user:alice"])
 
 
 def test_an_access_token_bound_to_a_user_acts_for_the_apps_own_user_only(
