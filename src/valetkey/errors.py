@@ -24,6 +24,7 @@ __all__ = [
     "ConnectorNotLinked",
     "EnvironmentNotLinked",
     "Forbidden",
+    "GrantedScopeUnknown",
     "IdentityError",
     "IdentityNotFound",
     "InstallationRequired",
@@ -39,6 +40,7 @@ __all__ = [
     "ProviderTimeout",
     "ScopeNotAllowed",
     "SubjectNotAllowed",
+    "TargetNotAllowed",
     "UnsupportedOperation",
     "UserAuthorizationRequired",
     "ValetkeyError",
@@ -191,6 +193,23 @@ class ScopeNotAllowed(PolicyDenied):
     """A requested scope is above the link's ceiling."""
 
     code = "scope_not_allowed"
+
+
+class TargetNotAllowed(PolicyDenied):
+    """A requested resource (RFC 8707) or audience is not among those the link allows."""
+
+    code = "target_not_allowed"
+    remedy = "Allow it on the link: valetkey connect attach UID ... --resources R / --audiences A."
+
+
+class GrantedScopeUnknown(PolicyDenied):
+    """The provider did not say which scopes it granted, and the link serves only known scopes."""
+
+    code = "granted_scope_unknown"
+    remedy = (
+        "Ask the provider to state the granted scope, or allow such tokens on the link: "
+        "valetkey connect attach UID ... --allow-unknown-scope."
+    )
 
 
 class UnsupportedOperation(InvalidRequest):

@@ -315,6 +315,10 @@ def test_json_output_parses(broker: BrokerProcess, monkeypatch: pytest.MonkeyPat
                 "scopes": None,
                 "maxLifetimeSeconds": None,
                 "confirmConsent": True,
+                "userIssuers": [],
+                "resources": [],
+                "audiences": [],
+                "allowUnknownScope": False,
             },
         }
     ]

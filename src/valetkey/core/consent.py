@@ -37,8 +37,8 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from valetkey.core.audit import AuditEvent, AuditLog
 from valetkey.core.clock import Clock
-from valetkey.core.grants import GrantScope, GrantStore
 from valetkey.core.gate import ProviderGate
+from valetkey.core.grants import GrantScope, GrantStore
 from valetkey.core.models import Connector, Identity, Subject
 from valetkey.errors import (
     AccessDenied,
@@ -112,6 +112,12 @@ class PendingAuthorization:
     error: str | None = None
     #: Whether browser consent waits for the app's confirm call (the link's policy at start).
     confirm: bool = True
+    #: Who issued ``user_id`` (None: the app's own users). The grant is for (issuer, id).
+    user_issuer: str | None = None
+
+    @property
+    def subject(self) -> Subject:
+        return Subject("user", self.user_id, self.user_issuer)
 
 
 class ConsentStore(Protocol):
@@ -134,7 +140,12 @@ class ConsentStore(Protocol):
     async def by_user_code(self, user_code: str) -> PendingAuthorization | None: ...
 
     async def latest_device_authorization(
-        self, connector_id: str, project_id: str, environment: str, user_id: str
+        self,
+        connector_id: str,
+        project_id: str,
+        environment: str,
+        user_id: str,
+        issuer: str | None = None,
     ) -> PendingAuthorization | None: ...
 
     async def update_authorization(
@@ -252,6 +263,7 @@ class ConsentService:
         lifetime: timedelta | None,
         login_hint: str | None = None,
         confirm: bool = True,
+        user_issuer: str | None = None,
     ) -> Started:
         modes = [
             m
@@ -291,6 +303,7 @@ class ConsentService:
             expires_at=now + ttl,
             created_at=now,
             confirm=confirm,
+            user_issuer=user_issuer,
         )
         if mode == "device":
             device_start = await self._gate.call(
@@ -460,6 +473,8 @@ class ConsentService:
             "connectorId": pending.connector_id,
             "error": pending.error,
         }
+        if pending.user_issuer is not None:
+            body["issuer"] = pending.user_issuer
         if pending.tokens is not None:
             body["providerSubject"] = pending.tokens.provider_subject
             body["scopes"] = None if pending.tokens.scopes is None else list(pending.tokens.scopes)
@@ -587,26 +602,34 @@ class ConsentService:
             pending.connector_id,
             pending.project_id,
             pending.environment,
-            Subject("user", pending.user_id),
+            pending.subject,
         )
 
     # -- device polling -------------------------------------------------------------------------
 
     async def poll(
-        self, identity: Identity, connector: Connector, provider: UserFlows, user_id: str
+        self,
+        identity: Identity,
+        connector: Connector,
+        provider: UserFlows,
+        user_id: str,
+        *,
+        issuer: str | None = None,
     ) -> None:
-        """No grant yet for ``user_id``: report the device authorization's state, polling the provider.
+        """No grant yet for (``issuer``, ``user_id``): report the device authorization's state,
+        polling the provider.
 
         Returns when a grant now exists; raises the typed state otherwise.
         """
         pending = await self._store.latest_device_authorization(
-            connector.id, identity.project_id, identity.environment, user_id
+            connector.id, identity.project_id, identity.environment, user_id, issuer
         )
         now = self._clock.now()
         if pending is None or pending.created_at + MAX_LIFETIME * 2 < now:
-            raise _consent_needed(connector, user_id)
+            raise _consent_needed(connector, user_id, issuer)
         if pending.status == "completed":
-            raise _consent_needed(connector, user_id)  # completed, but the grant is gone since
+            # Completed, but the grant is gone since.
+            raise _consent_needed(connector, user_id, issuer)
         if pending.status == "denied":
             raise AccessDenied("the user refused the authorization request", request=pending.id)
         if pending.status in ("expired", "failed"):
@@ -697,7 +720,7 @@ class ConsentService:
                 connector_uid=None,
                 project_id=pending.project_id,
                 environment=pending.environment,
-                subject=f"user:{pending.user_id}",
+                subject=pending.subject.key(),
                 details={
                     "request": pending.id,
                     "mode": pending.mode,
@@ -711,18 +734,25 @@ class ConnectorLookup(Protocol):
     async def __call__(self, team_id: str, connector_id: str) -> tuple[Connector, UserFlows]: ...
 
 
-def _consent_needed(connector: Connector, user_id: str) -> UserAuthorizationRequired:
-    return UserAuthorizationRequired(
+def _consent_needed(
+    connector: Connector, user_id: str, issuer: str | None = None
+) -> UserAuthorizationRequired:
+    err = UserAuthorizationRequired(
         f"user {user_id} has not authorized {connector.uid}; start consent with "
         f"POST /v1/connect/authorize/{connector.uid}",
         connector=connector.uid,
         user=user_id,
         authorizeUrl=f"/v1/connect/authorize/{connector.uid}",
     )
+    if issuer is not None:
+        err.details["issuer"] = issuer
+    return err
 
 
-def consent_needed(connector: Connector, user_id: str, **details: Any) -> UserAuthorizationRequired:
-    err = _consent_needed(connector, user_id)
+def consent_needed(
+    connector: Connector, user_id: str, *, issuer: str | None = None, **details: Any
+) -> UserAuthorizationRequired:
+    err = _consent_needed(connector, user_id, issuer)
     err.details.update(details)
     return err
 

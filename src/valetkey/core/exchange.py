@@ -31,8 +31,8 @@ from valetkey.core.cache import BoundedCache
 from valetkey.core.clock import Clock
 from valetkey.core.consent import ConsentService, Notifier, consent_needed, require_user_flows
 from valetkey.core.flight import SingleFlight
-from valetkey.core.grants import Grant, GrantScope, GrantStore
 from valetkey.core.gate import ProviderGate
+from valetkey.core.grants import Grant, GrantScope, GrantStore
 from valetkey.core.models import Connector, Identity, Member, Policy, Subject, TokenRequest
 from valetkey.core.policy import Allowed, evaluate
 from valetkey.core.ports import (
@@ -45,6 +45,7 @@ from valetkey.core.ports import (
 from valetkey.errors import (
     BrokerUnavailable,
     Forbidden,
+    GrantedScopeUnknown,
     InvalidGrant,
     NotFound,
     UnsupportedOperation,
@@ -85,6 +86,8 @@ class Issued:
     scopes: tuple[str, ...] | None
     installation_id: str | None
     cached: bool
+    #: The provider did not state the granted scopes (``scopes`` is what was asked for).
+    scope_unknown: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,9 +246,10 @@ class ExchangeService:
                 ),
             )
         link = view.links[identity.project_id]
-        # App tokens are minted at the ceiling when no scopes are named; a user's grant is served
-        # as it was consented (narrowed to the ceiling only where it holds more, see _user_token).
-        effective = decision.request if request.subject.type == "app" else request
+        # Tokens are minted at the ceiling when no scopes are named (absent or []); a user's grant
+        # is served as it was consented (narrowed to the ceiling only where it holds more, see
+        # _user_token).
+        effective = decision.request
         key: TokenKey = (
             connector.id,
             identity.project_id,
@@ -282,6 +286,7 @@ class ExchangeService:
             scopes=entry.token.scopes if entry.token.scopes is not None else effective.scopes,
             installation_id=entry.token.installation_id,
             cached=cached,
+            scope_unknown=entry.token.metadata.get(SCOPE_METADATA) == UNKNOWN,
         )
 
     def _fresh(self, entry: CachedMint, now: datetime) -> bool:
@@ -303,6 +308,8 @@ class ExchangeService:
             self._remember(key, stored)
             return stored
         minted = await self._mint(identity, connector, provider, request, policy.scopes)
+        if not minted.scope_stated and request.subject.type != "user":
+            minted = await self._unknown_scope(connector, provider, request, policy, minted)
         serve_until = minted.expires_at
         max_lifetime = policy.max_lifetime_seconds
         if max_lifetime is not None:
@@ -321,6 +328,36 @@ class ExchangeService:
         entry = CachedMint(minted, issued_id, serve_until)
         self._remember(key, entry)
         return entry
+
+    async def _unknown_scope(
+        self,
+        connector: Connector,
+        provider: Provider,
+        request: TokenRequest,
+        policy: Policy,
+        minted: MintedToken,
+    ) -> MintedToken:
+        """A token whose granted scopes the provider did not state: refused (and withdrawn at the
+        provider) unless the link allows it; then marked in its metadata, and kept (cached,
+        recorded) for exactly the scopes asked for."""
+        if not provider.capabilities(connector).scopable:
+            return minted  # nothing to state: the credential has no scopes (an API key)
+        if not policy.allow_unknown_scope:
+            try:
+                await provider.revoke(self._ctx, connector, minted)
+            except ValetkeyError as exc:  # best effort: the token is not served either way
+                log.warning("could not withdraw a token of unknown scope: %s", exc.code)
+            raise GrantedScopeUnknown(
+                "the provider did not state which scopes it granted, so the token was not served; "
+                "allow such tokens on the link (allowUnknownScope) only if the provider grants "
+                "exactly what is asked",
+                field="allowUnknownScope",
+                setting="allowUnknownScope",
+                requestedScopes=list(request.scopes or ()),
+            )
+        return dataclass_replace(
+            minted, scopes=request.scopes, metadata={**minted.metadata, SCOPE_METADATA: UNKNOWN}
+        )
 
     async def _mint(
         self,
@@ -385,6 +422,7 @@ class ExchangeService:
         if self._grants is None or self._consent is None:
             raise UnsupportedOperation("user subjects are not enabled on this broker")
         user_id = request.subject.id or ""
+        issuer = request.subject.issuer
         scope = GrantScope(
             identity.team_id,
             connector.id,
@@ -394,14 +432,13 @@ class ExchangeService:
         )
         grant = await self._grants.get_grant(scope)
         if grant is None:
-            await self._consent.poll(
-                identity, connector, flows, user_id
-            )  # raises unless a device flow just finished
+            # Raises unless a device flow just finished.
+            await self._consent.poll(identity, connector, flows, user_id, issuer=issuer)
             grant = await self._grants.get_grant(scope)
             if grant is None:
-                raise consent_needed(connector, user_id)
+                raise consent_needed(connector, user_id, issuer=issuer)
         if grant.status != "active":
-            raise consent_needed(connector, user_id, reason="grant_failed", failure=grant.failure)
+            raise consent_needed(connector, user_id, issuer=issuer, reason="grant_failed", failure=grant.failure)
         wanted, granted = request.scopes, grant.scopes
         if wanted is None and granted is not None:
             wanted = _within_ceiling(connector, link_scopes, granted)
@@ -409,7 +446,11 @@ class ExchangeService:
             missing = sorted(set(wanted) - set(granted))
             if missing:
                 raise consent_needed(
-                    connector, user_id, reason="scopes_not_granted", missingScopes=missing
+                    connector,
+                    user_id,
+                    issuer=issuer,
+                    reason="scopes_not_granted",
+                    missingScopes=missing,
                 )
         narrow = _needs_narrowing(connector, wanted, granted)
         now = self._clock.now()
@@ -420,7 +461,7 @@ class ExchangeService:
                 raise UnsupportedOperation(
                     "this grant has no refresh token, so it cannot be narrowed"
                 )
-            raise consent_needed(connector, user_id, reason="expired_without_refresh_token")
+            raise consent_needed(connector, user_id, issuer=issuer, reason="expired_without_refresh_token")
         narrowed: list[TokenSet] = []
         seen_access = grant.tokens.access_token
 
@@ -428,7 +469,11 @@ class ExchangeService:
             # Asked of every read of the grant while this request waits to refresh it.
             if current.status != "active":  # a refresh that failed while we waited
                 raise consent_needed(
-                    connector, user_id, reason="grant_failed", failure=current.failure
+                    connector,
+                    user_id,
+                    issuer=issuer,
+                    reason="grant_failed",
+                    failure=current.failure,
                 )
             # Another request or replica stored a new access token while we waited: use it.
             # Refreshing again would cost a provider call, and presenting the refresh token we
@@ -442,7 +487,9 @@ class ExchangeService:
             # Runs holding the grant's refresh claim; ``current`` is the version claimed.
             refresh_token = current.tokens.refresh_token
             if refresh_token is None:
-                raise consent_needed(connector, user_id, reason="expired_without_refresh_token")
+                raise consent_needed(
+                    connector, user_id, issuer=issuer, reason="expired_without_refresh_token"
+                )
             fresh = await self.gate.call(
                 connector.id,
                 lambda: flows.refresh(
@@ -461,17 +508,18 @@ class ExchangeService:
         try:
             updated = await self._grants.refresh_grant(grant.id, refresher, needed=needed)
         except InvalidGrant as exc:
-            self._grant_failed(identity, connector, user_id, exc)
+            self._grant_failed(identity, connector, request.subject, exc)
             raise consent_needed(
-                connector, user_id, reason="grant_failed", failure=exc.message
+                connector, user_id, issuer=issuer, reason="grant_failed", failure=exc.message
             ) from exc
         if narrowed:
             return _minted(narrowed[0])
         return _minted(updated.tokens)
 
     def _grant_failed(
-        self, identity: Identity, connector: Connector, user_id: str, exc: ValetkeyError
+        self, identity: Identity, connector: Connector, subject: Subject, exc: ValetkeyError
     ) -> None:
+        user_id, issuer = subject.id or "", subject.issuer
         self._audit.record(
             AuditEvent(
                 team_id=identity.team_id,
@@ -483,7 +531,7 @@ class ExchangeService:
                 connector_uid=connector.uid,
                 project_id=identity.project_id,
                 environment=identity.environment,
-                subject=f"user:{user_id}",
+                subject=subject.key(),
                 details={"message": exc.message},
             )
         )
@@ -492,19 +540,21 @@ class ExchangeService:
             notifier = self._notifier
 
             async def send() -> None:
-                url = await lookup(connector.id, identity.project_id, identity.environment, user_id)
+                url = await lookup(
+                    connector.id, identity.project_id, identity.environment, user_id, issuer
+                )
                 if url:
-                    notifier.notify(
-                        url,
-                        {
-                            "type": "grant.failed",
-                            "user": user_id,
-                            "connectorId": connector.id,
-                            "connector": connector.uid,
-                            "error": exc.code,
-                            "authorizeUrl": f"/v1/connect/authorize/{connector.uid}",
-                        },
-                    )
+                    event: dict[str, Any] = {
+                        "type": "grant.failed",
+                        "user": user_id,
+                        "connectorId": connector.id,
+                        "connector": connector.uid,
+                        "error": exc.code,
+                        "authorizeUrl": f"/v1/connect/authorize/{connector.uid}",
+                    }
+                    if issuer is not None:
+                        event["issuer"] = issuer
+                    notifier.notify(url, event)
 
             task = asyncio.get_running_loop().create_task(send())
             self._background.add(task)
@@ -607,7 +657,7 @@ class ExchangeService:
             if (
                 principal.kind == "access_token"
                 and subject.type == "user"
-                and subject.id != principal.user_id
+                and (subject.id != principal.user_id or subject.issuer is not None)
             ):
                 self._audit_revoke(principal, uid, subject, "denied", "forbidden", actor)
                 raise Forbidden("this access token may not act for that user")
@@ -755,8 +805,18 @@ class ExchangeService:
 
 class WebhookLookup(Protocol):
     async def __call__(
-        self, connector_id: str, project_id: str, environment: str, user_id: str
+        self,
+        connector_id: str,
+        project_id: str,
+        environment: str,
+        user_id: str,
+        issuer: str | None = None,
     ) -> str | None: ...
+
+
+#: The token's metadata key, and value, saying that the provider did not state the granted scopes.
+SCOPE_METADATA = "grantedScopes"
+UNKNOWN = "unknown"
 
 
 def _minted(tokens: TokenSet) -> MintedToken:
@@ -767,6 +827,7 @@ def _minted(tokens: TokenSet) -> MintedToken:
         scopes=tokens.scopes,
         token_type=tokens.token_type,
         metadata={"providerSubject": tokens.provider_subject} if tokens.provider_subject else {},
+        scope_stated=tokens.scope_stated,
     )
 
 

@@ -17,6 +17,10 @@ SUBJECT_TYPES: tuple[SubjectType, ...] = ("app", "user", "jwt-bearer", "token")
 STANDARD_ENVIRONMENTS = ("development", "preview", "production")
 _SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$")
 _UID_PART = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?$")
+#: A user subject's issuer: 1-255 visible ASCII characters other than ``|`` (which separates
+#: it from the id in ``Subject.key``). Issuers are usually URLs (``https://idp.example``).
+MAX_ISSUER = 255
+_ISSUER = re.compile(r"^[\x21-\x7b\x7d\x7e]{1,255}$")
 
 
 class Role(enum.StrEnum):
@@ -64,14 +68,37 @@ def parse_uid(uid: str) -> tuple[str, str]:
     return service, name
 
 
+def check_issuer(value: object, field: str) -> str:
+    """Return ``value`` if it is a valid user-subject issuer, else raise naming ``field``."""
+    if not isinstance(value, str) or not _ISSUER.match(value):
+        raise InvalidRequest(
+            f"{field} must be 1-{MAX_ISSUER} visible ASCII characters other than '|'",
+            field=field,
+        )
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class Subject:
-    """On whose authority a token acts."""
+    """On whose authority a token acts.
+
+    A user is ``(issuer, id)``: the same id from another issuer is another person. ``issuer``
+    None is the app's own user namespace (a user named without an issuer), itself distinct
+    from every issuer's users.
+    """
 
     type: SubjectType
     id: str | None = None  # the user id for "user"; None for "app"
+    #: Who issued a user's id (None: the app's own users). Only for "user".
+    issuer: str | None = None
 
     def key(self) -> str:
+        """A text key, unambiguous across subjects: ``app``, ``user:alice``, ``user@ISSUER|alice``.
+
+        An issuer holds no ``|``, so the first ``|`` ends it; an id may hold anything.
+        """
+        if self.issuer is not None:
+            return f"{self.type}@{self.issuer}|{self.id or ''}"
         return self.type if self.id is None else f"{self.type}:{self.id}"
 
 
@@ -116,7 +143,8 @@ class Identity:
     kind: Literal["development", "oidc", "access_token", "member"]
     subject: str  # the token's `sub`, or the access token's id
     expires_at: datetime | None
-    #: For access tokens: the user the token may act for (None: app subjects only).
+    #: For access tokens: the user the token may act for (None: app subjects only). That is
+    #: the app's own user of that id (issuer None), never the same id from another issuer.
     user_id: str | None = None
     claims: Mapping[str, Any] = field(default_factory=dict)
 
@@ -147,6 +175,15 @@ class Policy:
     #: Browser consent waits for the app's confirm call (docs/security.md). Turning it off makes
     #: apps that never confirm (e.g. written for Vercel Connect) work, without that defence.
     confirm_consent: bool = True
+    #: Issuers whose users may be named (``subject.issuer``). Empty: only issuer-less users,
+    #: the app's own namespace.
+    user_issuers: tuple[str, ...] = ()
+    #: RFC 8707 resources a request may name. Empty: a request may name none.
+    resources: tuple[str, ...] = ()
+    #: Audiences a request may name. Empty: a request may name none.
+    audiences: tuple[str, ...] = ()
+    #: Serve a token whose granted scopes the provider did not state (its ``metadata`` says so).
+    allow_unknown_scope: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -154,6 +191,10 @@ class Policy:
             "scopes": None if self.scopes is None else list(self.scopes),
             "maxLifetimeSeconds": self.max_lifetime_seconds,
             "confirmConsent": self.confirm_consent,
+            "userIssuers": list(self.user_issuers),
+            "resources": list(self.resources),
+            "audiences": list(self.audiences),
+            "allowUnknownScope": self.allow_unknown_scope,
         }
 
     @classmethod
@@ -164,6 +205,10 @@ class Policy:
             scopes=None if scopes is None else tuple(scopes),
             max_lifetime_seconds=data.get("maxLifetimeSeconds"),
             confirm_consent=bool(data.get("confirmConsent", True)),
+            user_issuers=tuple(data.get("userIssuers") or ()),
+            resources=tuple(data.get("resources") or ()),
+            audiences=tuple(data.get("audiences") or ()),
+            allow_unknown_scope=bool(data.get("allowUnknownScope", False)),
         )
 
 

@@ -14,13 +14,17 @@ from valetkey.errors import (
     EnvironmentNotLinked,
     ScopeNotAllowed,
     SubjectNotAllowed,
+    TargetNotAllowed,
     ValetkeyError,
 )
 
 
 @dataclass(frozen=True, slots=True)
 class Allowed:
-    #: The request with its scopes resolved against the ceiling (None: the provider's default).
+    #: The request resolved against the link: for every subject but ``user``, a request naming
+    #: no scopes (absent or ``[]``) holds the ceiling, to be sent explicitly; for ``user`` it holds
+    #: None (the grant as consented, narrowed to the ceiling by the exchange). Empty resource
+    #: lists become None.
     request: TokenRequest
 
 
@@ -84,18 +88,56 @@ def evaluate(
                 subject=subject.type,
             )
         )
-    if (
-        identity.kind == "access_token"
-        and subject.type == "user"
-        and subject.id != identity.user_id
+    issuers = link.policy.user_issuers
+    if subject.type == "user" and subject.issuer is not None and subject.issuer not in issuers:
+        accepts = (
+            f"it accepts {', '.join(issuers)}"
+            if issuers
+            else "it accepts only users named without an issuer"
+        )
+        return Denied(
+            SubjectNotAllowed(
+                f"the link does not accept users from this issuer; {accepts}",
+                field="subject.issuer",
+                issuer=subject.issuer,
+                allowedIssuers=list(issuers),
+            )
+        )
+    if identity.kind == "access_token" and subject.type == "user" and (
+        subject.id != identity.user_id or subject.issuer is not None
     ):
+        # An access token bound to a user acts for the app's own user of that id only.
         return Denied(
             SubjectNotAllowed("this access token may not act for that user", subject=subject.type)
         )
-    if request.scopes is not None:
+    resources = request.resources or None
+    if resources is not None:
+        excess = [r for r in resources if r not in link.policy.resources]
+        if excess:
+            return Denied(
+                TargetNotAllowed(
+                    f"resource {', '.join(excess)} is not among those the link allows",
+                    field="resources",
+                    resources=excess,
+                    allowedResources=list(link.policy.resources),
+                )
+            )
+    if request.audience is not None and request.audience not in link.policy.audiences:
+        return Denied(
+            TargetNotAllowed(
+                f"audience {request.audience} is not among those the link allows",
+                field="audience",
+                audience=request.audience,
+                allowedAudiences=list(link.policy.audiences),
+            )
+        )
+    # An empty list asks for nothing in particular, exactly like an absent one: the link's
+    # defaults. It must never reach the provider as "no scope" (its own defaults, unbounded).
+    scopes = request.scopes or None
+    if scopes is not None:
         ceiling = scope_ceiling(connector, link)
         allowed = set(ceiling or ())
-        excess = [s for s in request.scopes if s not in allowed]
+        excess = [s for s in scopes if s not in allowed]
         if excess:
             return Denied(
                 ScopeNotAllowed(
@@ -104,5 +146,6 @@ def evaluate(
                     ceiling=list(ceiling or ()),
                 )
             )
-        return Allowed(request)
-    return Allowed(replace(request, scopes=scope_ceiling(connector, link)))
+    elif subject.type != "user":
+        scopes = scope_ceiling(connector, link)
+    return Allowed(replace(request, scopes=scopes, resources=resources))

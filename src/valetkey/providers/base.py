@@ -61,6 +61,8 @@ class MintedToken:
     metadata: Mapping[str, Any] = field(default_factory=dict)
     #: Provider-side material needed to revoke later (never sent to the app).
     refresh_token: str | None = field(default=None, repr=False)
+    #: Whether the provider stated the granted scopes (False: ``scopes`` is only what was asked).
+    scope_stated: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +132,8 @@ class TokenSet:
     #: Verified ID token claims (when the provider is OpenID Connect and returned one), else {}.
     id_claims: Mapping[str, Any] = field(default_factory=dict)
     extra: Mapping[str, Any] = field(default_factory=dict)
+    #: Whether the provider's answer stated the granted scopes (not stored: known at mint only).
+    scope_stated: bool = True
 
 
 @dataclass(frozen=True, slots=True)

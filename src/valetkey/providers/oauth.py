@@ -226,6 +226,7 @@ class OAuthProvider:
                 expires_at=tokens.expires_at,
                 scopes=tokens.scopes,
                 token_type=tokens.token_type,
+                scope_stated=tokens.scope_stated,
             )
         if subject.type != "app":
             raise UnsupportedOperation(
@@ -262,6 +263,7 @@ class OAuthProvider:
             expires_at=response.expires_at(ctx.clock),
             scopes=tuple(granted) if granted or request.scopes is not None else None,
             token_type=response.token_type,
+            scope_stated=response.scopes is not None,
         )
 
     async def revoke(
@@ -712,6 +714,7 @@ class OAuthProvider:
             provider_subject=claims.get("sub") if claims else None,
             id_claims=claims,
             extra=extra,
+            scope_stated=response.scopes is not None,
         )
 
 

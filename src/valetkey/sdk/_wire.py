@@ -188,7 +188,10 @@ def authorization_response(data: Mapping[str, Any]) -> AuthorizationResponse:
 def confirmation(data: dict[str, Any]) -> Confirmation:
     what = "confirmation"
     return Confirmation(
-        request=_str(data, "request", what), status=_str(data, "status", what), user=_str(data, "user", what)
+        request=_str(data, "request", what),
+        status=_str(data, "status", what),
+        user=_str(data, "user", what),
+        issuer=_opt_str(data, "issuer", what),
     )
 
 

@@ -43,6 +43,7 @@ from valetkey.sdk.types import (
     Confirmation,
     ConnectorMetadata,
     RevokeResult,
+    Subject,
     SubjectLike,
     TokenResponse,
     subject_from,
@@ -209,8 +210,12 @@ class _Base:
         return_url: str | None,
         webhook: str | None,
         device_code: bool,
+        issuer: str | None = None,
     ) -> dict[str, Any]:
-        _, wire = subject_from(None, user)
+        if issuer is None:
+            _, wire = subject_from(None, user)
+        else:
+            _, wire = subject_from(Subject.user(user, issuer=issuer), None)
         body: dict[str, Any] = {"subject": wire}
         normalized = None if scopes is None else normalize_scopes(scopes)
         if normalized is not None:
@@ -405,10 +410,16 @@ class Client(_Base):
         webhook: str | None = None,
         device_code: bool = False,
         installation_id: str | None = None,
+        issuer: str | None = None,
     ) -> AuthorizationResponse:
-        """Start a user's consent: browser redirect (``return_url``), webhook, or device code."""
+        """Start a user's consent: browser redirect (``return_url``), webhook, or device code.
+
+        ``issuer`` names who issued ``user`` (None: the app's own users).
+        """
         _wire.check_uid(uid)
-        body = self._authorize_body(user, scopes, installation_id, return_url, webhook, device_code)
+        body = self._authorize_body(
+            user, scopes, installation_id, return_url, webhook, device_code, issuer
+        )
         response = self._send("POST", _wire.authorize_path(uid), self._identity(), body)
         return _wire.authorization_response(_wire.json_object(response, "authorization"))
 
@@ -594,10 +605,16 @@ class AsyncClient(_Base):
         webhook: str | None = None,
         device_code: bool = False,
         installation_id: str | None = None,
+        issuer: str | None = None,
     ) -> AuthorizationResponse:
-        """Start a user's consent: browser redirect (``return_url``), webhook, or device code."""
+        """Start a user's consent: browser redirect (``return_url``), webhook, or device code.
+
+        ``issuer`` names who issued ``user`` (None: the app's own users).
+        """
         _wire.check_uid(uid)
-        body = self._authorize_body(user, scopes, installation_id, return_url, webhook, device_code)
+        body = self._authorize_body(
+            user, scopes, installation_id, return_url, webhook, device_code, issuer
+        )
         response = await self._send("POST", _wire.authorize_path(uid), await self._identity(), body)
         return _wire.authorization_response(_wire.json_object(response, "authorization"))
 

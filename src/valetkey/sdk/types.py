@@ -25,21 +25,32 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class Subject:
-    """On whose authority a token acts: ``Subject("app")`` or ``Subject("user", "alice")``."""
+    """On whose authority a token acts: ``Subject("app")``, ``Subject("user", "alice")``.
+
+    A user from an identity provider other than the app's own is ``Subject.user("alice",
+    issuer="https://idp.example")``: the same id under another issuer (or none) is another user,
+    with its own grant. The broker's link must accept the issuer.
+    """
 
     type: str
     id: str | None = None
+    issuer: str | None = None
 
     @classmethod
     def app(cls) -> Subject:
         return cls("app")
 
     @classmethod
-    def user(cls, user_id: str) -> Subject:
-        return cls("user", user_id)
+    def user(cls, user_id: str, *, issuer: str | None = None) -> Subject:
+        return cls("user", user_id, issuer)
 
     def to_wire(self) -> dict[str, Any]:
-        return {"type": self.type} if self.id is None else {"type": self.type, "id": self.id}
+        wire: dict[str, Any] = {"type": self.type}
+        if self.id is not None:
+            wire["id"] = self.id
+        if self.issuer is not None:
+            wire["issuer"] = self.issuer
+        return wire
 
 
 #: What the SDK accepts wherever a subject is named.
@@ -90,6 +101,8 @@ class Confirmation:
     request: str
     status: str
     user: str
+    #: The user's issuer (None: the app's own users).
+    issuer: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +173,11 @@ def subject_from(subject: SubjectLike | None, user: str | None) -> tuple[str, di
         user_id = wire.get("id")
         if not isinstance(user_id, str) or not user_id:
             raise InvalidRequest("a user subject needs a non-empty 'id'", field="subject")
+        issuer = wire.get("issuer")
+        if issuer is None:
+            wire.pop("issuer", None)
+        elif not isinstance(issuer, str) or not issuer:
+            raise InvalidRequest("a user subject's 'issuer' must be a non-empty string", field="subject")
     if set(wire) <= {"type", "id"} and kind in ("app", "user"):
         return (APP_KEY if kind == "app" else f"user:{wire['id']}"), wire
     canonical = {k: v for k, v in wire.items() if k != "token"}

@@ -131,9 +131,15 @@ def token_body(issued: Issued) -> dict[str, Any]:
         body["installationId"] = issued.installation_id
     if issued.scopes is not None:
         body["scopes"] = list(issued.scopes)
+    metadata: dict[str, Any] = {}
     if not issued.capabilities.short_lived:
         # Honest about static secrets: expiresAt is the broker's re-check horizon, not a provider expiry.
-        body["metadata"] = {"expires": False}
+        metadata["expires"] = False
+    if issued.scope_unknown:
+        # The provider did not state the granted scopes: ``scopes`` is only what was asked for.
+        metadata["grantedScopes"] = "unknown"
+    if metadata:
+        body["metadata"] = metadata
     return body
 
 

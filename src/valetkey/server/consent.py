@@ -70,10 +70,10 @@ async def _linked(
             f"{connector.type} connector {connector.uid} cannot act for a {subject.type}",
             subject=subject.type,
         )
-    # Consent asks for what was named; else the link's own ceiling; else (None) the connector's
-    # userScopes. The policy's fill-in of the connector's whole ceiling is for app tokens only.
+    # Consent asks for what was named; else (nothing named, or []) the link's own ceiling; else
+    # (None) the connector's userScopes. Never an empty scope: the provider's defaults.
     link = view.links[identity.project_id]
-    asked = scopes if scopes is not None else link.policy.scopes
+    asked = scopes or link.policy.scopes
     return connector, require_user_flows(provider, connector), TokenRequest(subject, asked), link.policy
 
 
@@ -120,10 +120,13 @@ async def confirm(uid: str, request: Request) -> Response:
     )
     await broker.bus.publish(
         Invalidation(
-            kind="tokens", connector_id=view.connector.id, subject_key=f"user:{done.user_id}"
+            kind="tokens", connector_id=view.connector.id, subject_key=done.subject.key()
         )
     )
-    return json_response({"request": done.id, "status": done.status, "user": done.user_id})
+    body = {"request": done.id, "status": done.status, "user": done.user_id}
+    if done.user_issuer is not None:
+        body["issuer"] = done.user_issuer
+    return json_response(body)
 
 
 @router.post(
@@ -181,6 +184,7 @@ async def authorize(uid: str, request: Request) -> Response:
         lifetime=lifetime,
         login_hint=data.get("loginHint"),
         confirm=policy.confirm_consent,
+        user_issuer=subject.issuer,
     )
     body: dict[str, Any] = {
         "url": started.url,
@@ -293,7 +297,8 @@ async def import_tokens(uid: str, request: Request) -> Response:
     return json_response(
         {
             "grantId": grant.id,
-            "subject": {"type": "user", "id": subject.id},
+            "subject": {"type": "user", "id": subject.id}
+            | ({} if subject.issuer is None else {"issuer": subject.issuer}),
             "expiresAt": None if expires_at is None else int(expires_at.timestamp() * 1000),
             "refreshable": refresh is not None,
             "scopes": None if scopes is None else list(scopes),

@@ -111,6 +111,10 @@ class PolicyOut(_Out):
     scopes: list[str] | None
     maxLifetimeSeconds: int | None
     confirmConsent: bool
+    userIssuers: list[str]
+    resources: list[str]
+    audiences: list[str]
+    allowUnknownScope: bool
 
 
 class LinkOut(_Out):
@@ -391,6 +395,14 @@ class LinkCreate(_Model):
     #: False lets apps that never call confirm (e.g. written for Vercel Connect) finish browser
     #: consent without it — and without the protection it gives (docs/security.md).
     confirmConsent: bool = True
+    #: Issuers whose users a request may name (``subject.issuer``); none: issuer-less users only.
+    userIssuers: list[str] | None = None
+    #: RFC 8707 resources a request may name; none: a request may name no resource.
+    resources: list[str] | None = None
+    #: Audiences a request may name; none: a request may name no audience.
+    audiences: list[str] | None = None
+    #: Serve tokens whose granted scopes the provider does not state (flagged in ``metadata``).
+    allowUnknownScope: bool = False
 
 
 class LinkDelete(_Model):
@@ -410,6 +422,10 @@ async def attach(uid: str, body: LinkCreate, member: MemberDep, m: MgmtDep) -> d
         scopes=body.scopes,
         max_lifetime_seconds=body.maxLifetimeSeconds,
         confirm_consent=body.confirmConsent,
+        user_issuers=body.userIssuers,
+        resources=body.resources,
+        audiences=body.audiences,
+        allow_unknown_scope=body.allowUnknownScope,
     )
 
 

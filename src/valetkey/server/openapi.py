@@ -31,7 +31,17 @@ _SUBJECT: dict[str, Any] = {
         },
         {
             "type": "object",
-            "properties": {"type": {"const": "user"}, "id": _TEXT, "issuer": {"type": "string"}},
+            "properties": {
+                "type": {"const": "user"},
+                "id": _TEXT,
+                # Who issued the id (absent: the app's own users); the link must accept it.
+                "issuer": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 255,
+                    "pattern": "^[\\x21-\\x7b\\x7d\\x7e]+$",
+                },
+            },
             "required": ["type", "id"],
             "additionalProperties": False,
         },

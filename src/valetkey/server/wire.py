@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from valetkey.core.models import SUBJECT_TYPES, Subject, TokenRequest
+from valetkey.core.models import SUBJECT_TYPES, Subject, TokenRequest, check_issuer
 from valetkey.errors import InvalidRequest, UnsupportedOperation
 
 _SCOPE = re.compile(r"^[\x21\x23-\x5B\x5D-\x7E]{1,200}$")  # RFC 6749 §3.3 scope-token
@@ -81,7 +81,12 @@ def parse_subject(value: Any, field: str = "subject") -> Subject:
         extra = set(value) - {"type", "id", "issuer"}
         if extra:
             raise InvalidRequest(f"a user subject takes no {', '.join(sorted(extra))}", field=field)
-        return Subject("user", _text(value.get("id"), f"{field}.id"))
+        user_id = _text(value.get("id"), f"{field}.id")
+        # Vercel Connect's clients send the issuer as ``subject.issuer`` (absent when None).
+        issuer = value.get("issuer")
+        if issuer is not None:
+            issuer = check_issuer(issuer, f"{field}.issuer")
+        return Subject("user", user_id, issuer)
     if kind == "jwt-bearer":
         extra = set(value) - {"type", "sub", "iss", "aud", "additionalClaims"}
         if extra:

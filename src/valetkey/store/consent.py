@@ -37,8 +37,8 @@ from sqlalchemy.exc import IntegrityError
 
 from valetkey.core.clock import Clock
 from valetkey.core.consent import PendingAuthorization, Status
-from valetkey.core.grants import Grant, GrantScope, Refresher, RefreshNeeded, merge_refreshed
 from valetkey.core.gate import DEFAULT_TIMEOUT_SECONDS, DEFAULT_WAIT_SECONDS
+from valetkey.core.grants import Grant, GrantScope, Refresher, RefreshNeeded, merge_refreshed
 from valetkey.core.models import Subject
 from valetkey.crypto import KeyRing
 from valetkey.errors import InvalidGrant, ProviderBusy, ProviderTimeout
@@ -130,7 +130,7 @@ class ConsentRepository:
             connector_id=row.connector_id,
             project_id=row.project_id,
             environment=row.environment,
-            subject=Subject(row.subject_type, row.subject_id),  # type: ignore[arg-type]
+            subject=Subject(row.subject_type, row.subject_id, row.subject_issuer or None),  # type: ignore[arg-type]
             status=row.status,  # type: ignore[arg-type]
             tokens=tokens,
             version=row.version,
@@ -157,6 +157,7 @@ class ConsentRepository:
             t.Grant.environment == scope.environment,
             t.Grant.subject_type == scope.subject.type,
             t.Grant.subject_id == (scope.subject.id or ""),
+            t.Grant.subject_issuer == (scope.subject.issuer or ""),
         )
 
     async def save_grant(self, scope: GrantScope, tokens: TokenSet, *, source: str) -> Grant:
@@ -174,6 +175,7 @@ class ConsentRepository:
                             environment=scope.environment,
                             subject_type=scope.subject.type,
                             subject_id=scope.subject.id or "",
+                            subject_issuer=scope.subject.issuer or "",
                             version=0,
                             created_at=now,
                         )
@@ -351,7 +353,11 @@ class ConsentRepository:
     ) -> Sequence[Grant]:
         query = select(t.Grant).where(t.Grant.team_id == team_id, t.Grant.connector_id == connector_id)
         if subject is not None:
-            query = query.where(t.Grant.subject_type == subject.type, t.Grant.subject_id == (subject.id or ""))
+            query = query.where(
+                t.Grant.subject_type == subject.type,
+                t.Grant.subject_id == (subject.id or ""),
+                t.Grant.subject_issuer == (subject.issuer or ""),
+            )
         if project_id is not None:
             query = query.where(t.Grant.project_id == project_id)
         if environment is not None:
@@ -403,6 +409,7 @@ class ConsentRepository:
             next_poll_at=None if next_poll is None else datetime.fromisoformat(next_poll),
             tokens=None if secret.get("tokens") is None else tokens_from_json(secret["tokens"]),
             error=row.error,
+            user_issuer=row.user_issuer,
         )
 
     async def create_authorization(self, pending: PendingAuthorization, *, state_hash: str | None) -> None:
@@ -417,6 +424,7 @@ class ConsentRepository:
                     project_id=pending.project_id,
                     environment=pending.environment,
                     user_id=pending.user_id,
+                    user_issuer=pending.user_issuer,
                     mode=pending.mode,
                     status=pending.status,
                     state_hash=state_hash,
@@ -478,7 +486,7 @@ class ConsentRepository:
             return None if row is None else self._pending(row)
 
     async def latest_device_authorization(
-        self, connector_id: str, project_id: str, environment: str, user_id: str
+        self, connector_id: str, project_id: str, environment: str, user_id: str, issuer: str | None = None
     ) -> PendingAuthorization | None:
         async with self.db.session() as s:
             row = await s.scalar(
@@ -488,6 +496,7 @@ class ConsentRepository:
                     t.Authorization.project_id == project_id,
                     t.Authorization.environment == environment,
                     t.Authorization.user_id == user_id,
+                    _issuer_is(issuer),
                     t.Authorization.mode == "device",
                 )
                 .order_by(t.Authorization.created_at.desc())
@@ -543,7 +552,9 @@ class ConsentRepository:
             row.payload = self.keyring.encrypt_json(secret, aad=authorization_aad(row.id))
             return True
 
-    async def webhook_for(self, connector_id: str, project_id: str, environment: str, user_id: str) -> str | None:
+    async def webhook_for(
+        self, connector_id: str, project_id: str, environment: str, user_id: str, issuer: str | None = None
+    ) -> str | None:
         """The webhook the app gave when it last started consent for this user, if any."""
         async with self.db.session() as s:
             url: str | None = await s.scalar(
@@ -553,9 +564,16 @@ class ConsentRepository:
                     t.Authorization.project_id == project_id,
                     t.Authorization.environment == environment,
                     t.Authorization.user_id == user_id,
+                    _issuer_is(issuer),
                     t.Authorization.webhook_url.is_not(None),
                 )
                 .order_by(t.Authorization.created_at.desc())
                 .limit(1)
             )
         return url
+
+
+def _issuer_is(issuer: str | None) -> Any:
+    """An authorization's user issuer is ``issuer`` (NULL: the app's own users)."""
+    column = t.Authorization.user_issuer
+    return column.is_(None) if issuer is None else column == issuer

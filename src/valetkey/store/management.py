@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -29,6 +30,7 @@ from valetkey.core.models import (
     Policy,
     Role,
     SubjectType,
+    check_issuer,
     check_slug,
     parse_uid,
 )
@@ -676,6 +678,10 @@ class Management:
         scopes: Sequence[str] | None = None,
         max_lifetime_seconds: int | None = None,
         confirm_consent: bool = True,
+        user_issuers: Sequence[str] | None = None,
+        resources: Sequence[str] | None = None,
+        audiences: Sequence[str] | None = None,
+        allow_unknown_scope: bool = False,
     ) -> dict[str, Any]:
         self._require(actor)
         row = await self._connector(actor.team_id, uid)
@@ -721,11 +727,20 @@ class Management:
                 "maxLifetimeSeconds must be an integer from 60 to 2678400",
                 field="maxLifetimeSeconds",
             )
+        issuers_ = tuple(
+            sorted({check_issuer(i, "userIssuers") for i in _string_list(user_issuers or [], "userIssuers")})
+        )
+        if not isinstance(allow_unknown_scope, bool):
+            raise InvalidRequest("allowUnknownScope must be a boolean", field="allowUnknownScope")
         policy = Policy(
             subjects=cast(tuple[SubjectType, ...], subjects_),
             scopes=scopes_,
             max_lifetime_seconds=max_lifetime_seconds,
             confirm_consent=confirm_consent,
+            user_issuers=issuers_,
+            resources=_targets(resources, "resources", uri=True),
+            audiences=_targets(audiences, "audiences", uri=False),
+            allow_unknown_scope=allow_unknown_scope,
         )
         now = self.clock.now()
         async with self.db.session.begin() as s:
@@ -1309,6 +1324,26 @@ def _credential_expiry(now: datetime, seconds: int | None) -> datetime | None:
             field="expiresInSeconds",
         )
     return now + timedelta(seconds=seconds)
+
+
+def _targets(values: Sequence[str] | None, what: str, *, uri: bool) -> tuple[str, ...]:
+    """A link's resource or audience allow-list: at most 100 printable strings of at most 2000
+    characters; a resource is an absolute URI without a fragment (RFC 8707 §2)."""
+    items = set()
+    for value in _string_list(values or [], what):
+        if len(value) > 2000 or not value.isprintable() or " " in value:
+            raise InvalidRequest(
+                f"{what} must hold printable values of at most 2000 characters, without spaces",
+                field=what,
+            )
+        if uri:
+            parts = urlsplit(value)
+            if not parts.scheme or not (parts.netloc or parts.path) or parts.fragment or "#" in value:
+                raise InvalidRequest(
+                    f"{what} must be absolute URIs without a fragment (RFC 8707)", field=what
+                )
+        items.add(value)
+    return tuple(sorted(items))
 
 
 def _string_list(values: Any, what: str) -> list[str]:

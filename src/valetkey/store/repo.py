@@ -161,6 +161,7 @@ class Repository:
                     environment=identity.environment,
                     subject_type=request.subject.type,
                     subject_id=request.subject.id,
+                    subject_issuer=request.subject.issuer,
                     scopes=None if scopes is None else list(scopes),
                     installation_id=minted.installation_id or request.installation_id,
                     token_hash=token_hash(minted.token),
@@ -213,6 +214,11 @@ class Repository:
                 if subject.id is None
                 else t.IssuedToken.subject_id == subject.id
             )
+            query = query.where(
+                t.IssuedToken.subject_issuer.is_(None)
+                if subject.issuer is None
+                else t.IssuedToken.subject_issuer == subject.issuer
+            )
         if project_id is not None:
             query = query.where(t.IssuedToken.project_id == project_id)
         if environment is not None:
@@ -228,7 +234,7 @@ class Repository:
             targets.append(
                 RevocationTarget(
                     issued_id=issued.id,
-                    subject=Subject(issued.subject_type, issued.subject_id),  # type: ignore[arg-type]
+                    subject=Subject(issued.subject_type, issued.subject_id, issued.subject_issuer),  # type: ignore[arg-type]
                     project_id=issued.project_id,
                     environment=issued.environment,
                     token=token,

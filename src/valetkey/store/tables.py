@@ -211,6 +211,8 @@ class IssuedToken(Base):
     environment: Mapped[str] = mapped_column(String(40))
     subject_type: Mapped[str] = mapped_column(String(16))
     subject_id: Mapped[str | None] = mapped_column(String(200))
+    #: A user subject's issuer (NULL: the app's own users, or not a user).
+    subject_issuer: Mapped[str | None] = mapped_column(String(255))
     scopes: Mapped[list[Any] | None] = mapped_column(JSON)
     installation_id: Mapped[str | None] = mapped_column(String(200))
     token_hash: Mapped[str] = mapped_column(String(64))
@@ -292,6 +294,9 @@ class Grant(Base):
     environment: Mapped[str] = mapped_column(String(40))
     subject_type: Mapped[str] = mapped_column(String(16))
     subject_id: Mapped[str] = mapped_column(String(200))
+    #: A user subject's issuer; "" for the app's own users (not NULL, so that the unique key
+    #: below holds: NULLs are distinct in a unique constraint).
+    subject_issuer: Mapped[str] = mapped_column(String(255), server_default="")
     #: "active" | "needs_consent"
     status: Mapped[str] = mapped_column(String(16))
     payload: Mapped[bytes] = mapped_column(LargeBinary)
@@ -305,7 +310,15 @@ class Grant(Base):
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     __table_args__ = (
-        UniqueConstraint("connector_id", "project_id", "environment", "subject_type", "subject_id"),
+        UniqueConstraint(
+            "connector_id",
+            "project_id",
+            "environment",
+            "subject_type",
+            "subject_id",
+            "subject_issuer",
+            name="uq_grants_subject",
+        ),
     )
 
 
@@ -320,6 +333,8 @@ class Authorization(Base):
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
     environment: Mapped[str] = mapped_column(String(40))
     user_id: Mapped[str] = mapped_column(String(200))
+    #: Who issued ``user_id`` (NULL: the app's own users).
+    user_issuer: Mapped[str | None] = mapped_column(String(255))
     #: "callback" | "webhook" | "device"
     mode: Mapped[str] = mapped_column(String(16))
     #: "pending" | "confirming" | "completed" | "failed" | "denied" | "expired"

@@ -174,6 +174,35 @@ def attach(
             "apps that cannot confirm, e.g. written for Vercel Connect: see docs/security.md.",
         ),
     ] = True,
+    user_issuers: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--user-issuers",
+            help="Issuers whose users may be named (subject.issuer), comma-separated. "
+            "Default: none, only users named without an issuer.",
+        ),
+    ] = None,
+    resources: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--resources",
+            help="RFC 8707 resources a request may name, comma-separated. Default: none.",
+        ),
+    ] = None,
+    audiences: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--audiences", help="Audiences a request may name, comma-separated. Default: none."
+        ),
+    ] = None,
+    allow_unknown_scope: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unknown-scope/--no-allow-unknown-scope",
+            help="Serve tokens whose granted scopes the provider does not state (off by "
+            "default; such tokens say so in their metadata).",
+        ),
+    ] = False,
     fmt: FormatOption = Format.table,
 ) -> None:
     """Attach a connector to a project's environments, with a policy (re-attaching replaces it)."""
@@ -186,6 +215,15 @@ def attach(
         body["maxLifetimeSeconds"] = max_lifetime
     if not confirm_consent:
         body["confirmConsent"] = False
+    for name, values in (
+        ("userIssuers", user_issuers),
+        ("resources", resources),
+        ("audiences", audiences),
+    ):
+        if values is not None:
+            body[name] = parse_list(values)
+    if allow_unknown_scope:
+        body["allowUnknownScope"] = True
     emit_fields(
         broker(ctx).post(f"/v1/connectors/{uid_path(uid)}/links", body), fmt, title="attached"
     )
