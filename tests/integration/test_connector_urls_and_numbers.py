@@ -80,10 +80,13 @@ def test_absurd_expires_in_is_cut_or_refused_at_mint_time(
 ) -> None:
     """A lifetime of 1e20 seconds is served as at most a year; NaN or a negative is a 502 provider error."""
     body = (
-        f'{{"access_token": "at-0123456789", "token_type": "Bearer", "expires_in": {expires_in}}}'
+        f'{{"access_token": "at-0123456789", "token_type": "Bearer", "scope": "read", '
+        f'"expires_in": {expires_in}}}'
     )
     scripted_server.reply("/token", Reply(body=body.encode()))
-    identity = sqlite_broker.setup_project("nums", {"oauth/idp": _data(scripted_server)})
+    identity = sqlite_broker.setup_project(
+        "nums", {"oauth/idp": {**_data(scripted_server), "scopes": ["read"]}}
+    )
     answer = httpx.post(
         f"{sqlite_broker.url}/v1/connect/token/oauth%2Fidp",
         json={"subject": {"type": "app"}},
