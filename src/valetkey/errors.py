@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 __all__ = [
     "AccessDenied",
+    "AuditUnavailable",
     "AuthorizationExpired",
     "AuthorizationPending",
     "BrokerUnavailable",
@@ -229,6 +230,18 @@ class BrokerUnavailable(ValetkeyError):
 
     code = "broker_unavailable"
     status = 503
+
+
+class AuditUnavailable(BrokerUnavailable):
+    """The broker cannot record this request in its audit log right now, so it does not act on it.
+
+    Sent when the audit backlog is full (the database is slow or unreachable); ``retryAfterSeconds``
+    (also the ``Retry-After`` header) says when to try again.
+    """
+
+    code = "audit_unavailable"
+    status = 503
+    remedy = "Retry after a moment; if it persists, check the broker's database (GET /readyz)."
 
 
 class InvalidBrokerResponse(ValetkeyError):
