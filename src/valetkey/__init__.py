@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from valetkey.errors import (
     AccessDenied,
+    AuditUnavailable,
     AuthorizationExpired,
     AuthorizationPending,
     BrokerUnavailable,
@@ -68,6 +69,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AccessDenied",
     "AsyncClient",
+    "AuditUnavailable",
     "AuthorizationExpired",
     "AuthorizationPending",
     "AuthorizationResponse",

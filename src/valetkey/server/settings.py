@@ -21,6 +21,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from valetkey.core.audit import HARD_LIMIT, SOFT_LIMIT
+
 DEFAULT_PORT = 8787
 DEFAULT_HOST = "127.0.0.1"
 
@@ -50,6 +52,10 @@ class Settings:
     max_body_bytes: int = 1 << 20
     #: A PEM bundle of CA certificates trusted besides the public ones, for outbound HTTPS.
     ca_file: Path | None = None
+    #: Audit events waiting to be written above which audited requests wait for the writer
+    #: (at most ``AuditLog.max_wait``), and at which they are refused (503 ``audit_unavailable``).
+    audit_backlog_soft_limit: int = SOFT_LIMIT
+    audit_backlog_hard_limit: int = HARD_LIMIT
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
