@@ -177,8 +177,7 @@ def audit_table_locked(database_url: str) -> Iterator[None]:
             async with conn.transaction():
                 await conn.execute("LOCK TABLE audit_events IN ACCESS EXCLUSIVE MODE")
                 locked.set()
-                while not release.is_set():
-                    await asyncio.sleep(0.02)
+                await asyncio.get_running_loop().run_in_executor(None, release.wait)
         finally:
             await conn.close()
 
