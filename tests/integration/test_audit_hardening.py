@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import http.client
+import json
 import sqlite3
 import threading
 import time
@@ -94,8 +96,14 @@ async def _stored_chain(db: Database) -> list[ChainedEvent]:
 
 def _event(i: int, **changes: Any) -> AuditEvent:
     event = AuditEvent(
-        "team_x", datetime.now(UTC), "tester", "token.exchange", "allowed", "issued",
-        connector_uid=UID, details={"i": i},
+        "team_x",
+        datetime.now(UTC),
+        "tester",
+        "token.exchange",
+        "allowed",
+        "issued",
+        connector_uid=UID,
+        details={"i": i},
     )
     return dataclasses.replace(event, **changes)
 
@@ -263,3 +271,205 @@ def test_a_stalled_audit_store_slows_then_refuses_audited_requests_and_recovers(
         assert metrics["valetkey_audit_writer_healthy"] == 1
         assert metrics["valetkey_audit_events_dropped_total"] == 0
         assert metrics["valetkey_audit_last_write_timestamp_seconds"] > 0
+
+
+# -- bounds at the edge: every entry point, a class of hostile values ----------------------------
+
+
+#: Path values no parameter accepts: over the limit (in characters: one more than 130, 40 or 40,
+#: ASCII or multi-byte), far over it, and characters no stored value may hold (sent
+#: percent-encoded: NUL, CR LF, a Unicode line separator, a tab).
+def _hostile(limit: int) -> list[str]:
+    return [
+        "a" * (limit + 1),
+        "é" * (limit + 1),
+        "😀" * (limit + 1),
+        "b" * 10_000,
+        "c" * 100_000,
+        "x%00y",
+        "x%0D%0Ay",
+        "x%E2%80%A8y",
+        "x%09y",
+    ]
+
+
+def _user(user_id: str) -> dict[str, Any]:
+    return {"subject": {"type": "user", "id": user_id}}
+
+
+def _refusal(response: httpx.Response) -> tuple[int, str | None, str | None]:
+    """(status, error code, field named) of a refusal; the HTTP server itself answers a 100 KB
+    request line with a bare 400 before the app (h11's limit), which has neither."""
+    try:
+        error = response.json()["error"]
+    except ValueError:
+        return response.status_code, None, None
+    field = error.get("field") or (error.get("problems") or [{}])[0].get("field")
+    return response.status_code, error["code"], field
+
+
+def _send(
+    client: httpx.Client, method: str, path: str, body: Any, headers: dict[str, str] | None = None
+) -> httpx.Response:
+    """``client.request``, or for a request line longer than httpx builds (64 KB) the same request
+    over ``http.client``."""
+    if len(path) < 60_000:
+        return client.request(method, path, json=body, headers=headers)
+    url = httpx.URL(str(client.base_url))
+    conn = http.client.HTTPConnection(url.host, url.port, timeout=30)
+    try:
+        sent = {**dict(client.headers), **(headers or {}), "content-type": "application/json"}
+        conn.request(method, path, body=json.dumps(body).encode(), headers=sent)
+        answer = conn.getresponse()
+        return httpx.Response(
+            answer.status,
+            headers=answer.getheaders(),
+            content=answer.read(),
+            request=httpx.Request(method, "http://long.invalid/"),
+        )
+    finally:
+        conn.close()
+
+
+def _assert_refused(response: httpx.Response, field: str, what: str) -> None:
+    """A typed 400 naming ``field``; for a path parameter (``field`` given as ``uid|path``) a
+    control character is refused before routing, naming ``path``."""
+    status, code, named = _refusal(response)
+    assert status == 400, f"{what}: {status} {response.text[:300]}"
+    if code is None:  # only the 100 KB request line may be refused by the HTTP server itself
+        assert response.request.url.host == "long.invalid", what
+        return
+    assert code == "invalid_request", f"{what}: {response.text[:300]}"
+    assert named in field.split("|"), f"{what}: field {named!r}, expected {field!r}"
+
+
+def test_over_long_and_malformed_values_are_refused_at_every_entry_point(
+    broker: RunningBroker,
+) -> None:
+    """Path parameters, body fields, list items and counts, and query values over their limits or
+    holding control characters get a typed 400 naming the field, on every route; nothing is
+    stored, and the audit log and usage keep working."""
+    identity = broker.setup_project(PROJECT, {UID: {"apiKey": API_KEY}})
+    auth = {"authorization": f"Bearer {identity}"}
+    app = {"subject": {"type": "app"}}
+    with broker.admin() as admin, httpx.Client(base_url=broker.url, timeout=30) as c:
+        before = admin.get("/v1/projects").json()
+        for bad in _hostile(130):
+            connect: list[tuple[str, str, Any]] = [
+                ("POST", f"/v1/connect/token/{bad}", app),
+                ("GET", f"/v1/connect/connectors/{bad}", None),
+                ("DELETE", f"/v1/connect/connectors/{bad}/tokens", {"allTokens": True}),
+                ("POST", f"/v1/connect/authorize/{bad}", {"subject": {"type": "user", "id": "u"}}),
+                ("POST", f"/v1/connect/authorize/{bad}/confirm", {"request": "r", "verifier": "v"}),
+                ("POST", f"/v1/connect/token/{bad}/import", {"accessToken": "t"}),
+            ]
+            for method, path, body in connect:
+                response = _send(c, method, path, body, auth)
+                _assert_refused(response, "uid|path", f"{method} {path[:60]}")
+            management: list[tuple[str, str, Any]] = [
+                ("GET", f"/v1/connectors/{bad}", None),
+                ("PATCH", f"/v1/connectors/{bad}", {"data": {}}),
+                ("DELETE", f"/v1/connectors/{bad}", None),
+                ("POST", f"/v1/connectors/{bad}/links", {"project": PROJECT, "environments": []}),
+                ("POST", f"/v1/connectors/{bad}/detach", {"project": PROJECT}),
+            ]
+            for method, path, body in management:
+                response = _send(admin, method, path, body)
+                _assert_refused(response, "uid|path", f"{method} {path[:60]}")
+        for bad in _hostile(40):
+            for method, path, body, field in [
+                ("GET", f"/v1/projects/{bad}", None, "project|path"),
+                ("GET", f"/v1/projects/{bad}/environments", None, "project|path"),
+                ("POST", f"/v1/projects/{bad}/environments", {"slug": "qa"}, "project|path"),
+                ("POST", f"/v1/projects/{bad}/development-identity", {}, "project|path"),
+                (
+                    "POST",
+                    f"/v1/projects/{bad}/access-tokens",
+                    {"environment": "development"},
+                    "project|path",
+                ),
+                ("DELETE", f"/v1/trust-bindings/{bad}", None, "binding_id|path"),
+                ("DELETE", f"/v1/access-tokens/{bad}", None, "token_id|path"),
+            ]:
+                response = _send(admin, method, path, body)
+                _assert_refused(response, field, f"{method} {path[:60]}")
+        token, authorize, links = (
+            f"/v1/connect/token/{UID}",
+            f"/v1/connect/authorize/{UID}",
+            (f"/v1/connectors/{UID}/links"),
+        )
+        tokens = f"/v1/projects/{PROJECT}/access-tokens"
+        dev = {"environment": "development"}
+        as_workload: list[tuple[str, str, dict[str, Any], str]] = [
+            ("POST", token, _user("u" * 201), "subject.id"),
+            ("POST", token, _user("é" * 201), "subject.id"),
+            ("POST", token, _user("u\x00"), "subject.id"),
+            ("POST", token, {**app, "scopes": ["s" * 201]}, "scopes"),
+            ("POST", token, {**app, "scopes": ["read\r\n"]}, "scopes"),
+            ("POST", token, {**app, "scopes": [f"s{i}" for i in range(101)]}, "scopes"),
+            ("POST", token, {**app, "installationId": "i" * 10_000}, "installationId"),
+            ("POST", token, {**app, "resources": ["r\r\nx"]}, "resources"),
+            ("DELETE", f"/v1/connect/connectors/{UID}/tokens", _user("é" * 201), "subject.id"),
+            (
+                "POST",
+                authorize,
+                {**_user("u"), "returnUrl": "https://a/" + "p" * 2000},
+                "returnUrl",
+            ),
+            ("POST", authorize, {**_user("u"), "loginHint": "a\r\nb"}, "loginHint"),
+            ("POST", f"{authorize}/confirm", {"request": "r\x00", "verifier": "v"}, "request"),
+        ]
+        for method, path, body, field in as_workload:
+            response = c.request(method, path, json=body, headers=auth)
+            _assert_refused(response, field, f"{method} {path} {field}")
+        binding = {"issuer": "https://i", "audience": "a", "claims": {"sub": "x"}, **dev}
+        as_member: list[tuple[str, dict[str, Any], str]] = [
+            (f"{token}/import", {"project": "p" * 41, **dev, "accessToken": "t"}, "project"),
+            ("/v1/projects", {"slug": "fine", "name": "n\x00"}, "name"),
+            ("/v1/projects", {"slug": "fine", "name": "é" * 201}, "name"),
+            ("/v1/members", {"name": "fine", "role": "r" * 17}, "role"),
+            (tokens, {**dev, "name": "a\r\nb"}, "name"),
+            (tokens, {**dev, "userId": "😀" * 201}, "userId"),
+            (
+                links,
+                {"project": PROJECT, "environments": ["development"], "scopes": ["s" * 201]},
+                "scopes.0",
+            ),
+            (links, {"project": PROJECT, "environments": ["development"] * 101}, "environments"),
+            (
+                f"/v1/projects/{PROJECT}/trust-bindings",
+                {**binding, "algorithms": ["A" * 17]},
+                "algorithms.0",
+            ),
+        ]
+        for path, body, field in as_member:
+            _assert_refused(admin.post(path, json=body), field, f"POST {path} {field}")
+        for path, params, field in [
+            ("/v1/connectors", {"search": "a\x00b"}, "search"),
+            ("/v1/audit", {"action": "a\r\nb"}, "action"),
+            ("/v1/audit", {"connector": "é" * 131}, "query.connector"),  # the route's own limit
+            ("/v1/usage", {"month": "\x00"}, "month"),
+            ("/v1/access-tokens", {"unknown": "q" * 2001}, "unknown"),
+        ]:
+            _assert_refused(admin.get(path, params=params), field, f"GET {path} {field}")
+        assert admin.get("/v1/projects").json() == before  # nothing created
+        assert _token(broker, identity, UID).status_code == 200
+        audit = admin.get("/v1/audit", params={"action": "token.exchange"})
+        assert audit.status_code == 200, audit.text
+        assert [e["reason"] for e in audit.json()] == ["issued"]  # the refusals never reached it
+        usage = admin.get("/v1/usage")
+        assert usage.status_code == 200, usage.text
+        assert usage.json()["counters"]["token_requests"] == 1
+
+
+@pytest.mark.parametrize("uid", ["a" * 130, "é" * 130, "😀" * 130, "api-key/" + "日" * 122])
+def test_a_uid_at_the_limit_is_looked_up_and_audited_whole(broker: RunningBroker, uid: str) -> None:
+    """130 characters (up to 520 bytes of UTF-8) pass the edge, miss with 404, and their audit
+    event is written whole on either store (the column counts characters like the check)."""
+    identity = broker.setup_project(PROJECT, {UID: {"apiKey": API_KEY}})
+    missed = _token(broker, identity, uid)
+    assert missed.status_code == 404, missed.text
+    with broker.admin() as c:
+        events = c.get("/v1/audit", params={"connector": uid}).json()
+        assert [(e["connector"], e["reason"]) for e in events] == [(uid, "not_found")]
+        assert "clipped" not in events[0]["details"]

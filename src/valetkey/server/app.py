@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from valetkey.core.audit import AuditLog
 from valetkey.core.clock import Clock
-from valetkey.errors import ValetkeyError
+from valetkey.errors import InvalidRequest, ValetkeyError
 from valetkey.server import connect, consent, errors, management, metrics, openapi
 from valetkey.server.broker import Broker
 from valetkey.server.connect import json_response
@@ -85,13 +85,16 @@ _READS = frozenset({"GET", "HEAD", "OPTIONS"})
 _AUDITED_READS = frozenset({"/v1/connect/callback"})
 
 
-class AuditAdmission:
-    """Hold back requests that will be audited while the audit writer cannot keep up.
+class Admission:
+    """Admit a request before routing: a printable path, and room in the audit log if it is audited.
 
-    Every request that can change state or record an audit event (any method but GET, HEAD and
-    OPTIONS, and the consent callback) first awaits ``AuditLog.admit``: at once while the backlog is
-    below its soft limit, after a bounded wait above it, and refused with 503 ``audit_unavailable``
-    and ``Retry-After`` at the hard limit: the broker does not act on what it cannot record.
+    A path holding a control character (after percent-decoding: NUL, CR, LF, ...) is refused
+    with 400 ``invalid_request`` naming ``path``: no route would match a LF, and no stored value
+    may hold one. Every request that can change state or record an audit event (any method but
+    GET, HEAD and OPTIONS, and the consent callback) then awaits ``AuditLog.admit``: at once while
+    the backlog is below its soft limit, after a bounded wait above it, and refused with 503
+    ``audit_unavailable`` and ``Retry-After`` at the hard limit: the broker does not act on what
+    it cannot record.
     """
 
     def __init__(self, app: ASGIApp, audit: AuditLog) -> None:
@@ -99,11 +102,13 @@ class AuditAdmission:
         self.audit = audit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and (
-            scope["method"] not in _READS or scope["path"] in _AUDITED_READS
-        ):
+        if scope["type"] == "http":
             try:
-                await self.audit.admit()
+                path: str = scope["path"]
+                if not path.isprintable():
+                    raise InvalidRequest("the path holds a control character", field="path")
+                if scope["method"] not in _READS or path in _AUDITED_READS:
+                    await self.audit.admit()
             except ValetkeyError as exc:
                 await errors.error_response(exc)(scope, receive, send)
                 return
@@ -187,6 +192,6 @@ def create_app(settings: Settings, *, clock: Clock | None = None, broker: Broker
         return app.openapi_schema
 
     app.openapi = schema_with_errors  # type: ignore[method-assign]
-    app.add_middleware(AuditAdmission, audit=the_broker.audit)
+    app.add_middleware(Admission, audit=the_broker.audit)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)  # outermost
     return app

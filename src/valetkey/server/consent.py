@@ -141,7 +141,6 @@ async def authorize(uid: str, request: Request) -> Response:
             'consent is for a user subject: {"type": "user", "id": ...}', field="subject.type"
         )
     scopes = parse_token_request({"subject": {"type": "app"}, "scopes": data.get("scopes")}).scopes
-    connector, flows, effective, policy = await _linked(broker, identity, uid, subject, scopes)
     return_url = data.get("returnUrl") or data.get("callbackUrl")
     webhook = data.get("webhook")
     device = data.get("deviceCode", False)
@@ -154,6 +153,7 @@ async def authorize(uid: str, request: Request) -> Response:
         if value is not None:
             # Printable only: urlsplit drops CR/LF/TAB silently; refuse them rather than store them.
             limits.check_text(value, name, limit)
+    connector, flows, effective, policy = await _linked(broker, identity, uid, subject, scopes)
     if not isinstance(device, bool):
         raise InvalidRequest("deviceCode must be a boolean", field="deviceCode")
     lifetime = None
