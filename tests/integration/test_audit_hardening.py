@@ -411,6 +411,12 @@ def test_over_long_and_malformed_values_are_refused_at_every_entry_point(
             ("POST", token, {**app, "resources": ["r\r\nx"]}, "resources"),
             ("DELETE", f"/v1/connect/connectors/{UID}/tokens", _user("é" * 201), "subject.id"),
             (
+                "DELETE",
+                f"/v1/connect/connectors/{UID}/tokens",
+                {"allTokens": True, "installationId": "i\x00"},
+                "installationId",
+            ),
+            (
                 "POST",
                 authorize,
                 {**_user("u"), "returnUrl": "https://a/" + "p" * 2000},

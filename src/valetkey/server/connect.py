@@ -13,7 +13,7 @@ from fastapi.routing import APIRoute
 from starlette.responses import Response
 
 from valetkey.core.exchange import Issued
-from valetkey.core.limits import TOKEN, check_path_params
+from valetkey.core.limits import SUBJECT_ID, TOKEN, check_path_params, check_text
 from valetkey.core.models import Identity, Member
 from valetkey.errors import (
     ConnectorNotLinked,
@@ -213,9 +213,11 @@ async def revoke_tokens(uid: str, request: Request) -> Response:
     else:
         principal = await broker.verifier.verify(credential)
     data = parse_json_object(await request.body())
-    unknown = set(data) - {"subject", "installationId", "allTokens"}  # installationId: ignored
+    unknown = set(data) - {"subject", "installationId", "allTokens"}
     if unknown:
         raise InvalidRequest(f"unknown field {sorted(unknown)[0]}", field=sorted(unknown)[0])
+    if data.get("installationId") is not None:  # accepted for compatibility, not used
+        check_text(data["installationId"], "installationId", SUBJECT_ID)
     all_tokens = data.get("allTokens", False)
     if not isinstance(all_tokens, bool):
         raise InvalidRequest("allTokens must be a boolean", field="allTokens")
