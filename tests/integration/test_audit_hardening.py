@@ -25,6 +25,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
+from tests.conftest import ADMIN_URL
 
 from valetkey.core.audit import AuditEvent, AuditLog, ChainedEvent, verify_chain
 from valetkey.core.clock import SystemClock
@@ -479,3 +480,58 @@ def test_a_uid_at_the_limit_is_looked_up_and_audited_whole(broker: RunningBroker
         events = c.get("/v1/audit", params={"connector": uid}).json()
         assert [(e["connector"], e["reason"]) for e in events] == [(uid, "not_found")]
         assert "clipped" not in events[0]["details"]
+
+
+def _pg_admin(sql: str) -> None:
+    async def run() -> None:
+        conn = await asyncpg.connect(ADMIN_URL, timeout=5)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+def test_an_unreachable_database_keeps_the_events_backs_off_and_recovers(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """With the broker's PostgreSQL database refusing connections, audit writes fail and are
+    retried with backoff (events kept, the writer reported unhealthy); once the database is back
+    every event recorded meanwhile is written and /readyz answers 200."""
+    name = postgres_url.rsplit("/", 1)[1]
+    with running_broker(tmp_path / "data", database_url=postgres_url) as broker:
+        identity = broker.setup_project(PROJECT, {UID: {"apiKey": API_KEY}})
+        assert _token(broker, identity, UID).status_code == 200
+        team_id = broker.broker.bootstrap_result.team_id
+        try:
+            _pg_admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            _pg_admin(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "  # noqa: S608 - our own name
+                f"WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+            )
+            for i in range(3):  # events recorded while the database is away (as a request would)
+                broker.loop.call_soon_threadsafe(  # type: ignore[union-attr]
+                    broker.broker.audit.record, _event(i, team_id=team_id, action="test.outage")
+                )
+            deadline = time.monotonic() + 20
+            while _scrape(broker)["valetkey_audit_flush_failures_total"] < 3:
+                assert time.monotonic() < deadline, "the writer did not retry"
+                time.sleep(0.2)
+            metrics = _scrape(broker)
+            assert metrics["valetkey_audit_writer_healthy"] == 0
+            assert metrics["valetkey_audit_backlog"] >= 3
+            assert httpx.get(f"{broker.url}/readyz", timeout=10).status_code == 503
+        finally:
+            _pg_admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        assert _wait_ready(broker).status_code == 200
+        with broker.admin() as c:
+            events = c.get("/v1/audit", params={"action": "test.outage"}).json()
+            assert sorted(e["details"]["i"] for e in events) == [0, 1, 2]
+            assert _token(broker, identity, UID).status_code == 200
+            exchanges = c.get("/v1/audit", params={"action": "token.exchange"}).json()
+            assert len(exchanges) == 2
+            assert c.get("/v1/usage").json()["counters"]["token_requests"] == 2
+        metrics = _scrape(broker)
+        assert metrics["valetkey_audit_writer_healthy"] == 1
+        assert metrics["valetkey_audit_events_dropped_total"] == 0
