@@ -173,7 +173,8 @@ BOUNDED_DETAILS = 2000
 
 
 def _safe(value: str, limit: int) -> str:
-    """``value`` as text every store keeps: lone surrogates and NUL replaced, clipped to ``limit``."""
+    """``value`` as text every store keeps: a lone surrogate becomes ``?``, NUL becomes U+FFFD,
+    and the result is clipped to ``limit`` characters."""
     return value.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")[:limit]
 
 
@@ -192,7 +193,8 @@ def _too_long(event: AuditEvent, details_json: str) -> list[str]:
 def bounded(event: AuditEvent, why: str, fields: Sequence[str] = ()) -> AuditEvent:
     """``event`` in a form every store accepts, marked as such.
 
-    Each text field has lone surrogates and NUL replaced (U+FFFD) and is clipped to its column;
+    Each text field is made storable (``_safe``: lone surrogates and NUL replaced) and clipped to
+    its column;
     the details become ``{"clipped": why, "fields": [...], "details": "<the original details as
     JSON text, clipped to BOUNDED_DETAILS characters>"}``; a naive timestamp is taken as UTC.
     """
