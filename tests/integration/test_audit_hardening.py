@@ -224,13 +224,15 @@ def test_a_stalled_audit_store_slows_then_refuses_audited_requests_and_recovers(
 ) -> None:
     """With audit writes blocked: requests pass below the soft limit, wait above it, are refused
     with 503 audit_unavailable and Retry-After at the hard limit (token and management writes
-    alike); /readyz and /metrics say so; once writes resume everything admitted is written."""
+    alike) while a revocation still passes (PostgreSQL); /readyz and /metrics say so; once writes
+    resume everything admitted is written."""
     with running_broker(
         tmp_path / "data",
         database_url=database_url,
         audit_backlog_soft_limit=5,
         audit_backlog_hard_limit=10,
     ) as broker:
+        postgres = database_url.startswith("postgres")
         identity = broker.setup_project(PROJECT, {UID: {"apiKey": API_KEY}})
         assert _token(broker, identity, UID).status_code == 200
         with broker.admin() as c:
@@ -252,6 +254,11 @@ def test_a_stalled_audit_store_slows_then_refuses_audited_requests_and_recovers(
                 assert write.status_code == 503, write.text
                 assert write.json()["error"]["code"] == "audit_unavailable"
                 assert c.get(f"/v1/connectors/{UID}").status_code == 200  # reads still served
+                if postgres:  # SQLite's lock holds every writer: the revocation could not commit
+                    revoked = c.request(
+                        "DELETE", f"/v1/connect/connectors/{UID}/tokens", json={"allTokens": True}
+                    )
+                    assert revoked.status_code == 200, revoked.text  # revocations use the reserve
             ready = httpx.get(f"{broker.url}/readyz", timeout=10)
             assert ready.status_code == 503
             assert "backlog" in ready.json()["audit"]
@@ -266,6 +273,8 @@ def test_a_stalled_audit_store_slows_then_refuses_audited_requests_and_recovers(
         with broker.admin() as c:
             events = c.get("/v1/audit", params={"action": "token.exchange", "limit": 100}).json()
             assert len(events) == 12  # 1 + 10 admitted + 1 after; the refused ones never acted
+            revokes = c.get("/v1/audit", params={"action": "token.revoke"}).json()
+            assert [e["reason"] for e in revokes] == (["revoked"] if postgres else [])
             assert c.get("/v1/usage").json()["counters"]["token_requests"] == 12
             assert c.get("/v1/projects/refused-prj").status_code == 404
         metrics = _scrape(broker)

@@ -24,7 +24,8 @@ What can go wrong while writing, and what the writer does about it:
 Backpressure: ``admit`` is awaited before any request that will be audited. Below
 ``soft_limit`` events waiting it returns at once; above it the request waits up to ``max_wait``
 seconds for the writer to catch up; at ``hard_limit`` it is refused with ``AuditUnavailable``
-(HTTP 503 with Retry-After): the broker does not act on what it cannot record.
+(HTTP 503 with Retry-After): the broker does not act on what it cannot record. Revocations
+(which only take access away) never wait and have a reserve of a tenth of ``hard_limit``.
 ``problem()`` says why the writer is unhealthy (``/readyz`` answers 503 with it).
 
 Tamper evidence: each replica writes its own hash chain. Every event stores the SHA-256 of the
@@ -310,15 +311,22 @@ class AuditLog:
 
     # -- backpressure and health ------------------------------------------------------------
 
-    async def admit(self) -> None:
+    async def admit(self, *, revocation: bool = False) -> None:
         """Return when a request that will be audited may go ahead; raise ``AuditUnavailable`` if not.
 
         At once below ``soft_limit``; above it, after the writer brought the backlog under it or
-        ``max_wait`` passed; refused while ``hard_limit`` events are waiting.
+        ``max_wait`` passed; refused while ``hard_limit`` events are waiting. A ``revocation`` (a
+        request that only takes access away) never waits and may use a reserve of a tenth of
+        ``hard_limit`` above it: refusing it would keep a leaked credential usable while the
+        database is slow, and the reserve keeps memory bounded all the same.
         """
-        if len(self._raw) < self.soft_limit:
+        waiting = len(self._raw)
+        if waiting < self.soft_limit:
             return
-        self._refuse_if_full()
+        if revocation:
+            self._refuse_if_full(self.hard_limit + self.hard_limit // 10)
+            return
+        self._refuse_if_full(self.hard_limit)
         self.stats.waited_requests += 1
         if not self._failures:
             self._wake.set()
@@ -326,10 +334,10 @@ class AuditLog:
             async with asyncio.timeout(self._max_wait):
                 while len(self._raw) >= self.soft_limit:
                     await self._progress.wait()
-        self._refuse_if_full()
+        self._refuse_if_full(self.hard_limit)
 
-    def _refuse_if_full(self) -> None:
-        if len(self._raw) >= self.hard_limit:
+    def _refuse_if_full(self, limit: int) -> None:
+        if len(self._raw) >= limit:
             self.stats.refused_requests += 1
             retry = max(1, math.ceil(self._backoff()))
             raise AuditUnavailable(

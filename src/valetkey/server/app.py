@@ -94,7 +94,8 @@ class Admission:
     GET, HEAD and OPTIONS, and the consent callback) then awaits ``AuditLog.admit``: at once while
     the backlog is below its soft limit, after a bounded wait above it, and refused with 503
     ``audit_unavailable`` and ``Retry-After`` at the hard limit: the broker does not act on what
-    it cannot record.
+    it cannot record. DELETE requests (revocations and removals) never wait and have a reserve
+    above the hard limit (``AuditLog.admit``).
     """
 
     def __init__(self, app: ASGIApp, audit: AuditLog) -> None:
@@ -107,8 +108,11 @@ class Admission:
                 path: str = scope["path"]
                 if not path.isprintable():
                     raise InvalidRequest("the path holds a control character", field="path")
-                if scope["method"] not in _READS or path in _AUDITED_READS:
-                    await self.audit.admit()
+                method = scope["method"]
+                if method not in _READS or path in _AUDITED_READS:
+                    # DELETE only takes access away (revocations, removals): never held back
+                    # while the reserve above the hard limit lasts.
+                    await self.audit.admit(revocation=method == "DELETE")
             except ValetkeyError as exc:
                 await errors.error_response(exc)(scope, receive, send)
                 return

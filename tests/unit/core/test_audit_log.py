@@ -349,3 +349,23 @@ async def test_a_waiting_request_goes_ahead_as_soon_as_the_writer_drains_the_bac
     finally:
         await log.close()
     assert log.backlog == 0
+
+
+async def test_a_revocation_never_waits_and_has_a_bounded_reserve_above_the_hard_limit() -> None:
+    """Revocations pass without waiting above the soft limit and past the hard limit, up to a
+    reserve of a tenth of it; beyond that they are refused too."""
+    clock = FrozenClock()
+    store = MemoryStore()
+    store.fail = True
+    log = AuditLog(store, clock, soft_limit=5, hard_limit=20, max_wait=10)
+    for i in range(20):
+        log.record(_event(i, clock))
+    with pytest.raises(AuditUnavailable):
+        await log.admit()
+    await asyncio.wait_for(log.admit(revocation=True), 0.5)  # no wait, though max_wait is 10 s
+    assert log.stats.waited_requests == 0
+    log.record(_event(20, clock))
+    await log.admit(revocation=True)
+    log.record(_event(21, clock))
+    with pytest.raises(AuditUnavailable):
+        await log.admit(revocation=True)
