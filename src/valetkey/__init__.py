@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from valetkey.errors import (
     AccessDenied,
     AudienceTaken,
+    AuditUnavailable,
     AuthorizationExpired,
     AuthorizationPending,
     BrokerUnavailable,
@@ -75,6 +76,7 @@ __all__ = [
     "AccessDenied",
     "AsyncClient",
     "AudienceTaken",
+    "AuditUnavailable",
     "AuthorizationExpired",
     "AuthorizationPending",
     "AuthorizationResponse",

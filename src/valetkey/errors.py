@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 __all__ = [
     "AccessDenied",
     "AudienceTaken",
+    "AuditUnavailable",
     "AuthorizationExpired",
     "AuthorizationPending",
     "BrokerUnavailable",
@@ -277,7 +278,7 @@ class ProviderTimeout(ProviderError):
 class ProviderBusy(ValetkeyError):
     """The connector already has as many provider calls in flight as it may; retry shortly.
 
-    ``retryAfter`` (seconds) in the details is also sent as the ``Retry-After`` header.
+    ``retryAfterSeconds`` in the details is also sent as the ``Retry-After`` header.
     """
 
     code = "provider_busy"
@@ -289,6 +290,18 @@ class BrokerUnavailable(ValetkeyError):
 
     code = "broker_unavailable"
     status = 503
+
+
+class AuditUnavailable(BrokerUnavailable):
+    """The broker cannot record this request in its audit log right now, so it does not act on it.
+
+    Sent when the audit backlog is full (the database is slow or unreachable); ``retryAfterSeconds``
+    (also the ``Retry-After`` header) says when to try again.
+    """
+
+    code = "audit_unavailable"
+    status = 503
+    remedy = "Retry after a moment; if it persists, check the broker's database (GET /readyz)."
 
 
 class InvalidBrokerResponse(ValetkeyError):

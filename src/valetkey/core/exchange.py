@@ -870,7 +870,7 @@ def _uid_digest(uid: str) -> bytes:
 
 def _overloaded() -> BrokerUnavailable:
     return BrokerUnavailable(
-        "the broker has too many loads in flight; retry shortly", retryAfter=1
+        "the broker has too many loads in flight; retry shortly", retryAfterSeconds=1
     )
 
 

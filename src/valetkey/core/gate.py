@@ -136,7 +136,7 @@ class ProviderGate:
     def _busy(self) -> ProviderBusy:
         return ProviderBusy(
             f"this connector already has {self.concurrency} provider calls in flight; retry shortly",
-            retryAfter=max(1, math.ceil(self.wait_seconds)),
+            retryAfterSeconds=max(1, math.ceil(self.wait_seconds)),
             concurrency=self.concurrency,
         )
 

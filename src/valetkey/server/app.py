@@ -13,7 +13,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from valetkey.core.audit import AuditLog
 from valetkey.core.clock import Clock
+from valetkey.errors import InvalidRequest, ValetkeyError
 from valetkey.server import connect, consent, errors, management, metrics, openapi, roles
 from valetkey.server.broker import Broker
 from valetkey.server.connect import json_response
@@ -77,6 +79,46 @@ class _TooLarge(Exception):
     pass
 
 
+#: Methods that never change state (nor record an audit event).
+_READS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: The one reading method that records audit events: the provider's consent callback.
+_AUDITED_READS = frozenset({"/v1/connect/callback"})
+
+
+class Admission:
+    """Admit a request before routing: a printable path, and room in the audit log if it is audited.
+
+    A path holding a control character (after percent-decoding: NUL, CR, LF, ...) is refused
+    with 400 ``invalid_request`` naming ``path``: no route would match a LF, and no stored value
+    may hold one. Every request that can change state or record an audit event (any method but
+    GET, HEAD and OPTIONS, and the consent callback) then awaits ``AuditLog.admit``: at once while
+    the backlog is below its soft limit, after a bounded wait above it, and refused with 503
+    ``audit_unavailable`` and ``Retry-After`` at the hard limit: the broker does not act on what
+    it cannot record. DELETE requests (revocations and removals) never wait and have a reserve
+    above the hard limit (``AuditLog.admit``).
+    """
+
+    def __init__(self, app: ASGIApp, audit: AuditLog) -> None:
+        self.app = app
+        self.audit = audit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            try:
+                path: str = scope["path"]
+                if not path.isprintable():
+                    raise InvalidRequest("the path holds a control character", field="path")
+                method = scope["method"]
+                if method not in _READS or path in _AUDITED_READS:
+                    # DELETE only takes access away (revocations, removals): never held back
+                    # while the reserve above the hard limit lasts.
+                    await self.audit.admit(revocation=method == "DELETE")
+            except ValetkeyError as exc:
+                await errors.error_response(exc)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def _freeze_startup_objects() -> None:
     """Move what startup built (framework, ORM, migrations: ~10^5 objects) out of the cyclic GC's reach.
 
@@ -126,13 +168,20 @@ def create_app(settings: Settings, *, clock: Clock | None = None, broker: Broker
     async def healthz() -> Response:
         return json_response({"ok": True})
 
-    @app.get("/readyz", tags=["operations"], summary="Ready: the database answers")
+    @app.get(
+        "/readyz",
+        tags=["operations"],
+        summary="Ready: the database answers and the audit writer keeps up",
+    )
     async def readyz() -> Response:
         try:
             async with the_broker.db.engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
         except Exception:
             return json_response({"ok": False, "database": "unreachable"}, 503)
+        problem = the_broker.audit.problem()
+        if problem is not None:
+            return json_response({"ok": False, "audit": problem}, 503)
         return json_response({"ok": True})
 
     @app.get("/", include_in_schema=False)
@@ -147,6 +196,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, broker: Broker
         return app.openapi_schema
 
     app.openapi = schema_with_errors  # type: ignore[method-assign]
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(Admission, audit=the_broker.audit)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)  # outermost
     roles.check_routes(app.routes)  # every route declares its role, or the app is not built
     return app

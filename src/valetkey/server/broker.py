@@ -141,7 +141,12 @@ class Broker:
         own_http = outbound_client(settings, OWN_CONNECTIONS)
         providers = ProviderRegistry.load()
         repo = Repository(db, keyring, clock)
-        audit = AuditLog(repo, clock)
+        audit = AuditLog(
+            repo,
+            clock,
+            soft_limit=settings.audit_backlog_soft_limit,
+            hard_limit=settings.audit_backlog_hard_limit,
+        )
         bus: InvalidationBus
         if db.is_postgres:
             from valetkey.store.bus import PostgresBus

@@ -13,6 +13,7 @@ from fastapi.routing import APIRoute
 from starlette.responses import Response
 
 from valetkey.core.exchange import Issued
+from valetkey.core.limits import SUBJECT_ID, TOKEN, check_path_params, check_text
 from valetkey.core.models import Identity, Member
 from valetkey.errors import (
     ConnectorNotLinked,
@@ -29,6 +30,10 @@ from valetkey.server.wire import parse_json_object, parse_subject, parse_token_r
 
 class DirectRoute(APIRoute):
     """An API route whose endpoint takes only ``str`` path parameters and the ``Request``: called directly.
+
+    Every path parameter is bounded first (``limits.check_path_params``: a length per name, printable
+    characters only), on either handler: an over-long or malformed one is refused with
+    ``invalid_request`` naming it before anything looks it up, caches, stores or audits it.
 
     FastAPI solves dependencies on every request (query, header and cookie parsing, a pydantic
     validation of each path parameter, a sub-response); for such an endpoint that is pure
@@ -62,12 +67,19 @@ class DirectRoute(APIRoute):
             and all(f.field_info.annotation is str for f in dependant.path_params)
         )
         if not direct or call is None or request_name is None:
-            return super().get_route_handler()
+            solved = super().get_route_handler()
+
+            async def bounded(request: Request) -> Response:
+                check_path_params(request.path_params)
+                return await solved(request)
+
+            return bounded
         endpoint: Callable[..., Coroutine[Any, Any, Any]] = call
         request_param: str = request_name
 
         async def handler(request: Request) -> Response:
             params = request.path_params
+            check_path_params(params)
             kwargs: dict[str, Any] = {name: params[name] for name in path_names}
             kwargs[request_param] = request
             response = await endpoint(**kwargs)
@@ -91,7 +103,7 @@ def bearer(request: Request) -> str:
     value = value.strip()
     if scheme.lower() != "bearer" or not value:
         raise IdentityError("the Authorization header must be 'Bearer <token>'", reason="malformed")
-    if len(value) > 16384:
+    if len(value) > TOKEN:
         raise IdentityError("the bearer token is too long", reason="malformed")
     return value
 
@@ -211,6 +223,8 @@ async def revoke_tokens(uid: str, request: Request) -> Response:
     unknown = set(data) - {"subject", "installationId", "allTokens"}
     if unknown:
         raise InvalidRequest(f"unknown field {sorted(unknown)[0]}", field=sorted(unknown)[0])
+    if data.get("installationId") is not None:  # accepted for compatibility, not used
+        check_text(data["installationId"], "installationId", SUBJECT_ID)
     all_tokens = data.get("allTokens", False)
     if not isinstance(all_tokens, bool):
         raise InvalidRequest("allTokens must be a boolean", field="allTokens")

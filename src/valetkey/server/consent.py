@@ -10,6 +10,7 @@ from fastapi import APIRouter, Form, Request
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from valetkey.core import limits
 from valetkey.core.consent import require_user_flows
 from valetkey.core.grants import GrantScope
 from valetkey.core.models import Connector, Identity, Policy, Subject, TokenRequest
@@ -18,12 +19,12 @@ from valetkey.core.ports import Invalidation
 from valetkey.errors import InvalidRequest, NotFound, UnsupportedOperation, ValetkeyError
 from valetkey.providers.base import TokenSet, UserFlows
 from valetkey.server.broker import Broker
-from valetkey.server.connect import bearer, broker_of, json_response
+from valetkey.server.connect import DirectRoute, bearer, broker_of, json_response
 from valetkey.server.openapi import AUTHORIZE_BODY, CONFIRM_BODY, IMPORT_BODY
 from valetkey.server.roles import authorize_member
 from valetkey.server.wire import parse_json_object, parse_subject, parse_token_request
 
-router = APIRouter(tags=["consent"])
+router = APIRouter(tags=["consent"], route_class=DirectRoute)  # path parameters bounded there
 
 _templates = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "templates"),
@@ -106,11 +107,8 @@ async def confirm(uid: str, request: Request) -> Response:
     broker = broker_of(request)
     identity = await broker.verifier.verify(bearer(request))
     data = parse_json_object(await request.body())
-    request_id, verifier = data.get("request"), data.get("verifier")
-    if not isinstance(request_id, str) or not request_id or len(request_id) > 64:
-        raise InvalidRequest("request must be the id returned by authorize", field="request")
-    if not isinstance(verifier, str) or not verifier or len(verifier) > 256:
-        raise InvalidRequest("verifier must be the value returned by authorize", field="verifier")
+    request_id = limits.check_text(data.get("request"), "request", 64)
+    verifier = limits.check_text(data.get("verifier"), "verifier", 256)
     view = await broker.repo.connector_view(identity.team_id, uid)
     if view is None:
         raise NotFound(f"no connector {uid}", connector=uid)
@@ -147,20 +145,19 @@ async def authorize(uid: str, request: Request) -> Response:
             'consent is for a user subject: {"type": "user", "id": ...}', field="subject.type"
         )
     scopes = parse_token_request({"subject": {"type": "app"}, "scopes": data.get("scopes")}).scopes
-    connector, flows, effective, policy = await _linked(broker, identity, uid, subject, scopes)
     return_url = data.get("returnUrl") or data.get("callbackUrl")
     webhook = data.get("webhook")
     device = data.get("deviceCode", False)
-    for name, value in (
-        ("returnUrl", return_url),
-        ("webhook", webhook),
-        ("loginHint", data.get("loginHint")),
+    for name, value, limit in (
+        ("returnUrl", return_url, limits.URL),
+        ("webhook", webhook, limits.URL),
+        ("loginHint", data.get("loginHint"), limits.NAME),
+        ("installationId", data.get("installationId"), limits.SUBJECT_ID),
     ):
-        if value is not None and not isinstance(value, str):
-            raise InvalidRequest(f"{name} must be a string", field=name)
-        if value is not None and not value.isprintable():
-            # urlsplit drops CR/LF/TAB silently: refuse them rather than store them.
-            raise InvalidRequest(f"{name} may not hold control characters", field=name)
+        if value is not None:
+            # Printable only: urlsplit drops CR/LF/TAB silently; refuse them rather than store them.
+            limits.check_text(value, name, limit)
+    connector, flows, effective, policy = await _linked(broker, identity, uid, subject, scopes)
     if not isinstance(device, bool):
         raise InvalidRequest("deviceCode must be a boolean", field="deviceCode")
     lifetime = None
@@ -204,7 +201,8 @@ async def callback(request: Request) -> Response:
     broker = broker_of(request)
     q = request.query_params
     for name in ("state", "code", "error"):
-        if len(q.get(name) or "") > 4096:
+        value = q.get(name) or ""
+        if len(value) > 4096 or not value.isprintable():
             return page("Invalid link", "This consent link is malformed.", status=400, error=True)
 
     result = await broker.consent.callback(
@@ -262,6 +260,9 @@ async def import_tokens(uid: str, request: Request) -> Response:
     unknown = set(data) - _IMPORT_FIELDS
     if unknown:
         raise InvalidRequest(f"unknown field {sorted(unknown)[0]}", field=sorted(unknown)[0])
+    for name in ("project", "environment"):
+        if data.get(name) is not None:
+            limits.check_text(data[name], name, limits.SLUG)
     if credential.startswith("vk_pt_"):
         member = await authorize_member(request, credential)
         identity = await broker.management.identity_for(
@@ -273,11 +274,11 @@ async def import_tokens(uid: str, request: Request) -> Response:
     if subject.type != "user":
         raise InvalidRequest("tokens are imported for a user subject", field="subject.type")
     access = data.get("accessToken")
-    if not isinstance(access, str) or not access or len(access) > 16384:
+    if not isinstance(access, str) or not access or len(access) > limits.TOKEN:
         raise InvalidRequest("accessToken must be a non-empty string", field="accessToken")
     refresh = data.get("refreshToken")
     if refresh is not None and (
-        not isinstance(refresh, str) or not refresh or len(refresh) > 16384
+        not isinstance(refresh, str) or not refresh or len(refresh) > limits.TOKEN
     ):
         raise InvalidRequest("refreshToken must be a non-empty string", field="refreshToken")
     expires_at = _import_expiry(data, broker.clock.now())

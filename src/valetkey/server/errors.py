@@ -33,15 +33,22 @@ def envelope(status: int, code: str, message: str, **details: Any) -> JSONRespon
     )
 
 
+def error_response(exc: ValetkeyError) -> JSONResponse:
+    """The response for a refusal: its envelope, ``WWW-Authenticate`` on 401, and ``Retry-After``
+    when the error says when to retry (a ``retryAfterSeconds`` detail)."""
+    headers: dict[str, str] = {}
+    if exc.status == 401:
+        headers["www-authenticate"] = 'Bearer realm="valetkey"'
+    retry = exc.details.get("retryAfterSeconds")
+    if isinstance(retry, int) and not isinstance(retry, bool):
+        headers["retry-after"] = str(retry)
+    return JSONResponse(exc.to_wire(), exc.status, headers=headers or None)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ValetkeyError)
     async def _valetkey(_request: Request, exc: ValetkeyError) -> JSONResponse:
-        body = exc.to_wire()
-        headers = {"www-authenticate": 'Bearer realm="valetkey"'} if exc.status == 401 else {}
-        retry_after = exc.details.get("retryAfter")
-        if isinstance(retry_after, int) and not isinstance(retry_after, bool) and retry_after > 0:
-            headers["retry-after"] = str(retry_after)
-        return JSONResponse(body, exc.status, headers=headers or None)
+        return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -6,15 +6,47 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from valetkey.core import limits
 from valetkey.core.models import Member
 from valetkey.server.broker import Broker
 from valetkey.server.connect import bearer, broker_of
 from valetkey.server.roles import authorize_member
 from valetkey.store.management import Management
 
-router = APIRouter(prefix="/v1", tags=["management"])
+
+async def bounded_request(request: Request) -> None:
+    """Bound every path and query parameter before any route reads it (a route-level dependency).
+
+    Path parameters as on the Connect API (``limits.check_path_params``); every query value at
+    most ``limits.QUERY_VALUE`` printable characters (routes declare tighter limits of their own).
+    """
+    limits.check_path_params(request.path_params)
+    for name, value in request.query_params.multi_items():
+        limits.check_text(value, name, limits.QUERY_VALUE, allow_empty=True)
+
+
+router = APIRouter(prefix="/v1", tags=["management"], dependencies=[Depends(bounded_request)])
+
+
+def _printable(value: str) -> str:
+    if not value.isprintable():
+        raise ValueError("must hold printable characters only (no control characters)")
+    return value
+
+
+# Body strings, bounded like every value from a request (valetkey.core.limits): a length and
+# printable characters. Reuse these for new fields.
+Slug = Annotated[str, Field(max_length=limits.SLUG), AfterValidator(_printable)]
+UidPart = Annotated[str, Field(max_length=limits.UID_PART), AfterValidator(_printable)]
+Name = Annotated[str, Field(max_length=limits.NAME), AfterValidator(_printable)]
+SubjectId = Annotated[str, Field(max_length=limits.SUBJECT_ID), AfterValidator(_printable)]
+Scope = Annotated[str, Field(max_length=limits.SCOPE), AfterValidator(_printable)]
+Issuer = Annotated[str, Field(max_length=limits.ISSUER), AfterValidator(_printable)]
+Audience = Annotated[str, Field(max_length=limits.AUDIENCE), AfterValidator(_printable)]
+Word = Annotated[str, Field(max_length=16), AfterValidator(_printable)]  # a role, an algorithm
+Target = Annotated[str, Field(max_length=limits.URL), AfterValidator(_printable)]  # a resource, an audience
 
 
 class _Model(BaseModel):
@@ -234,8 +266,8 @@ async def me(member: MemberDep) -> Me:
 
 
 class MemberCreate(_Model):
-    name: str = Field(max_length=40)
-    role: str = Field(default="member", max_length=16)
+    name: Slug
+    role: Word = "member"
     #: The credential's lifetime; none: it never expires (revoke it with DELETE /v1/members/{id}).
     expiresInSeconds: int | None = None
 
@@ -289,8 +321,8 @@ async def rotate_credential(
 
 
 class ProjectCreate(_Model):
-    slug: str = Field(max_length=40)
-    name: str | None = Field(default=None, max_length=200)
+    slug: Slug
+    name: Name | None = None
 
 
 @router.post("/projects", status_code=201, response_model=ProjectOut)
@@ -309,7 +341,7 @@ async def get_project(project: str, member: MemberDep, m: MgmtDep) -> dict[str, 
 
 
 class EnvironmentCreate(_Model):
-    slug: str = Field(max_length=40)
+    slug: Slug
 
 
 @router.post("/projects/{project}/environments", status_code=201, response_model=EnvironmentOut)
@@ -360,9 +392,9 @@ async def development_identity(
 
 
 class ConnectorCreate(_Model):
-    service: str = Field(max_length=64)
-    name: str = Field(max_length=64)
-    type: str | None = Field(default=None, max_length=64)
+    service: UidPart
+    name: UidPart
+    type: UidPart | None = None
     data: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -379,35 +411,35 @@ async def create_connector(body: ConnectorCreate, member: MemberDep, m: MgmtDep)
 async def list_connectors(
     member: MemberDep,
     m: MgmtDep,
-    service: str | None = Query(default=None, max_length=64),
-    project: str | None = Query(default=None, max_length=40),
-    search: str | None = Query(default=None, max_length=200),
+    service: str | None = Query(default=None, max_length=limits.UID_PART),
+    project: str | None = Query(default=None, max_length=limits.SLUG),
+    search: str | None = Query(default=None, max_length=limits.NAME),
 ) -> list[dict[str, Any]]:
     return await m.list_connectors(member, service=service, project=project, search=search)
 
 
 class LinkCreate(_Model):
-    project: str = Field(max_length=40)
-    environments: list[str]
-    subjects: list[str] | None = None
-    scopes: list[str] | None = None
+    project: Slug
+    environments: list[Slug] = Field(max_length=limits.ITEMS)
+    subjects: list[Word] | None = Field(default=None, max_length=limits.ITEMS)
+    scopes: list[Scope] | None = Field(default=None, max_length=limits.SCOPES_COUNT)
     maxLifetimeSeconds: int | None = None
     #: False lets apps that never call confirm (e.g. written for Vercel Connect) finish browser
     #: consent without it — and without the protection it gives (docs/security.md).
     confirmConsent: bool = True
     #: Issuers whose users a request may name (``subject.issuer``); none: issuer-less users only.
-    userIssuers: list[str] | None = None
+    userIssuers: list[Issuer] | None = Field(default=None, max_length=limits.ITEMS)
     #: RFC 8707 resources a request may name; none: a request may name no resource.
-    resources: list[str] | None = None
+    resources: list[Target] | None = Field(default=None, max_length=limits.ITEMS)
     #: Audiences a request may name; none: a request may name no audience.
-    audiences: list[str] | None = None
+    audiences: list[Target] | None = Field(default=None, max_length=limits.ITEMS)
     #: Serve tokens whose granted scopes the provider does not state (flagged in ``metadata``).
     allowUnknownScope: bool = False
 
 
 class LinkDelete(_Model):
-    project: str = Field(max_length=40)
-    environments: list[str] | None = None
+    project: Slug
+    environments: list[Slug] | None = Field(default=None, max_length=limits.ITEMS)
 
 
 # Links before the catch-all uid routes: a uid holds a slash.
@@ -457,11 +489,11 @@ async def remove_connector(
 
 
 class BindingCreate(_Model):
-    environment: str = Field(max_length=40)
-    issuer: str = Field(max_length=500)
-    audience: str = Field(max_length=500)
-    claims: dict[str, str]
-    algorithms: list[str] | None = None
+    environment: Slug
+    issuer: Issuer
+    audience: Audience
+    claims: dict[str, str]  # bounded by validate_conditions (count, names, values)
+    algorithms: list[Word] | None = Field(default=None, max_length=limits.ITEMS)
 
 
 @router.post("/projects/{project}/trust-bindings", status_code=201, response_model=TrustBindingOut)
@@ -481,7 +513,7 @@ async def create_binding(
 
 @router.get("/trust-bindings", response_model=list[TrustBindingOut])
 async def list_bindings(
-    member: MemberDep, m: MgmtDep, project: str | None = Query(default=None, max_length=40)
+    member: MemberDep, m: MgmtDep, project: str | None = Query(default=None, max_length=limits.SLUG)
 ) -> list[dict[str, Any]]:
     return await m.list_bindings(member, project)
 
@@ -495,9 +527,9 @@ async def delete_binding(binding_id: str, member: MemberDep, m: MgmtDep) -> dict
 
 
 class AccessTokenCreate(_Model):
-    environment: str = Field(max_length=40)
-    name: str | None = Field(default=None, max_length=200)
-    userId: str | None = Field(default=None, max_length=200)
+    environment: Slug
+    name: Name | None = None
+    userId: SubjectId | None = None
     expiresInSeconds: int | None = None
 
 
@@ -522,7 +554,7 @@ async def create_access_token(
 
 @router.get("/access-tokens", response_model=list[AccessTokenOut])
 async def list_access_tokens(
-    member: MemberDep, m: MgmtDep, project: str | None = Query(default=None, max_length=40)
+    member: MemberDep, m: MgmtDep, project: str | None = Query(default=None, max_length=limits.SLUG)
 ) -> list[dict[str, Any]]:
     return await m.list_access_tokens(member, project)
 
@@ -539,8 +571,8 @@ async def revoke_access_token(token_id: str, member: MemberDep, m: MgmtDep) -> d
 async def audit(
     member: MemberDep,
     m: MgmtDep,
-    connector: str | None = Query(default=None, max_length=130),
-    project: str | None = Query(default=None, max_length=40),
+    connector: str | None = Query(default=None, max_length=limits.UID),
+    project: str | None = Query(default=None, max_length=limits.SLUG),
     decision: str | None = Query(default=None, max_length=16),
     action: str | None = Query(default=None, max_length=64),
     since: datetime | None = None,

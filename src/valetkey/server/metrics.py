@@ -52,7 +52,7 @@ class BrokerCollector:
         self._broker = broker
 
     def describe(self) -> Iterable[Metric]:
-        return self._families()
+        return [*self._families(), *self._audit_families(fill=False)]
 
     def collect(self) -> Iterable[Metric]:
         counts = self._broker.exchange.counts
@@ -70,7 +70,79 @@ class BrokerCollector:
         revocations.add_metric([], counts.revocations)
         backlog.add_metric([], self._broker.audit.backlog)
         cached.add_metric([], self._broker.exchange.cached_tokens)
-        return [requests, minted, revocations, backlog, cached]
+        return [requests, minted, revocations, backlog, cached, *self._audit_families(fill=True)]
+
+    def _audit_families(self, *, fill: bool) -> list[Metric]:
+        """The audit writer's health: limits, outcomes, failures, and when it last wrote."""
+        audit = self._broker.audit
+        stats = audit.stats
+        gauges = [
+            (
+                "valetkey_audit_backlog_soft_limit",
+                "Backlog above which audited requests wait for the audit writer.",
+                audit.soft_limit,
+            ),
+            (
+                "valetkey_audit_backlog_hard_limit",
+                "Backlog at which audited requests are refused (503 audit_unavailable).",
+                audit.hard_limit,
+            ),
+            (
+                "valetkey_audit_writer_healthy",
+                "1 while the audit writer keeps up (what /readyz checks), else 0.",
+                1 if audit.problem() is None else 0,
+            ),
+            (
+                "valetkey_audit_last_write_timestamp_seconds",
+                "When an audit write last committed (Unix time; 0 before the first).",
+                stats.last_write_at or 0,
+            ),
+        ]
+        counters = [
+            ("valetkey_audit_events_written", "Audit events written.", stats.written),
+            (
+                "valetkey_audit_events_clipped",
+                "Audit events written in bounded form (too long for the columns, or refused whole).",
+                stats.clipped,
+            ),
+            (
+                "valetkey_audit_events_dropped",
+                "Audit events the store refused even in bounded form, and so lost: alert on any.",
+                stats.dropped,
+            ),
+            (
+                "valetkey_audit_refused_writes",
+                "Audit writes the store refused for their data (each then split to isolate it).",
+                stats.refused_batches,
+            ),
+            (
+                "valetkey_audit_flush_failures",
+                "Audit flushes that failed with the store unavailable (retried with backoff).",
+                stats.failed_flushes,
+            ),
+            (
+                "valetkey_audit_requests_waited",
+                "Audited requests that waited for the audit writer (backlog above the soft limit).",
+                stats.waited_requests,
+            ),
+            (
+                "valetkey_audit_requests_refused",
+                "Audited requests refused because the audit backlog was full.",
+                stats.refused_requests,
+            ),
+        ]
+        families: list[Metric] = []
+        for name, documentation, value in gauges:
+            gauge = GaugeMetricFamily(name, documentation)
+            if fill:
+                gauge.add_metric([], value)
+            families.append(gauge)
+        for name, documentation, value in counters:
+            counter = CounterMetricFamily(name, documentation)
+            if fill:
+                counter.add_metric([], value)
+            families.append(counter)
+        return families
 
     @staticmethod
     def _families() -> tuple[

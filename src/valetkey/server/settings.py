@@ -32,6 +32,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from valetkey.core.audit import HARD_LIMIT, SOFT_LIMIT
 from valetkey.core.gate import DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT_SECONDS, DEFAULT_WAIT_SECONDS
 from valetkey.errors import InvalidRequest
 
@@ -83,6 +84,10 @@ class Settings:
     provider_timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
     #: Connections the shared outbound HTTP pool opens at most.
     outbound_connections: int = DEFAULT_OUTBOUND_CONNECTIONS
+    #: Audit events waiting to be written above which audited requests wait for the writer
+    #: (at most ``AuditLog.max_wait``), and at which they are refused (503 ``audit_unavailable``).
+    audit_backlog_soft_limit: int = SOFT_LIMIT
+    audit_backlog_hard_limit: int = HARD_LIMIT
 
     def __post_init__(self) -> None:
         if not 1 <= self.provider_concurrency < self.outbound_connections:

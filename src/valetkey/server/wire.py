@@ -12,14 +12,15 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from valetkey.core import limits
 from valetkey.core.models import SUBJECT_TYPES, Subject, TokenRequest, check_issuer
 from valetkey.errors import InvalidRequest, UnsupportedOperation
 
-_SCOPE = re.compile(r"^[\x21\x23-\x5B\x5D-\x7E]{1,200}$")  # RFC 6749 §3.3 scope-token
+_SCOPE = re.compile(rf"^[\x21\x23-\x5B\x5D-\x7E]{{1,{limits.SCOPE}}}$")  # RFC 6749 §3.3 scope-token
 _TOKEN_FIELDS = frozenset(
     {"subject", "scopes", "installationId", "resources", "audience", "authorizationDetails"}
 )
-_MAX_ITEMS = 100
+_MAX_ITEMS = limits.SCOPES_COUNT
 #: Deepest JSON nesting a request body may have (a token request needs 3).
 MAX_JSON_DEPTH = 32
 
@@ -55,13 +56,8 @@ def check_depth(data: Any, limit: int = MAX_JSON_DEPTH) -> None:
         stack.extend((child, depth + 1) for child in children)
 
 
-def _text(value: Any, field: str, *, max_len: int = 200) -> str:
-    if not isinstance(value, str) or not value or len(value) > max_len or not value.isprintable():
-        raise InvalidRequest(
-            f"{field} must be a non-empty string of at most {max_len} printable characters",
-            field=field,
-        )
-    return value
+def _text(value: Any, field: str, *, max_len: int = limits.SUBJECT_ID) -> str:
+    return limits.check_text(value, field, max_len)
 
 
 def parse_subject(value: Any, field: str = "subject") -> Subject:
@@ -97,7 +93,7 @@ def parse_subject(value: Any, field: str = "subject") -> Subject:
     extra = set(value) - {"type", "token", "tokenType"}
     if extra:
         raise InvalidRequest(f"a token subject takes no {', '.join(sorted(extra))}", field=field)
-    token = _text(value.get("token"), f"{field}.token", max_len=16384)
+    token = _text(value.get("token"), f"{field}.token", max_len=limits.TOKEN)
     return Subject("token", hashlib.sha256(token.encode()).hexdigest()[:32])
 
 
@@ -108,7 +104,12 @@ def _subject_extras(value: Mapping[str, Any], subject: Subject) -> dict[str, Any
     """The parts of a jwt-bearer or token subject that are not its identity."""
     if subject.type == "token":
         token_type = value.get("tokenType", _ACCESS_TOKEN_TYPE)
-        if not isinstance(token_type, str) or not token_type.startswith("urn:"):
+        if (
+            not isinstance(token_type, str)
+            or not token_type.startswith("urn:")
+            or len(token_type) > limits.NAME
+            or not token_type.isprintable()
+        ):
             raise InvalidRequest(
                 "subject.tokenType must be an RFC 8693 token type URN", field="subject.tokenType"
             )
@@ -117,7 +118,7 @@ def _subject_extras(value: Mapping[str, Any], subject: Subject) -> dict[str, Any
         claims: list[tuple[str, str]] = []
         for name in ("iss", "aud"):
             if value.get(name) is not None:
-                claims.append((name, _text(value[name], f"subject.{name}", max_len=2000)))
+                claims.append((name, _text(value[name], f"subject.{name}", max_len=limits.URL)))
         additional = value.get("additionalClaims")
         if additional is not None:
             if not isinstance(additional, Mapping) or len(additional) > 32:
@@ -131,9 +132,13 @@ def _subject_extras(value: Mapping[str, Any], subject: Subject) -> dict[str, Any
                     f"subject.additionalClaims may not set {', '.join(sorted(reserved))}",
                     field="subject.additionalClaims",
                 )
-            claims.append(
-                ("additionalClaims", json.dumps(additional, sort_keys=True, separators=(",", ":")))
-            )
+            encoded = json.dumps(additional, sort_keys=True, separators=(",", ":"))
+            if len(encoded) > limits.TOKEN:
+                raise InvalidRequest(
+                    f"subject.additionalClaims must encode to at most {limits.TOKEN} characters",
+                    field="subject.additionalClaims",
+                )
+            claims.append(("additionalClaims", encoded))
         return {"assertion": tuple(claims)}
     return {}
 
@@ -145,10 +150,10 @@ def _string_list(value: Any, field: str, pattern: re.Pattern[str] | None = None)
         raise InvalidRequest(f"{field} must be a list of at most {_MAX_ITEMS} strings", field=field)
     items: set[str] = set()
     for item in value:
-        if not isinstance(item, str) or (pattern is not None and not pattern.match(item)):
+        if not isinstance(item, str) or (pattern is not None and not pattern.fullmatch(item)):
             raise InvalidRequest(f"{field} holds an invalid value", field=field)
         if pattern is None:
-            _text(item, field, max_len=2000)
+            _text(item, field, max_len=limits.URL)
         items.add(item)
     return tuple(sorted(items))
 

@@ -320,7 +320,7 @@ class ConsentRepository:
             if loop.time() >= give_up:
                 raise ProviderBusy(
                     "another request has been refreshing this grant for too long; retry shortly",
-                    retryAfter=1,
+                    retryAfterSeconds=1,
                 )
             wakeup = self._wakeups.get(grant_id)
             if wakeup is None:

@@ -17,8 +17,9 @@ from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy import insert as insert_rows
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
-from valetkey.core.audit import ChainedEvent
+from valetkey.core.audit import AuditRefused, ChainedEvent
 from valetkey.core.clock import Clock
 from valetkey.core.models import Connector, Identity, Link, Policy, Subject, TokenRequest
 from valetkey.core.ports import CachedMint, ConnectorView, RevocationTarget
@@ -96,6 +97,30 @@ def _minted_from_json(data: Mapping[str, Any]) -> MintedToken:
         metadata=data.get("metadata") or {},
         refresh_token=data.get("refreshToken"),
     )
+
+
+def refusal(exc: BaseException) -> str | None:
+    """Why the database refused a statement's data (no value quoted), or None if ``exc`` is not that.
+
+    A refusal is deterministic: the same rows would be refused again. It is a PostgreSQL data
+    exception or integrity violation (SQLSTATE class 22 or 23: a value too long for its column,
+    a NUL byte, text not in UTF-8, a constraint), SQLAlchemy's ``DataError``/``IntegrityError``
+    (SQLite), a value that could not be bound (not JSON-serializable, a naive datetime), or text
+    the driver cannot encode (a lone surrogate). Everything else (a connection refused or lost,
+    a lock timeout, a read-only database) is an outage, not a refusal.
+    """
+    if isinstance(exc, UnicodeError):
+        return type(exc).__name__
+    if isinstance(exc, DataError | IntegrityError):
+        return type(exc).__name__
+    if isinstance(exc, DBAPIError):
+        orig = exc.orig
+        state = str(getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None) or "")
+        return f"SQLSTATE {state}" if state[:2] in ("22", "23") else None
+    if isinstance(exc, StatementError):  # raised while binding parameters, before the database
+        cause = exc.orig
+        return type(cause).__name__ if isinstance(cause, TypeError | ValueError) else None
+    return None
 
 
 class Repository:
@@ -281,32 +306,42 @@ class Repository:
     async def append_audit(self, events: Sequence[ChainedEvent]) -> None:
         """Insert ``events`` in one transaction, as Core executemany statements of at most
         100 rows: the event loop builds and binds one slice while the driver writes the previous
-        one, so no single step holds the loop for long (~420 rows in one statement held it 4-8 ms)."""
+        one, so no single step holds the loop for long (~420 rows in one statement held it 4-8 ms).
+
+        Values are written exactly as hashed (the audit writer bounds them to the columns first).
+        A refusal of the data raises ``AuditRefused`` (see ``refusal``); anything else propagates.
+        """
         table = t.Base.metadata.tables[t.AuditEvent.__tablename__]
         per_statement = 100
-        async with self.db.session.begin() as s:
-            for start in range(0, len(events), per_statement):
-                rows = [
-                    {
-                        "team_id": e.event.team_id,
-                        "at": e.event.at,
-                        "actor": e.event.actor[:300],
-                        "action": e.event.action,
-                        "decision": e.event.decision,
-                        "reason": e.event.reason[:64],
-                        "connector_uid": e.event.connector_uid,
-                        "project_id": e.event.project_id,
-                        "environment": e.event.environment,
-                        "subject": None if e.event.subject is None else e.event.subject[:300],
-                        "details": dict(e.event.details),
-                        "chain": e.chain,
-                        "seq": e.seq,
-                        "prev_hash": e.prev_hash,
-                        "hash": e.hash,
-                    }
-                    for e in events[start : start + per_statement]
-                ]
-                await s.execute(insert_rows(table), rows)
+        try:
+            async with self.db.session.begin() as s:
+                for start in range(0, len(events), per_statement):
+                    rows = [
+                        {
+                            "team_id": e.event.team_id,
+                            "at": e.event.at,
+                            "actor": e.event.actor,
+                            "action": e.event.action,
+                            "decision": e.event.decision,
+                            "reason": e.event.reason,
+                            "connector_uid": e.event.connector_uid,
+                            "project_id": e.event.project_id,
+                            "environment": e.event.environment,
+                            "subject": e.event.subject,
+                            "details": dict(e.event.details),
+                            "chain": e.chain,
+                            "seq": e.seq,
+                            "prev_hash": e.prev_hash,
+                            "hash": e.hash,
+                        }
+                        for e in events[start : start + per_statement]
+                    ]
+                    await s.execute(insert_rows(table), rows)
+        except Exception as exc:
+            what = refusal(exc)
+            if what is None:
+                raise
+            raise AuditRefused(what) from None  # the original quotes the values: not kept
 
     async def add_usage(self, counts: Mapping[tuple[str, str, str], int]) -> None:
         insert = pg_insert if self.db.is_postgres else sqlite_insert

@@ -1,5 +1,8 @@
 """SQLAlchemy 2 table definitions. One schema for SQLite (embedded default) and PostgreSQL.
 
+Column widths for values that come from requests are the constants of ``valetkey.core.limits``,
+the same ones the API checks at the edge: a value the edge accepts fits its column.
+
 Secret-bearing columns are ``LargeBinary`` envelopes from ``valetkey.crypto``; the
 only plaintext about a secret the database ever holds is a SHA-256 hash of a
 random token (access tokens, member credentials, issued provider tokens).
@@ -27,6 +30,22 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from valetkey.core.limits import (
+    ACTION,
+    ACTOR,
+    AUDIENCE,
+    AUDIT_SUBJECT,
+    DECISION,
+    ID,
+    ISSUER,
+    NAME,
+    REASON,
+    SLUG,
+    SUBJECT_ID,
+    UID,
+    UID_PART,
+)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -66,8 +85,8 @@ class Base(DeclarativeBase):
 class Team(Base):
     __tablename__ = "teams"
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    slug: Mapped[str] = mapped_column(String(40), unique=True)
-    name: Mapped[str] = mapped_column(String(200))
+    slug: Mapped[str] = mapped_column(String(SLUG), unique=True)
+    name: Mapped[str] = mapped_column(String(NAME))
     created_at: Mapped[datetime]
 
 
@@ -75,7 +94,7 @@ class Member(Base):
     __tablename__ = "members"
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     team_id: Mapped[str] = mapped_column(ForeignKey("teams.id"), index=True)
-    name: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(String(NAME))
     role: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime]
     __table_args__ = (UniqueConstraint("team_id", "name"),)
@@ -87,7 +106,7 @@ class MemberCredential(Base):
     __tablename__ = "member_credentials"
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     member_id: Mapped[str] = mapped_column(ForeignKey("members.id"), index=True)
-    name: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(String(NAME))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]
@@ -101,8 +120,8 @@ class Project(Base):
     __tablename__ = "projects"
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     team_id: Mapped[str] = mapped_column(ForeignKey("teams.id"), index=True)
-    slug: Mapped[str] = mapped_column(String(40))
-    name: Mapped[str] = mapped_column(String(200))
+    slug: Mapped[str] = mapped_column(String(SLUG))
+    name: Mapped[str] = mapped_column(String(NAME))
     created_at: Mapped[datetime]
     __table_args__ = (UniqueConstraint("team_id", "slug"),)
 
@@ -111,7 +130,7 @@ class Environment(Base):
     __tablename__ = "environments"
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), index=True)
-    slug: Mapped[str] = mapped_column(String(40))
+    slug: Mapped[str] = mapped_column(String(SLUG))
     created_at: Mapped[datetime]
     __table_args__ = (UniqueConstraint("project_id", "slug"),)
 
@@ -120,10 +139,10 @@ class Connector(Base):
     __tablename__ = "connectors"
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     team_id: Mapped[str] = mapped_column(ForeignKey("teams.id"), index=True)
-    uid: Mapped[str] = mapped_column(String(130))
-    service: Mapped[str] = mapped_column(String(64))
-    name: Mapped[str] = mapped_column(String(64))
-    type: Mapped[str] = mapped_column(String(64))
+    uid: Mapped[str] = mapped_column(String(UID))
+    service: Mapped[str] = mapped_column(String(UID_PART))
+    name: Mapped[str] = mapped_column(String(UID_PART))
+    type: Mapped[str] = mapped_column(String(UID_PART))
     config: Mapped[dict[str, Any]]
     #: Envelope-encrypted JSON object of the provider's secret fields.
     secrets: Mapped[bytes] = mapped_column(LargeBinary)
@@ -160,9 +179,9 @@ class TrustBinding(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     team_id: Mapped[str] = mapped_column(ForeignKey("teams.id"), index=True)
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), index=True)
-    environment: Mapped[str] = mapped_column(String(40))
-    issuer: Mapped[str] = mapped_column(String(500), index=True)
-    audience: Mapped[str] = mapped_column(String(500))
+    environment: Mapped[str] = mapped_column(String(SLUG))
+    issuer: Mapped[str] = mapped_column(String(ISSUER), index=True)
+    audience: Mapped[str] = mapped_column(String(AUDIENCE))
     conditions: Mapped[dict[str, Any]]
     algorithms: Mapped[list[Any]]
     created_at: Mapped[datetime]
@@ -191,10 +210,10 @@ class AccessToken(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     team_id: Mapped[str] = mapped_column(ForeignKey("teams.id"), index=True)
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), index=True)
-    environment: Mapped[str] = mapped_column(String(40))
-    name: Mapped[str] = mapped_column(String(200))
+    environment: Mapped[str] = mapped_column(String(SLUG))
+    name: Mapped[str] = mapped_column(String(NAME))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    user_id: Mapped[str | None] = mapped_column(String(200))
+    user_id: Mapped[str | None] = mapped_column(String(SUBJECT_ID))
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
@@ -239,16 +258,16 @@ class AuditEvent(Base):
 
     __tablename__ = "audit_events"
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
-    team_id: Mapped[str] = mapped_column(String(40), index=True)
+    team_id: Mapped[str] = mapped_column(String(ID), index=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
-    actor: Mapped[str] = mapped_column(String(300))
-    action: Mapped[str] = mapped_column(String(64))
-    decision: Mapped[str] = mapped_column(String(16))
-    reason: Mapped[str] = mapped_column(String(64))
-    connector_uid: Mapped[str | None] = mapped_column(String(130), index=True)
-    project_id: Mapped[str | None] = mapped_column(String(40), index=True)
-    environment: Mapped[str | None] = mapped_column(String(40))
-    subject: Mapped[str | None] = mapped_column(String(300))
+    actor: Mapped[str] = mapped_column(String(ACTOR))
+    action: Mapped[str] = mapped_column(String(ACTION))
+    decision: Mapped[str] = mapped_column(String(DECISION))
+    reason: Mapped[str] = mapped_column(String(REASON))
+    connector_uid: Mapped[str | None] = mapped_column(String(UID), index=True)
+    project_id: Mapped[str | None] = mapped_column(String(ID), index=True)
+    environment: Mapped[str | None] = mapped_column(String(SLUG))
+    subject: Mapped[str | None] = mapped_column(String(AUDIT_SUBJECT))
     details: Mapped[dict[str, Any]]
     chain: Mapped[str] = mapped_column(String(40))
     seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))

@@ -50,7 +50,7 @@ async def test_calls_beyond_the_slots_wait_then_are_refused_busy() -> None:
 
     results = await asyncio.gather(*(one() for _ in range(20)))
     assert (slow.most, slow.calls) == (2, 2)
-    assert {(e.status, e.details["retryAfter"]) for e in refusals} == {(503, 1)}
+    assert {(e.status, e.details["retryAfterSeconds"]) for e in refusals} == {(503, 1)}
     assert [r for r, _ in results].count("token") == 2
     busy = [t for r, t in results if r == "busy"]
     assert len(busy) == 18
