@@ -329,7 +329,10 @@ def _send(
     conn = http.client.HTTPConnection(url.host, url.port, timeout=30)
     try:
         sent = {**dict(client.headers), **(headers or {}), "content-type": "application/json"}
-        conn.request(method, path, body=json.dumps(body).encode(), headers=sent)
+        # The server may answer and close while the rest of the request is still being sent
+        # (it refuses the request line as soon as it is too long): then read that answer.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            conn.request(method, path, body=json.dumps(body).encode(), headers=sent)
         answer = conn.getresponse()
         return httpx.Response(
             answer.status,

@@ -38,6 +38,11 @@ EC_PEM = ECKey.generate_key("P-256", private=True).as_pem(private=True).decode()
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 
 
+def _asked(request: Recorded) -> str:
+    """The scope a request asked for, which the scripted provider grants exactly."""
+    return request.form.get("scope", [""])[0]
+
+
 def _carried(request: Recorded) -> list[str]:
     values = [v for name, vs in request.form.items() if name in SECRET_PARAMETERS for v in vs]
     authorization = request.headers.get("Authorization")
@@ -70,7 +75,9 @@ class Provider:
     def _token(self, request: Recorded) -> Reply:
         if self.succeed_next:
             self.succeed_next = False
-            return Reply(json_body={"access_token": "at-ok-0123456789", "token_type": "Bearer"})
+            return Reply(
+                json_body={"access_token": "at-ok-0123456789", "token_type": "Bearer", "scope": _asked(request)}
+            )
         return self._quote(request)
 
     def _quote(self, request: Recorded) -> Reply:

@@ -13,14 +13,14 @@ import itertools
 import threading
 import time
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from tests.peers.scripted import Reply, ScriptedServer
+from tests.peers.scripted import Recorded, Reply, ScriptedServer
 
 from valetkey.core.exchange import MAX_UNKNOWN_VIEWS
 from valetkey.core.models import Identity, Subject, TokenRequest
@@ -41,11 +41,21 @@ def provider() -> Iterator[ScriptedServer]:
         server.close()
 
 
-def _token_reply(access: str, *, delay: float = 0.0, refresh: str | None = None) -> Reply:
-    body: dict[str, Any] = {"access_token": access, "token_type": "Bearer", "expires_in": 600}
-    if refresh is not None:
-        body["refresh_token"] = refresh
-    return Reply(json_body=body, delay=delay)
+def _token_reply(
+    access: str, *, delay: float = 0.0, refresh: str | None = None
+) -> Callable[[Recorded], Reply]:
+    """A token answer that grants exactly the scope asked (as a strict provider states it)."""
+
+    def answer(request: Recorded) -> Reply:
+        body: dict[str, Any] = {"access_token": access, "token_type": "Bearer", "expires_in": 600}
+        if refresh is not None:
+            body["refresh_token"] = refresh
+        asked = request.form.get("scope")
+        if asked:
+            body["scope"] = asked[0]
+        return Reply(json_body=body, delay=delay)
+
+    return answer
 
 
 def _calls(server: ScriptedServer, path: str) -> int:
