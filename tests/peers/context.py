@@ -11,7 +11,7 @@ import httpx
 
 from valetkey.core.clock import Clock, FrozenClock
 from valetkey.core.models import Connector
-from valetkey.providers.base import Provider
+from valetkey.core.providers import Provider
 
 __all__ = ["TestContext", "connector_for"]
 

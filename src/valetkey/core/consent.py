@@ -29,17 +29,26 @@ import functools
 import hashlib
 import hmac
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
-from typing import Any, Literal, Protocol
+from datetime import timedelta
+from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from valetkey.core.audit import AuditEvent, AuditLog
+from valetkey.core.authorizations import Mode, PendingAuthorization, Status
 from valetkey.core.clock import Clock
 from valetkey.core.gate import ProviderGate
-from valetkey.core.grants import GrantScope, GrantStore
-from valetkey.core.models import Connector, Identity, Subject
+from valetkey.core.grants import GrantScope
+from valetkey.core.models import Connector, Identity
+from valetkey.core.ports import ConnectorLookup, ConsentStore, GrantStore, Notifier
+from valetkey.core.providers import (
+    AuthorizationCodeFlow,
+    ProviderContext,
+    TokenSet,
+    UserFlows,
+    UserTokenRevocation,
+)
 from valetkey.errors import (
     AccessDenied,
     AuthorizationExpired,
@@ -51,10 +60,6 @@ from valetkey.errors import (
     UserAuthorizationRequired,
     ValetkeyError,
 )
-from valetkey.providers.base import ProviderContext, TokenSet, UserFlows
-
-Mode = Literal["callback", "webhook", "device"]
-Status = Literal["pending", "exchanging", "confirming", "completed", "failed", "denied", "expired"]
 
 DEFAULT_LIFETIME = timedelta(minutes=10)
 MAX_LIFETIME = timedelta(hours=1)
@@ -82,84 +87,6 @@ def normalize_user_code(text: str) -> str:
 
 def display_user_code(code: str) -> str:
     return f"{code[:4]}-{code[4:]}"
-
-
-@dataclass(frozen=True, slots=True)
-class PendingAuthorization:
-    id: str
-    team_id: str
-    connector_id: str
-    project_id: str
-    environment: str
-    user_id: str
-    mode: Mode
-    status: Status
-    verifier_hash: str
-    scopes: tuple[str, ...] | None
-    return_url: str | None
-    webhook_url: str | None
-    expires_at: datetime
-    created_at: datetime
-    #: Secret working state, stored encrypted.
-    code_verifier: str | None = field(default=None, repr=False)
-    nonce: str | None = field(default=None, repr=False)
-    device_code: str | None = field(default=None, repr=False)
-    provider_url: str | None = None  # the provider's authorization URL (broker device page)
-    user_code: str | None = None
-    interval: int = 5
-    next_poll_at: datetime | None = None
-    tokens: TokenSet | None = None  # awaiting confirmation
-    error: str | None = None
-    #: Whether browser consent waits for the app's confirm call (the link's policy at start).
-    confirm: bool = True
-    #: Who issued ``user_id`` (None: the app's own users). The grant is for (issuer, id).
-    user_issuer: str | None = None
-
-    @property
-    def subject(self) -> Subject:
-        return Subject("user", self.user_id, self.user_issuer)
-
-
-class ConsentStore(Protocol):
-    async def create_authorization(
-        self, pending: PendingAuthorization, *, state_hash: str | None
-    ) -> None: ...
-
-    async def take_by_state(self, state_hash: str) -> PendingAuthorization | None:
-        """Atomically move a ``pending`` authorization with this state to ``exchanging`` (single use)."""
-        ...
-
-    async def get_authorization(self, authorization_id: str) -> PendingAuthorization | None: ...
-
-    async def stale_authorizations(
-        self, now: datetime, *, confirm_grace: timedelta, limit: int = 200
-    ) -> Sequence[PendingAuthorization]:
-        """``pending`` ones past their expiry, ``confirming`` ones past expiry + grace."""
-        ...
-
-    async def by_user_code(self, user_code: str) -> PendingAuthorization | None: ...
-
-    async def latest_device_authorization(
-        self,
-        connector_id: str,
-        project_id: str,
-        environment: str,
-        user_id: str,
-        issuer: str | None = None,
-    ) -> PendingAuthorization | None: ...
-
-    async def update_authorization(
-        self,
-        authorization_id: str,
-        *,
-        expect: Sequence[Status] | None = None,
-        due_by: datetime | None = None,
-        **changes: Any,
-    ) -> bool:
-        """Apply ``changes`` (status, tokens, error, next_poll_at, interval, completed_at), atomically;
-        with ``expect``, only if the current status is one of them; with ``due_by``, only if the next
-        poll is due by then. Returns whether it applied."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,12 +143,6 @@ def with_query(url: str, params: Mapping[str, str]) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
 
 
-class Notifier(Protocol):
-    def notify(self, url: str, event: Mapping[str, Any]) -> None:
-        """Deliver a signed event to an app's webhook, in the background, with retries."""
-        ...
-
-
 class ConsentService:
     def __init__(
         self,
@@ -230,7 +151,7 @@ class ConsentService:
         grants: GrantStore,
         audit: AuditLog,
         clock: Clock,
-        ctx: ProviderContext,
+        ctx: ProviderContext[object],
         callback_url: str,
         device_url: str,
         notifier: Notifier,
@@ -305,10 +226,11 @@ class ConsentService:
             confirm=confirm,
             user_issuer=user_issuer,
         )
-        if mode == "device":
+        if mode == "device" and provider.device is not None:
+            # Without a device grant (or a device endpoint), the broker's own device page.
             device_start = await self._gate.call(
                 connector.id,
-                functools.partial(provider.start_device, self._ctx, connector, scopes=scopes),
+                functools.partial(provider.device.start_device, self._ctx, connector, scopes=scopes),
             )
             if device_start is not None:
                 pending = replace(
@@ -326,11 +248,12 @@ class ConsentService:
                     verifier,
                     device_start.user_code,
                 )
+        code_flow = _code_flow(provider, connector)
         state = secrets.token_urlsafe(32)
         built = await self._gate.call(
             connector.id,
             functools.partial(
-                provider.start_authorization,
+                code_flow.start_authorization,
                 self._ctx,
                 connector,
                 redirect_uri=self.callback_url,
@@ -409,7 +332,7 @@ class ConsentService:
             tokens = await self._gate.call(
                 connector.id,
                 functools.partial(
-                    provider.exchange_code,
+                    _code_flow(provider, connector).exchange_code,
                     self._ctx,
                     connector,
                     code=code,
@@ -549,6 +472,10 @@ class ConsentService:
         tokens = pending.tokens
         if provider is None or tokens is None:
             return
+        revocation: UserTokenRevocation | None = provider.revocation
+        if revocation is None:  # the provider declares no way to revoke a user's token
+            self._record(pending, "authorization.discard", "allowed", "skipped")
+            return
         token, hint = (
             (tokens.refresh_token, "refresh_token")
             if tokens.refresh_token
@@ -558,7 +485,7 @@ class ConsentService:
             result = await self._gate.call(
                 connector.id,
                 functools.partial(
-                    provider.revoke_user_token, self._ctx, connector, token=token, hint=hint
+                    revocation.revoke_user_token, self._ctx, connector, token=token, hint=hint
                 ),
             )
         except ValetkeyError as exc:
@@ -649,6 +576,9 @@ class ConsentService:
                 request=pending.id,
                 interval=pending.interval,
             )
+        device = provider.device
+        if device is None:
+            raise UnsupportedOperation(f"{connector.type} connectors have no device grant")
         if pending.next_poll_at is not None and now < pending.next_poll_at:
             raise AuthorizationPending(
                 "waiting for the user", request=pending.id, interval=pending.interval
@@ -667,7 +597,10 @@ class ConsentService:
             tokens = await self._gate.call(
                 connector.id,
                 functools.partial(
-                    provider.poll_device, self._ctx, connector, device_code=pending.device_code
+                    device.poll_device,
+                    self._ctx,
+                    connector,
+                    device_code=pending.device_code,
                 ),
             )
         except AuthorizationPending as exc:
@@ -730,10 +663,6 @@ class ConsentService:
         )
 
 
-class ConnectorLookup(Protocol):
-    async def __call__(self, team_id: str, connector_id: str) -> tuple[Connector, UserFlows]: ...
-
-
 def _consent_needed(
     connector: Connector, user_id: str, issuer: str | None = None
 ) -> UserAuthorizationRequired:
@@ -757,7 +686,10 @@ def consent_needed(
     return err
 
 
-def require_user_flows(provider: object, connector: Connector) -> UserFlows:
-    if not hasattr(provider, "start_authorization"):
-        raise UnsupportedOperation(f"{connector.type} connectors cannot act for a user")
-    return provider  # type: ignore[return-value]
+def _code_flow(flows: UserFlows, connector: Connector) -> AuthorizationCodeFlow:
+    """The authorization code grant, or ``UnsupportedOperation`` when the provider has none."""
+    if flows.authorization_code is None:
+        raise UnsupportedOperation(
+            f"{connector.type} connectors have no authorization code grant for consent"
+        )
+    return flows.authorization_code

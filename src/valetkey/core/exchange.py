@@ -22,25 +22,37 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from dataclasses import replace as dataclass_replace
 from datetime import datetime, timedelta
-from typing import Any, Protocol
-
-import httpx
+from typing import Any
 
 from valetkey.core.audit import AuditEvent, AuditLog
 from valetkey.core.cache import BoundedCache
 from valetkey.core.clock import Clock
-from valetkey.core.consent import ConsentService, Notifier, consent_needed, require_user_flows
+from valetkey.core.consent import ConsentService, consent_needed
 from valetkey.core.flight import SingleFlight
 from valetkey.core.gate import ProviderGate
-from valetkey.core.grants import Grant, GrantScope, GrantStore
+from valetkey.core.grants import Grant, GrantScope
 from valetkey.core.models import Connector, Identity, Member, Policy, Subject, TokenRequest
 from valetkey.core.policy import Allowed, evaluate
 from valetkey.core.ports import (
     CachedMint,
     ConnectorView,
     ExchangeStore,
+    GrantStore,
     Invalidation,
     InvalidationBus,
+    Notifier,
+    ProviderLookup,
+    WebhookLookup,
+)
+from valetkey.core.providers import (
+    Capabilities,
+    MintedToken,
+    Provider,
+    ProviderContext,
+    RefreshFlow,
+    TokenSet,
+    UserFlows,
+    require_user_flows,
 )
 from valetkey.errors import (
     BrokerUnavailable,
@@ -51,8 +63,6 @@ from valetkey.errors import (
     UnsupportedOperation,
     ValetkeyError,
 )
-from valetkey.providers.base import Capabilities, MintedToken, Provider, TokenSet, UserFlows
-from valetkey.providers.registry import ProviderRegistry
 
 log = logging.getLogger("valetkey.exchange")
 
@@ -108,20 +118,23 @@ class RevokeCounts:
         }
 
 
-class _Context:
-    """What a provider borrows for one call."""
+class _LoadedView:
+    """A connector view as the exchange keeps it, with its provider and that provider's
+    capabilities, resolved at first use and kept as long as the view: a provider parses the
+    connector's settings once per view (re-read every ``VIEW_TTL``), not once per request."""
 
-    def __init__(self, http: httpx.AsyncClient, clock: Clock) -> None:
-        self._http = http
-        self._clock = clock
+    __slots__ = ("_resolved", "view")
 
-    @property
-    def http(self) -> httpx.AsyncClient:
-        return self._http
+    def __init__(self, view: ConnectorView) -> None:
+        self.view = view
+        self._resolved: tuple[Provider, Capabilities] | None = None
 
-    @property
-    def clock(self) -> Clock:
-        return self._clock
+    def resolve(self, providers: ProviderLookup) -> tuple[Provider, Capabilities]:
+        """The provider and its capabilities; a lookup that fails is not kept (it raises again)."""
+        if self._resolved is None:
+            provider = providers.get(self.view.connector.type)
+            self._resolved = (provider, provider.capabilities(self.view.connector))
+        return self._resolved
 
 
 TokenKey = tuple[Any, ...]
@@ -150,11 +163,11 @@ class ExchangeService:
         self,
         *,
         store: ExchangeStore,
-        providers: ProviderRegistry,
+        providers: ProviderLookup,
         audit: AuditLog,
         bus: InvalidationBus,
         clock: Clock,
-        http: httpx.AsyncClient,
+        ctx: ProviderContext[object],
         buffer: timedelta = DEFAULT_BUFFER,
         max_cached_tokens: int = 50_000,
         max_cached_token_bytes: int = MAX_CACHED_TOKEN_BYTES,
@@ -167,12 +180,13 @@ class ExchangeService:
         self._audit = audit
         self._bus = bus
         self._clock = clock
-        self._ctx = _Context(http, clock)
+        #: What providers borrow for a call (built by the server: the core opens no connection).
+        self._ctx = ctx
         self._buffer = buffer
         self._max_tokens = max_cached_tokens
         self._max_token_bytes = max_cached_token_bytes
         self.gate = gate if gate is not None else ProviderGate()
-        self._views: BoundedCache[tuple[str, str], ConnectorView] = BoundedCache(max_views)
+        self._views: BoundedCache[tuple[str, str], _LoadedView] = BoundedCache(max_views)
         #: Unknown uids, keyed by (team id, SHA-256 of the uid).
         self._unknown: BoundedCache[tuple[str, bytes], bool] = BoundedCache(max_unknown_views)
         #: Bumped by every connector invalidation: a load that started before one stores nothing.
@@ -183,7 +197,7 @@ class ExchangeService:
         self._token_loads: SingleFlight[TokenKey, CachedMint] = SingleFlight(
             limit=MAX_LOADS, full=_overloaded
         )
-        self._view_loads: SingleFlight[tuple[str, str], ConnectorView | None] = SingleFlight(
+        self._view_loads: SingleFlight[tuple[str, str], _LoadedView | None] = SingleFlight(
             limit=MAX_LOADS, full=_overloaded
         )
         #: Set by the broker when user subjects are enabled (``attach_consent``).
@@ -194,10 +208,6 @@ class ExchangeService:
         self._background: set[asyncio.Task[None]] = set()
         self.counts = ExchangeCounts()
         bus.subscribe(self._on_invalidation)
-
-    @property
-    def context(self) -> _Context:
-        return self._ctx
 
     @property
     def cached_tokens(self) -> int:
@@ -226,15 +236,15 @@ class ExchangeService:
     async def exchange(self, identity: Identity, uid: str, request: TokenRequest) -> Issued:
         """Hand out a credential for ``request`` or raise the exact reason why not."""
         now = self._clock.now()
-        view = await self._view(identity.team_id, uid, now)
-        if view is None:
+        loaded = await self._view(identity.team_id, uid, now)
+        if loaded is None:
             raise self._deny(identity, uid, request, NotFound(f"no connector {uid}", connector=uid))
+        view = loaded.view
         connector = view.connector
         decision = evaluate(identity, connector, view.links.get(identity.project_id), request)
         if not isinstance(decision, Allowed):
             raise self._deny(identity, uid, request, decision.error)
-        provider = self._providers.get(connector.type)
-        caps = provider.capabilities(connector)
+        provider, caps = loaded.resolve(self._providers)
         if request.subject.type not in caps.subjects:
             raise self._deny(
                 identity,
@@ -263,7 +273,7 @@ class ExchangeService:
                 entry = await self._token_loads.run(
                     key,
                     lambda: self._load_or_mint(
-                        identity, connector, provider, effective, key, link.policy
+                        identity, connector, provider, caps, effective, key, link.policy
                     ),
                 )
             except ValetkeyError as exc:
@@ -297,6 +307,7 @@ class ExchangeService:
         identity: Identity,
         connector: Connector,
         provider: Provider,
+        caps: Capabilities,
         request: TokenRequest,
         key: TokenKey,
         policy: Policy,
@@ -309,7 +320,7 @@ class ExchangeService:
             return stored
         minted = await self._mint(identity, connector, provider, request, policy.scopes)
         if not minted.scope_stated and request.subject.type != "user":
-            minted = await self._unknown_scope(connector, provider, request, policy, minted)
+            minted = await self._unknown_scope(connector, provider, caps, request, policy, minted)
         serve_until = minted.expires_at
         max_lifetime = policy.max_lifetime_seconds
         if max_lifetime is not None:
@@ -333,6 +344,7 @@ class ExchangeService:
         self,
         connector: Connector,
         provider: Provider,
+        caps: Capabilities,
         request: TokenRequest,
         policy: Policy,
         minted: MintedToken,
@@ -340,7 +352,7 @@ class ExchangeService:
         """A token whose granted scopes the provider did not state: refused (and withdrawn at the
         provider) unless the link allows it; then marked in its metadata, and kept (cached,
         recorded) for exactly the scopes asked for."""
-        if not provider.capabilities(connector).scopable:
+        if not caps.scopable:
             return minted  # nothing to state: the credential has no scopes (an API key)
         if not policy.allow_unknown_scope:
             try:
@@ -376,13 +388,18 @@ class ExchangeService:
         if kind == "user":
             return await self._user_token(identity, connector, flows, request, link_scopes)
         if kind == "jwt-bearer":
+            assertion = flows.assertion
+            if assertion is None:
+                raise UnsupportedOperation(
+                    f"{connector.type} connectors have no jwt-bearer grant", subject=kind
+                )
             assert request.subject.id is not None
             claims = dict(request.assertion or ())
             extra = json.loads(claims["additionalClaims"]) if "additionalClaims" in claims else {}
             subject_id = request.subject.id
             tokens = await self.gate.call(
                 connector.id,
-                lambda: flows.jwt_bearer(
+                lambda: assertion.jwt_bearer(
                     self._ctx,
                     connector,
                     subject=subject_id,
@@ -393,11 +410,16 @@ class ExchangeService:
                 ),
             )
             return _minted(tokens)
+        exchange = flows.exchange
+        if exchange is None:
+            raise UnsupportedOperation(
+                f"{connector.type} connectors have no token exchange grant", subject=kind
+            )
         assert request.subject_token is not None
         subject_token = request.subject_token
         tokens = await self.gate.call(
             connector.id,
-            lambda: flows.token_exchange(
+            lambda: exchange.token_exchange(
                 self._ctx,
                 connector,
                 subject_token=subject_token,
@@ -456,6 +478,13 @@ class ExchangeService:
         now = self._clock.now()
         if not narrow and grant.fresh(now, self._buffer):
             return _minted(grant.tokens)
+        if flows.refresh is None:  # the provider declares no refresh grant
+            if narrow:
+                raise UnsupportedOperation(
+                    f"{connector.type} connectors have no refresh grant, so a grant cannot be narrowed"
+                )
+            raise consent_needed(connector, user_id, issuer=issuer, reason="expired_without_refresh_token")
+        refresh_flow: RefreshFlow = flows.refresh
         if grant.tokens.refresh_token is None:
             if narrow:
                 raise UnsupportedOperation(
@@ -492,7 +521,7 @@ class ExchangeService:
                 )
             fresh = await self.gate.call(
                 connector.id,
-                lambda: flows.refresh(
+                lambda: refresh_flow.refresh(
                     self._ctx,
                     connector,
                     refresh_token=refresh_token,
@@ -575,7 +604,7 @@ class ExchangeService:
         if self._tokens.pop(key, None) is not None:
             self._token_bytes -= self._token_sizes.pop(key, 0)
 
-    async def _view(self, team_id: str, uid: str, now: datetime) -> ConnectorView | None:
+    async def _view(self, team_id: str, uid: str, now: datetime) -> _LoadedView | None:
         hit = self._views.get((team_id, uid), now)
         if hit is not None:
             return hit
@@ -587,16 +616,17 @@ class ExchangeService:
             (team_id, uid), lambda: self._load_view(team_id, uid, now)
         )
 
-    async def _load_view(self, team_id: str, uid: str, now: datetime) -> ConnectorView | None:
+    async def _load_view(self, team_id: str, uid: str, now: datetime) -> _LoadedView | None:
         generation = self._view_generation
         view = await self._store.connector_view(team_id, uid)
+        loaded = None if view is None else _LoadedView(view)
         if generation != self._view_generation:
-            return view  # invalidated while loading: serve it, but do not keep it
-        if view is None:
+            return loaded  # invalidated while loading: serve it, but do not keep it
+        if loaded is None:
             self._unknown.put((team_id, _uid_digest(uid)), True, now + UNKNOWN_VIEW_TTL)
         else:
-            self._views.put((team_id, uid), view, now + VIEW_TTL)
-        return view
+            self._views.put((team_id, uid), loaded, now + VIEW_TTL)
+        return loaded
 
     # -- audit helpers ------------------------------------------------------------------
 
@@ -712,7 +742,8 @@ class ExchangeService:
             )
             grants_found = len(removed)
             deleted += grants_found
-            flows = provider if hasattr(provider, "revoke_user_token") else None
+            user_flows = provider.user_flows()
+            flows = None if user_flows is None else user_flows.revocation
             for grant in removed:
                 token, hint = (
                     (grant.tokens.refresh_token, "refresh_token")
@@ -801,17 +832,6 @@ class ExchangeService:
             if subject_key is not None and key[3][0] != subject_key:
                 continue
             self._forget_token(key)
-
-
-class WebhookLookup(Protocol):
-    async def __call__(
-        self,
-        connector_id: str,
-        project_id: str,
-        environment: str,
-        user_id: str,
-        issuer: str | None = None,
-    ) -> str | None: ...
 
 
 #: The token's metadata key, and value, saying that the provider did not state the granted scopes.

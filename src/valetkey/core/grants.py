@@ -16,13 +16,13 @@ margin) so that a replica that died holding one does not block the grant for goo
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Literal, Protocol
+from typing import Literal
 
 from valetkey.core.models import Subject
-from valetkey.providers.base import TokenSet
+from valetkey.core.providers import TokenSet
 
 GrantStatus = Literal["active", "needs_consent"]
 
@@ -71,37 +71,6 @@ class GrantScope:
     project_id: str
     environment: str
     subject: Subject
-
-
-class GrantStore(Protocol):
-    async def get_grant(self, scope: GrantScope) -> Grant | None: ...
-
-    async def save_grant(self, scope: GrantScope, tokens: TokenSet, *, source: str) -> Grant:
-        """Create or replace the grant (a new consent or import replaces an old one)."""
-        ...
-
-    async def refresh_grant(
-        self, grant_id: str, refresher: Refresher, *, needed: RefreshNeeded | None = None
-    ) -> Grant:
-        """Run ``refresher`` holding the grant's refresh claim; store what it returns (compare-and-set).
-
-        ``needed`` is asked of every read of the grant first (None: always needed); once it says
-        no, that grant is returned without a refresh. If ``refresher`` raises ``InvalidGrant``
-        the grant is marked ``needs_consent`` and the error re-raised.
-        """
-        ...
-
-    async def delete_grants(
-        self,
-        team_id: str,
-        connector_id: str,
-        *,
-        subject: Subject | None,
-        project_id: str | None,
-        environment: str | None,
-    ) -> Sequence[Grant]:
-        """Remove matching grants and return them (with their tokens, for provider revocation)."""
-        ...
 
 
 def merge_refreshed(old: TokenSet, new: TokenSet) -> TokenSet:

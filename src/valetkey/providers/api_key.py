@@ -21,14 +21,14 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from valetkey.core.models import Connector, SubjectType, TokenRequest
-from valetkey.errors import InvalidRequest, ProviderError, UnsupportedOperation
-from valetkey.providers.base import (
+from valetkey.core.providers import (
     Capabilities,
     MintedToken,
     ProviderContext,
     RevokeResult,
     ValidatedConfig,
 )
+from valetkey.errors import InvalidRequest, ProviderError, UnsupportedOperation
 from valetkey.providers.config import optional_str, refuse_unknown, require_mapping, secret_str
 
 __all__ = ["ApiKeyProvider"]
@@ -51,6 +51,10 @@ class ApiKeyProvider:
             subjects=self.subjects, scopable=False, short_lived=False, revocation=False
         )
 
+    def user_flows(self) -> None:
+        """None: an API key cannot act for a user."""
+        return
+
     def validate_config(
         self, data: Mapping[str, Any], previous: ValidatedConfig | None = None
     ) -> ValidatedConfig:
@@ -68,7 +72,7 @@ class ApiKeyProvider:
         return ValidatedConfig(config=config, secrets={"apiKey": api_key})
 
     async def mint(
-        self, ctx: ProviderContext, connector: Connector, request: TokenRequest
+        self, ctx: ProviderContext[object], connector: Connector, request: TokenRequest
     ) -> MintedToken:
         """Return the stored key unchanged; refuse any request to narrow it."""
         if request.subject.type not in self.subjects:
@@ -93,7 +97,7 @@ class ApiKeyProvider:
         )
 
     async def revoke(
-        self, ctx: ProviderContext, connector: Connector, token: MintedToken
+        self, ctx: ProviderContext[object], connector: Connector, token: MintedToken
     ) -> RevokeResult:
         """An API key cannot be revoked from here: always skipped."""
         return RevokeResult(revoked=False, skipped=True)

@@ -14,9 +14,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from valetkey.core.providers import ValidatedConfig
 from valetkey.errors import InvalidRequest
 from valetkey.netguard import is_noncanonical_ipv4
-from valetkey.providers.base import ValidatedConfig
 
 __all__ = [
     "LOOPBACK_HOSTS",

@@ -63,6 +63,16 @@ from typing import Any, ClassVar, Literal
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from valetkey.core.models import Connector, SubjectType, TokenRequest
+from valetkey.core.providers import (
+    AuthorizationStart,
+    Capabilities,
+    DeviceStart,
+    MintedToken,
+    RevokeResult,
+    TokenSet,
+    UserFlows,
+    ValidatedConfig,
+)
 from valetkey.errors import (
     AccessDenied,
     AuthorizationExpired,
@@ -72,17 +82,8 @@ from valetkey.errors import (
     ProviderError,
     UnsupportedOperation,
 )
-from valetkey.providers.base import (
-    AuthorizationStart,
-    Capabilities,
-    DeviceStart,
-    MintedToken,
-    ProviderContext,
-    RevokeResult,
-    TokenSet,
-    ValidatedConfig,
-)
 from valetkey.providers.config import check_url
+from valetkey.providers.context import HttpContext
 from valetkey.providers.discovery import DEFAULT_TTL_SECONDS, MetadataCache, ServerMetadata
 from valetkey.providers.id_token import JwksStore, verify_id_token
 from valetkey.providers.oauth_client import (
@@ -195,12 +196,23 @@ class OAuthProvider:
         """Check the whole configuration; secrets left out on update are kept."""
         return OAuthSettings.parse(data, previous).to_validated()
 
-    async def endpoints(self, ctx: ProviderContext, connector: Connector) -> Endpoints:
+    def user_flows(self) -> UserFlows:
+        """Every user grant; a connector enables each in ``grants`` (else ``UnsupportedOperation``)."""
+        return UserFlows(
+            authorization_code=self,
+            device=self,
+            refresh=self,
+            assertion=self,
+            exchange=self,
+            revocation=self,
+        )
+
+    async def endpoints(self, ctx: HttpContext, connector: Connector) -> Endpoints:
         """The connector's endpoints, discovering them from its issuer when it has one."""
         return await self._endpoints(ctx, OAuthSettings.from_connector(connector))
 
     async def mint(
-        self, ctx: ProviderContext, connector: Connector, request: TokenRequest
+        self, ctx: HttpContext, connector: Connector, request: TokenRequest
     ) -> MintedToken:
         """``app``: client credentials for exactly the request; ``jwt-bearer``: an RFC 7523 grant.
 
@@ -267,7 +279,7 @@ class OAuthProvider:
         )
 
     async def revoke(
-        self, ctx: ProviderContext, connector: Connector, token: MintedToken
+        self, ctx: HttpContext, connector: Connector, token: MintedToken
     ) -> RevokeResult:
         """Revoke an access token at the RFC 7009 endpoint; skipped when there is none."""
         return await self.revoke_user_token(ctx, connector, token=token.token, hint="access_token")
@@ -276,7 +288,7 @@ class OAuthProvider:
 
     async def start_authorization(
         self,
-        ctx: ProviderContext,
+        ctx: HttpContext,
         connector: Connector,
         *,
         redirect_uri: str,
@@ -331,7 +343,7 @@ class OAuthProvider:
 
     async def exchange_code(
         self,
-        ctx: ProviderContext,
+        ctx: HttpContext,
         connector: Connector,
         *,
         code: str,
@@ -371,7 +383,7 @@ class OAuthProvider:
 
     async def refresh(
         self,
-        ctx: ProviderContext,
+        ctx: HttpContext,
         connector: Connector,
         *,
         refresh_token: str,
@@ -417,7 +429,7 @@ class OAuthProvider:
         return tokens
 
     async def start_device(
-        self, ctx: ProviderContext, connector: Connector, *, scopes: tuple[str, ...] | None
+        self, ctx: HttpContext, connector: Connector, *, scopes: tuple[str, ...] | None
     ) -> DeviceStart | None:
         """RFC 8628 §3.1-3.2; None when the grant is not enabled or there is no device endpoint."""
         settings = OAuthSettings.from_connector(connector)
@@ -440,7 +452,7 @@ class OAuthProvider:
         return _device_start(data, ctx)
 
     async def poll_device(
-        self, ctx: ProviderContext, connector: Connector, *, device_code: str
+        self, ctx: HttpContext, connector: Connector, *, device_code: str
     ) -> TokenSet:
         """RFC 8628 §3.4-3.5: tokens, or AuthorizationPending, AccessDenied, AuthorizationExpired.
 
@@ -466,7 +478,7 @@ class OAuthProvider:
         )
 
     async def revoke_user_token(
-        self, ctx: ProviderContext, connector: Connector, *, token: str, hint: str
+        self, ctx: HttpContext, connector: Connector, *, token: str, hint: str
     ) -> RevokeResult:
         """RFC 7009 with ``token_type_hint``; skipped when the server has no revocation endpoint."""
         if hint not in ("access_token", "refresh_token"):
@@ -492,7 +504,7 @@ class OAuthProvider:
 
     async def jwt_bearer(
         self,
-        ctx: ProviderContext,
+        ctx: HttpContext,
         connector: Connector,
         *,
         subject: str,
@@ -548,7 +560,7 @@ class OAuthProvider:
 
     async def token_exchange(
         self,
-        ctx: ProviderContext,
+        ctx: HttpContext,
         connector: Connector,
         *,
         subject_token: str,
@@ -616,7 +628,7 @@ class OAuthProvider:
     # -- helpers --------------------------------------------------------------------------
 
     async def _endpoints(
-        self, ctx: ProviderContext, settings: OAuthSettings, *, discover: bool = True
+        self, ctx: HttpContext, settings: OAuthSettings, *, discover: bool = True
     ) -> Endpoints:
         metadata = None
         if settings.issuer is not None and discover:
@@ -625,7 +637,7 @@ class OAuthProvider:
 
     @staticmethod
     def _client_auth(
-        settings: OAuthSettings, endpoints: Endpoints, ctx: ProviderContext
+        settings: OAuthSettings, endpoints: Endpoints, ctx: HttpContext
     ) -> ClientAuth:
         if settings.auth_method != "private_key_jwt":
             return ClientAuth(
@@ -643,7 +655,7 @@ class OAuthProvider:
 
     @staticmethod
     async def _refuse_widened(
-        ctx: ProviderContext,
+        ctx: HttpContext,
         endpoints: Endpoints,
         auth: ClientAuth,
         response: TokenResponse,
@@ -666,7 +678,7 @@ class OAuthProvider:
 
     async def _token_set(
         self,
-        ctx: ProviderContext,
+        ctx: HttpContext,
         settings: OAuthSettings,
         endpoints: Endpoints,
         response: TokenResponse,
@@ -781,7 +793,7 @@ def _device_error(exc: ProviderError) -> Exception:
     return exc
 
 
-def _device_start(data: Mapping[str, Any], ctx: ProviderContext) -> DeviceStart:
+def _device_start(data: Mapping[str, Any], ctx: HttpContext) -> DeviceStart:
     def text(name: str, *aliases: str, required: bool = True) -> str | None:
         for key in (name, *aliases):
             value = data.get(key)

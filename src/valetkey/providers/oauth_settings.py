@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from valetkey.core.models import SUBJECT_TYPES, Connector, SubjectType
+from valetkey.core.providers import ValidatedConfig
 from valetkey.errors import InvalidRequest, ProviderError
-from valetkey.providers.base import ValidatedConfig
 from valetkey.providers.config import (
     optional_str,
     optional_url,

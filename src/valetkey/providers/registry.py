@@ -12,13 +12,13 @@ from collections.abc import Iterable
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, ClassVar
 
+from valetkey.core.providers import Provider
 from valetkey.errors import InvalidRequest, ValetkeyError
-from valetkey.providers.base import Provider
 
 __all__ = ["ENTRY_POINT_GROUP", "ProviderPluginError", "ProviderRegistry"]
 
 ENTRY_POINT_GROUP = "valetkey.providers"
-_METHODS = ("capabilities", "validate_config", "mint", "revoke")
+_METHODS = ("capabilities", "validate_config", "user_flows", "mint", "revoke")
 
 
 class ProviderPluginError(ValetkeyError):

@@ -21,11 +21,12 @@ import httpx
 
 from valetkey.core.audit import AuditLog
 from valetkey.core.clock import Clock, SystemClock
-from valetkey.core.consent import ConsentService, require_user_flows
+from valetkey.core.consent import ConsentService
 from valetkey.core.exchange import ExchangeService
 from valetkey.core.gate import ProviderGate
 from valetkey.core.models import Connector
 from valetkey.core.ports import Invalidation, InvalidationBus, LocalBus
+from valetkey.core.providers import UserFlows, require_user_flows
 from valetkey.crypto import KeyRing
 from valetkey.errors import NotFound
 from valetkey.identity.issuer import BrokerIssuer
@@ -34,7 +35,6 @@ from valetkey.identity.keys import SigningKeys
 from valetkey.identity.verifier import IdentityVerifier
 from valetkey.netguard import GuardedTransport
 from valetkey.private_paths import ensure_private_dir
-from valetkey.providers.base import UserFlows
 from valetkey.providers.registry import ProviderRegistry
 from valetkey.server.notify import WebhookNotifier
 from valetkey.server.settings import Settings
@@ -79,6 +79,14 @@ def outbound_client(settings: Settings, connections: int) -> httpx.AsyncClient:
             allow_private=settings.allow_private_networks,
         ),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerContext:
+    """What the broker lends a provider for one call (a ``ProviderContext[httpx.AsyncClient]``)."""
+
+    http: httpx.AsyncClient
+    clock: Clock
 
 
 def write_private_json(path: Path, data: dict[str, str]) -> None:
@@ -158,8 +166,9 @@ class Broker:
         verifier = IdentityVerifier(
             issuer=issuer, jwks=jwks, store=repo, clock=clock, audience=BROKER_AUDIENCE
         )
+        ctx = BrokerContext(http, clock)
         exchange = ExchangeService(
-            store=repo, providers=providers, audit=audit, bus=bus, clock=clock, http=http, gate=gate
+            store=repo, providers=providers, audit=audit, bus=bus, clock=clock, ctx=ctx, gate=gate
         )
         management = Management(
             db=db, repo=repo, keyring=keyring, providers=providers, audit=audit, bus=bus, clock=clock
@@ -171,7 +180,7 @@ class Broker:
             grants=consent_store,
             audit=audit,
             clock=clock,
-            ctx=exchange.context,
+            ctx=ctx,
             callback_url=f"{settings.issuer_url}/v1/connect/callback",
             device_url=f"{settings.issuer_url}/device",
             notifier=notifier,

@@ -11,13 +11,12 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from valetkey.core import limits
-from valetkey.core.consent import require_user_flows
 from valetkey.core.grants import GrantScope
 from valetkey.core.models import Connector, Identity, Policy, Subject, TokenRequest
 from valetkey.core.policy import Allowed, evaluate
 from valetkey.core.ports import Invalidation
+from valetkey.core.providers import TokenSet, UserFlows, require_user_flows
 from valetkey.errors import InvalidRequest, NotFound, UnsupportedOperation, ValetkeyError
-from valetkey.providers.base import TokenSet, UserFlows
 from valetkey.server.broker import Broker
 from valetkey.server.connect import DirectRoute, bearer, broker_of, json_response
 from valetkey.server.openapi import AUTHORIZE_BODY, CONFIRM_BODY, IMPORT_BODY

@@ -35,14 +35,14 @@ from typing import Any
 from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from valetkey.core.authorizations import PendingAuthorization, Status
 from valetkey.core.clock import Clock
-from valetkey.core.consent import PendingAuthorization, Status
 from valetkey.core.gate import DEFAULT_TIMEOUT_SECONDS, DEFAULT_WAIT_SECONDS
 from valetkey.core.grants import Grant, GrantScope, Refresher, RefreshNeeded, merge_refreshed
 from valetkey.core.models import Subject
+from valetkey.core.providers import TokenSet
 from valetkey.crypto import KeyRing
 from valetkey.errors import InvalidGrant, ProviderBusy, ProviderTimeout
-from valetkey.providers.base import TokenSet
 from valetkey.store import tables as t
 from valetkey.store.db import Database
 from valetkey.store.ids import new_id

@@ -36,6 +36,7 @@ from valetkey.core.models import (
     parse_uid,
 )
 from valetkey.core.ports import Invalidation, InvalidationBus
+from valetkey.core.providers import ValidatedConfig
 from valetkey.crypto import DecryptionError, KeyRing
 from valetkey.errors import (
     AudienceTaken,
@@ -50,7 +51,6 @@ from valetkey.errors import (
 from valetkey.identity.access_tokens import hash_token, new_access_token, new_member_token
 from valetkey.identity.bindings import validate_conditions
 from valetkey.identity.errors import TokenExpired
-from valetkey.providers.base import ValidatedConfig
 from valetkey.providers.registry import ProviderRegistry
 from valetkey.store import tables as t
 from valetkey.store.db import Database

@@ -23,9 +23,9 @@ from valetkey.core.audit import AuditRefused, ChainedEvent
 from valetkey.core.clock import Clock
 from valetkey.core.models import Connector, Identity, Link, Policy, Subject, TokenRequest
 from valetkey.core.ports import CachedMint, ConnectorView, RevocationTarget
+from valetkey.core.providers import MintedToken
 from valetkey.crypto import KeyRing
 from valetkey.identity.bindings import TrustBinding
-from valetkey.providers.base import MintedToken
 from valetkey.store import tables as t
 from valetkey.store.db import Database
 from valetkey.store.ids import new_id

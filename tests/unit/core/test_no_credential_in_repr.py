@@ -21,7 +21,7 @@ import pytest
 import valetkey
 from valetkey.core.exchange import Issued
 from valetkey.core.models import Connector
-from valetkey.providers.base import Capabilities
+from valetkey.core.providers import Capabilities
 
 MARKER = "MARKER-credential-7f3a9c"
 
@@ -35,9 +35,11 @@ CREDENTIAL = re.compile(
 #: Fields whose names look like credentials but are not, each with the reason.
 NOT_CREDENTIALS = {
     "valetkey.cli.local.RotationReport.new_kek": "a key id, printed by `keys rotate`",
-    "valetkey.core.consent.PendingAuthorization.user_code": "shown to the person to type in",
+    "valetkey.core.authorizations.PendingAuthorization.user_code": "shown to the person to type in",
     "valetkey.core.consent.Started.user_code": "shown to the person to type in",
-    "valetkey.providers.base.DeviceStart.user_code": "shown to the person to type in",
+    "valetkey.core.providers.DeviceStart.user_code": "shown to the person to type in",
+    "valetkey.core.providers.UserFlows.assertion": "the provider's jwt-bearer grant, not an assertion",
+    "valetkey.core.providers.UserFlows.authorization_code": "the provider's authorization code grant, not a code",
     "valetkey.core.models.TokenRequest.assertion": "claims for the jwt-bearer assertion, not one",
     "valetkey.core.ports.CachedMint.token": "a MintedToken, whose own repr hides the credential",
     "valetkey.crypto.keyring._Envelope.nonce": "an AES-GCM nonce, public by design",

@@ -11,9 +11,9 @@ import pytest
 from tests.peers.context import TestContext, connector_for
 
 from valetkey.core.models import Subject, TokenRequest
+from valetkey.core.providers import MintedToken, ValidatedConfig
 from valetkey.errors import InvalidRequest, ProviderError, UnsupportedOperation
 from valetkey.providers.api_key import ApiKeyProvider
-from valetkey.providers.base import MintedToken, ValidatedConfig
 
 APP = Subject("app")
 KEY = "sk_live_0123456789abcdef"

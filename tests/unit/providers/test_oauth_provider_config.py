@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from tests.peers.context import connector_for
 
+from valetkey.core.providers import ValidatedConfig
 from valetkey.errors import InvalidRequest
-from valetkey.providers.base import ValidatedConfig
 from valetkey.providers.oauth import OAuthProvider
 
 SECRET = "client-secret-value"

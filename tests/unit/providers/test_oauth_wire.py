@@ -18,8 +18,8 @@ from tests.peers.context import TestContext, connector_for
 from tests.peers.scripted import Reply, ScriptedServer, scripted_server
 
 from valetkey.core.models import Connector, Subject, TokenRequest
+from valetkey.core.providers import MintedToken
 from valetkey.errors import ProviderError, UnsupportedOperation
-from valetkey.providers.base import MintedToken
 from valetkey.providers.oauth import OAuthProvider
 from valetkey.providers.oauth_client import (
     MAX_RESPONSE_BYTES,

@@ -82,10 +82,11 @@ def test_register_refuses_a_service_claimed_by_another_type() -> None:
 
 @pytest.mark.parametrize(
     ("attribute", "value"),
-    [("type", ""), ("services", ["list"]), ("mint", None)],
+    [("type", ""), ("services", ["list"]), ("mint", None), ("user_flows", None)],
 )
 def test_register_refuses_objects_that_are_not_providers(attribute: str, value: Any) -> None:
-    """Something missing a type, a services tuple or an operation is refused at registration."""
+    """Something missing a type, a services tuple, an operation or its declaration of user flows
+    is refused at registration."""
     provider = _Custom()
     object.__setattr__(provider, attribute, value)
     with pytest.raises(ProviderPluginError):
