@@ -68,7 +68,8 @@ async def test_two_concurrent_claimers_never_get_the_same_job(
         claimed = a + b + c + d
         assert len(claimed) == len(set(claimed)) == 60
         assert set(claimed) == ids
-        assert a and b  # both replicas took part
+        assert a
+        assert b
     finally:
         await first_db.close()
         await second_db.close()
@@ -79,15 +80,19 @@ async def test_a_claim_leases_the_job_and_opens_its_sealed_payload(store: JobSto
     job_id = await store.enqueue("webhook", {"url": "https://app.example/hook", "event": {"x": 1}})
     async with store.db.session() as s:
         raw = await s.scalar(select(t.Job.payload).where(t.Job.id == job_id))
-    assert raw is not None and b"app.example" not in raw
+    assert raw is not None
+    assert b"app.example" not in raw
     (job,) = await store.claim("w1", limit=10, lease_seconds=30)
     assert (job.id, job.status, job.attempts) == (job_id, "running", 1)
     assert job.payload == {"url": "https://app.example/hook", "event": {"x": 1}}
-    assert job.lease is not None and job.lease_expires_at is not None
+    assert job.lease is not None
+    assert job.lease_expires_at is not None
     assert await store.claim("w2", limit=10, lease_seconds=30) == []  # leased: not due
     assert await store.complete(job)
     done = await store.get(job_id)
-    assert done is not None and done.status == "done" and done.payload == {}
+    assert done is not None
+    assert done.status == "done"
+    assert done.payload == {}
     assert await store.claim("w2", limit=10, lease_seconds=30) == []
 
 
@@ -101,12 +106,16 @@ async def test_a_job_whose_worker_died_is_claimed_again_after_its_lease(store: J
     assert await store.claim("other", limit=1, lease_seconds=30) == []
     clock.advance(2)
     (fresh,) = await store.claim("other", limit=1, lease_seconds=30)
-    assert fresh.id == stale.id and fresh.attempts == 2 and fresh.lease != stale.lease
+    assert fresh.id == stale.id
+    assert fresh.attempts == 2
+    assert fresh.lease != stale.lease
     assert not await store.complete(stale)
     assert await store.fail(stale, "late", retry_in=1) is None
     assert await store.complete(fresh)
     job = await store.get(fresh.id)
-    assert job is not None and job.status == "done" and job.last_error is None
+    assert job is not None
+    assert job.status == "done"
+    assert job.last_error is None
 
 
 async def test_a_failed_attempt_is_retried_after_its_backoff_then_dead_lettered(
@@ -133,7 +142,8 @@ async def test_a_failed_attempt_is_retried_after_its_backoff_then_dead_lettered(
     assert (await store.counts()).dead == 1
     assert await store.retry(job_id, team_id="team-b") is None
     again = await store.retry(job_id, team_id="team-a")
-    assert again is not None and (again.status, again.attempts) == ("queued", 0)
+    assert again is not None
+    assert (again.status, again.attempts) == ("queued", 0)
     (job,) = await store.claim("w", limit=1, lease_seconds=30)
     assert job.id == job_id
 
@@ -146,7 +156,9 @@ async def test_a_worker_dying_on_the_last_attempt_dead_letters_the_job(store: Jo
     clock.advance(6)
     assert await store.claim("w", limit=1, lease_seconds=5) == []
     job = await store.get(job_id)
-    assert job is not None and job.status == "dead" and job.last_error is not None
+    assert job is not None
+    assert job.status == "dead"
+    assert job.last_error is not None
 
 
 async def test_a_dedupe_key_stores_one_job(store: JobStore) -> None:
@@ -190,14 +202,18 @@ async def test_the_worker_runs_handlers_by_kind_with_backoff_and_dead_letters(
     )
     for kind, handler in (("ok", ok), ("flaky", flaky), ("refused", refused)):
         worker.register(kind, handler)
-    ids: dict[str, Any] = {kind: await store.enqueue(kind, {}) for kind in ("ok", "flaky", "refused")}
+    ids: dict[str, Any] = {
+        kind: await store.enqueue(kind, {}) for kind in ("ok", "flaky", "refused")
+    }
     assert await worker.run_due() == 3
     flaky_job = await store.get(ids["flaky"])
-    assert flaky_job is not None and flaky_job.status == "queued"
+    assert flaky_job is not None
+    assert flaky_job.status == "queued"
     delay = (flaky_job.run_at - START).total_seconds()
     assert 2 <= delay <= 4  # attempt 1 failed: d = 4 s
     refused_job = await store.get(ids["refused"])
-    assert refused_job is not None and refused_job.status == "dead"
+    assert refused_job is not None
+    assert refused_job.status == "dead"
     assert refused_job.attempts == 1
     clock.advance(4)
     assert await worker.run_due() == 1

@@ -96,7 +96,9 @@ class RetryPolicy:
     cap_seconds: float = 3600.0
 
 
-def backoff(attempts: int, policy: RetryPolicy, *, rand: Callable[[], float] | None = None) -> float:
+def backoff(
+    attempts: int, policy: RetryPolicy, *, rand: Callable[[], float] | None = None
+) -> float:
     """Seconds to wait after the ``attempts``-th failed attempt: exponential, capped, with jitter.
 
     "Equal jitter": half the exponential delay, plus a random part of the other half, so the
@@ -327,9 +329,7 @@ class JobWorker:
                 "job %s (%s) dead after %d attempt(s): %s", job.id, job.kind, job.attempts, reason
             )
         else:
-            log.warning(
-                "job %s (%s) attempt %d failed: %s", job.id, job.kind, job.attempts, reason
-            )
+            log.warning("job %s (%s) attempt %d failed: %s", job.id, job.kind, job.attempts, reason)
 
     async def run_due(self) -> int:
         """Claim and run due jobs until none is due (tests, and the CLI's one-shot use)."""
@@ -359,4 +359,3 @@ class JobWorker:
             for task in pending:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-

@@ -97,10 +97,14 @@ class JobStore:
             else:
                 insert = pg_insert if self.db.is_postgres else sqlite_insert
                 result = await s.execute(
-                    insert(t.Job).values(**values).on_conflict_do_nothing(index_elements=["dedupe_key"])
+                    insert(t.Job)
+                    .values(**values)
+                    .on_conflict_do_nothing(index_elements=["dedupe_key"])
                 )
                 if _rows(result) == 0:
-                    existing = await s.scalar(select(t.Job.id).where(t.Job.dedupe_key == dedupe_key))
+                    existing = await s.scalar(
+                        select(t.Job.id).where(t.Job.dedupe_key == dedupe_key)
+                    )
                     return str(existing)
         if self.on_enqueue is not None:
             self.on_enqueue()
