@@ -23,6 +23,7 @@ import httpx
 import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet
+from tests.integration.test_cli import clean_env, cli
 from tests.integration.test_consent_flows import Tls, _make_tls
 
 from valetkey.testing import BrokerProcess, RunningBroker, free_port, spawn_broker
@@ -253,3 +254,43 @@ def test_a_webhook_due_when_a_postgres_replica_is_killed_is_delivered_once_by_th
     finally:
         a.stop()
         b.stop()
+
+
+def test_a_dead_webhook_is_listed_by_the_cli_and_redelivered_once_on_retry(
+    tmp_path: Path, tls: Tls, receiver: CountingReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A webhook whose attempts run out while the receiver is down is dead-lettered and stays
+    visible (`valetkey jobs list --status dead`, GET /v1/jobs?status=dead, the dead gauge);
+    `valetkey jobs retry` redelivers it, once, when the receiver is back."""
+    data = tmp_path / "data"
+    env = {**JOB_ENV, "VALETKEY_JOB_ATTEMPTS": "2", "VALETKEY_CA_FILE": str(tls.ca_file)}
+    hook = f"{receiver.url}/hooks/consent"
+    process = spawn_broker(data, env=env)
+    try:
+        broker = process.handle
+        _refused_consent(broker, hook)
+        deadline = time.monotonic() + 20
+        while not any(job["status"] == "dead" for job in _jobs(broker)):
+            assert time.monotonic() < deadline, _jobs(broker)
+            time.sleep(0.1)
+        cli_env = clean_env(VALETKEY_DATA_DIR=str(data))
+        listed = cli(["jobs", "list", "--status", "dead", "--format", "json"], cli_env, monkeypatch)
+        assert listed.exit_code == 0, listed.stderr
+        (dead,) = json.loads(listed.stdout)
+        assert (dead["kind"], dead["status"], dead["attempts"]) == ("webhook", "dead", 2)
+        assert dead["lastError"] == "webhook authorization.failed: ConnectError"
+        assert hook not in listed.stdout  # the payload (URL, body) is never listed
+        deadline = time.monotonic() + 10
+        while "valetkey_jobs_dead 1.0" not in httpx.get(f"{broker.url}/metrics").text:
+            assert time.monotonic() < deadline, "the dead gauge never counted the dead job"
+            time.sleep(0.2)
+
+        receiver.start()
+        retried = cli(["jobs", "retry", dead["id"], "--format", "json"], cli_env, monkeypatch)
+        assert retried.exit_code == 0, retried.stderr
+        assert json.loads(retried.stdout)["status"] == "queued"
+        _check_exactly_once(receiver, broker, dead["id"], hook)
+        again = cli(["jobs", "retry", dead["id"]], cli_env, monkeypatch)
+        assert again.stderr.startswith("error[not_found]: ")  # done, not dead: nothing to retry
+    finally:
+        process.stop()
