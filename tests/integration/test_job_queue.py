@@ -220,3 +220,27 @@ async def test_the_worker_runs_handlers_by_kind_with_backoff_and_dead_letters(
     statuses = {k: getattr(await store.get(v), "status", None) for k, v in ids.items()}
     assert statuses == {"ok": "done", "flaky": "done", "refused": "dead"}
     assert sorted(ran) == [("flaky", 1), ("flaky", 2), ("ok", 1)]
+
+
+async def test_a_periodic_job_runs_once_per_period_across_replicas(store: JobStore) -> None:
+    """Two workers (two replicas) both schedule the maintenance round; it runs once per period."""
+    clock = _clock(store)
+    ran: list[str] = []
+
+    async def tick(job: Job) -> None:
+        ran.append(job.id)
+
+    workers = [
+        JobWorker(store, clock, worker_id=name, job_timeout=5, lease_seconds=10)
+        for name in ("a", "b")
+    ]
+    for worker in workers:
+        worker.register("maintenance", tick)
+        worker.every("maintenance", 60)
+    for _period in range(3):
+        for worker in workers:
+            await worker.schedule_periodic()
+        assert [await worker.run_due() for worker in workers] == [0, 0]  # due at the period's end
+        clock.advance(60)
+        assert sum([await worker.run_due() for worker in workers]) == 1
+    assert len(ran) == len(set(ran)) == 3

@@ -259,7 +259,7 @@ class JobWorker:
         loop = asyncio.get_running_loop()
         while not self._stopping:
             try:
-                await self._schedule_periodic()
+                await self.schedule_periodic()
                 free = self.concurrency - len(self._running)
                 if free > 0:
                     for job in await self.queue.claim(
@@ -283,7 +283,8 @@ class JobWorker:
         self._running.pop(job_id, None)
         self._wake.set()  # a slot is free
 
-    async def _schedule_periodic(self) -> None:
+    async def schedule_periodic(self) -> None:
+        """Enqueue this period's job of each periodic kind (once per period from this worker)."""
         now = self.clock.timestamp()
         for kind, seconds in self._periodic:
             period = int(now // seconds)
