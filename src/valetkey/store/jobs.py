@@ -115,6 +115,12 @@ class JobStore:
     async def claim(self, worker: str, *, limit: int, lease_seconds: float) -> Sequence[Job]:
         if limit <= 0:
             return []
+        # A plain read first: most polls find nothing due, and then take no lock at all (on
+        # SQLite the claim below holds the one write lock, which the exchange also needs).
+        async with self.db.session() as s:
+            due = await s.scalar(select(t.Job.id).where(self._due(self.clock.now())).limit(1))
+        if due is None:
+            return []
         if self.db.is_postgres:
             return await self._claim(worker, limit, lease_seconds)
         async with self._claiming:
