@@ -23,12 +23,14 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
+import sqlalchemy as sa
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import Case, GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
 
+from valetkey.store import tables
 from valetkey.testing import RunningBroker, running_broker
 
 MAX_EXAMPLES = 25
@@ -67,6 +69,8 @@ OPERATIONS = [
     "DELETE /v1/access-tokens/{token_id}",
     "GET /v1/audit",
     "GET /v1/usage",
+    "GET /v1/jobs",
+    "POST /v1/jobs/{job_id}/retry",
     "GET /metrics",
     "GET /.well-known/openid-configuration",
     "GET /.well-known/jwks.json",
@@ -96,6 +100,7 @@ class Seeded:
     binding_id: str
     spare_token_id: str
     spare_member_id: str
+    dead_job_id: str  # a dead-lettered job of the team (a kind no handler runs)
 
 
 def _ok(response: httpx.Response) -> Any:
@@ -134,7 +139,25 @@ def _seed(broker: RunningBroker) -> Seeded:
         token = _ok(c.post("/v1/projects/fuzz/access-tokens", json={"environment": "development"}))
         spare = _ok(c.post("/v1/projects/fuzz/access-tokens", json={"environment": "preview"}))
         member = _ok(c.post("/v1/members", json={"name": "spare", "role": "viewer"}))
-    return Seeded(broker, identity, token["token"], binding["id"], spare["id"], member["id"])
+        team = _ok(c.get("/v1/me"))["team"]
+
+    async def dead_job() -> str:
+        job_id: str = await broker.broker.jobs.enqueue("fuzz", {}, team_id=team, max_attempts=1)
+        async with broker.broker.db.session.begin() as s:
+            await s.execute(
+                sa.update(tables.Job).where(tables.Job.id == job_id).values(status="dead")
+            )
+        return job_id
+
+    return Seeded(
+        broker,
+        identity,
+        token["token"],
+        binding["id"],
+        spare["id"],
+        member["id"],
+        broker.run(dead_job()),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -209,6 +232,7 @@ def _pinned(seeded: Seeded, label: str) -> dict[str, str]:
         "binding_id": seeded.binding_id,
         "token_id": seeded.spare_token_id,
         "member_id": seeded.spare_member_id,
+        "job_id": seeded.dead_job_id,
     }
 
 

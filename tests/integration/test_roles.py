@@ -70,6 +70,24 @@ class Walk:
                 )
         return f"api-key/{name}"
 
+    def dead_job(self) -> str:
+        """A fresh dead-lettered job of team A (a kind no handler knows: a redelivery fails again)."""
+        b = self.broker
+        with self.owner() as c:
+            team = str(_ok(c.get("/v1/me"))["team"])
+
+        async def make() -> str:
+            job_id: str = await b.broker.jobs.enqueue(
+                "walk", {}, team_id=team, run_at=datetime.now(UTC) + timedelta(days=1)
+            )
+            async with b.broker.db.session.begin() as s:
+                await s.execute(
+                    update(t.Job).where(t.Job.id == job_id).values(status="dead", attempts=10)
+                )
+            return job_id
+
+        return b.run(make())
+
     def made(self, path: str, body: dict[str, Any]) -> str:
         with self.owner() as c:
             made: dict[str, Any] = _ok(c.post(path, json=body))
@@ -175,6 +193,8 @@ RECIPES: dict[tuple[str, str], Recipe] = {
     ),
     ("GET", "/v1/audit"): lambda w: ("GET", "/v1/audit", None),
     ("GET", "/v1/usage"): lambda w: ("GET", "/v1/usage", None),
+    ("GET", "/v1/jobs"): lambda w: ("GET", "/v1/jobs?status=dead", None),
+    ("POST", "/v1/jobs/{job_id}/retry"): lambda w: ("POST", f"/v1/jobs/{w.dead_job()}/retry", {}),
     ("DELETE", "/v1/connect/connectors/{uid:path}/tokens"): lambda w: (
         "DELETE",
         "/v1/connect/connectors/api-key%2Fwalk/tokens",

@@ -12,6 +12,7 @@ from typer.core import TyperGroup
 from valetkey.cli.commands import (
     audit,
     connect,
+    jobs,
     keys,
     members,
     projects,
@@ -98,3 +99,4 @@ app.add_typer(
 app.add_typer(tokens.app, name="tokens", help="Broker access tokens for workloads without OIDC.")
 app.add_typer(members.app, name="members", help="Team members and their credentials.")
 app.add_typer(keys.app, name="keys", help="The key-encryption keys protecting secrets at rest.")
+app.add_typer(jobs.app, name="jobs", help="Background jobs (webhook deliveries) and dead letters.")

@@ -158,7 +158,7 @@ async def rotate_keys(
         progress(
             f"re-wrapped {counts['connectors']} connector secret(s), "
             f"{counts['cachedTokens']} cached token(s), {counts['grants']} grant(s), "
-            f"{counts['authorizations']} pending authorization(s); "
+            f"{counts['authorizations']} pending authorization(s), {counts['jobs']} job(s); "
             f"dropped {counts['droppedCacheEntries']} unreadable cache entr(ies)"
         )
         in_use = await management.kek_ids_in_use()

@@ -313,7 +313,7 @@ class ConsentService:
         now = self._clock.now()
         if pending.expires_at <= now:
             await self._store.update_authorization(pending.id, status="expired")
-            return self._finish(
+            return await self._finish(
                 replace(pending, status="expired"), "This consent request has expired.", False
             )
         if error or not code:
@@ -323,7 +323,7 @@ class ConsentService:
                 pending.id, status=status, error=reason, completed_at=now
             )
             self._record(pending, "authorization.callback", "denied", reason)
-            return self._finish(
+            return await self._finish(
                 replace(pending, status=status, error=reason), "Consent was not given.", False
             )
         connector, provider = await connectors(pending.team_id, pending.connector_id)
@@ -346,7 +346,7 @@ class ConsentService:
                 pending.id, status="failed", error=exc.code, completed_at=now
             )
             self._record(pending, "authorization.callback", "denied", exc.code)
-            return self._finish(
+            return await self._finish(
                 replace(pending, status="failed", error=exc.code),
                 "The provider refused the consent.",
                 False,
@@ -355,23 +355,32 @@ class ConsentService:
             # Device flows cannot be confirmed in the app's session, and a link may waive
             # confirmation: the grant is made at once.
             await self._activate(pending, tokens)
-            return self._finish(
+            return await self._finish(
                 replace(pending, status="completed"),
                 "Done. You can close this window and return to the app.",
                 True,
             )
         await self._store.update_authorization(pending.id, status="confirming", tokens=tokens)
         self._record(pending, "authorization.callback", "allowed", "awaiting_confirmation")
-        return self._finish(
+        return await self._finish(
             replace(pending, status="confirming", tokens=tokens),
             "Consent received. Return to the app to finish.",
             True,
         )
 
-    def _finish(self, pending: PendingAuthorization, message: str, ok: bool) -> CallbackResult:
+    async def _finish(
+        self, pending: PendingAuthorization, message: str, ok: bool
+    ) -> CallbackResult:
         status = pending.status if pending.status != "confirming" else "confirm"
         if pending.webhook_url:
-            self._notifier.notify(pending.webhook_url, self.event(pending))
+            # Queued right after the authorization's state changed (its own transaction), before
+            # the callback answers: a crash in between is the one window that loses the event.
+            await self._notifier.notify(
+                pending.webhook_url,
+                self.event(pending),
+                team_id=pending.team_id,
+                dedupe_key=f"authorization:{pending.id}:{pending.status}",
+            )
         if pending.mode == "callback" and pending.return_url:
             params = {"valetkey_request": pending.id, "valetkey_status": status}
             if pending.error:

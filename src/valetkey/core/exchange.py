@@ -583,7 +583,7 @@ class ExchangeService:
                     }
                     if issuer is not None:
                         event["issuer"] = issuer
-                    notifier.notify(url, event)
+                    await notifier.notify(url, event, team_id=identity.team_id)
 
             task = asyncio.get_running_loop().create_task(send())
             self._background.add(task)

@@ -251,13 +251,21 @@ class ConsentStore(Protocol):
 
 
 class Notifier(Protocol):
-    """Delivers events to apps' webhooks."""
+    """Delivers events to apps' webhooks, durably."""
 
-    def notify(self, url: str, event: Mapping[str, Any]) -> None:
-        """Deliver a signed event to an app's webhook, in the background, with retries.
+    async def notify(
+        self,
+        url: str,
+        event: Mapping[str, Any],
+        *,
+        team_id: str,
+        dedupe_key: str | None = None,
+    ) -> None:
+        """Queue a signed event for an app's webhook; returns once the job is stored (durable).
 
-        Does **not** check ``url`` (``check_webhook_url`` did, at consent start) and must hold no
-        secret in ``event``.
+        Delivery happens later, in the background, with retries (``valetkey.core.jobs``). This
+        does **not** contact the app, nor check ``url`` against the network policy
+        (``check_webhook_url`` did, at consent start), and ``event`` must hold no secret.
         """
         ...
 

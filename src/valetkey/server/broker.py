@@ -7,13 +7,14 @@ signing keys (files 0600), applies migrations and bootstraps the default team.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 import os
+import secrets
+import socket
 import ssl
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import certifi
@@ -24,6 +25,7 @@ from valetkey.core.clock import Clock, SystemClock
 from valetkey.core.consent import ConsentService
 from valetkey.core.exchange import ExchangeService
 from valetkey.core.gate import ProviderGate
+from valetkey.core.jobs import Job, JobWorker, RetryPolicy
 from valetkey.core.models import Connector
 from valetkey.core.ports import Invalidation, InvalidationBus, LocalBus
 from valetkey.core.providers import UserFlows, require_user_flows
@@ -36,17 +38,22 @@ from valetkey.identity.verifier import IdentityVerifier
 from valetkey.netguard import GuardedTransport
 from valetkey.private_paths import ensure_private_dir
 from valetkey.providers.registry import ProviderRegistry
-from valetkey.server.notify import WebhookNotifier
+from valetkey.server.notify import WEBHOOK_JOB, WebhookNotifier
 from valetkey.server.settings import Settings
 from valetkey.store.consent import ConsentRepository
 from valetkey.store.db import Database
+from valetkey.store.jobs import JobStore
 from valetkey.store.management import Bootstrap, Management
 from valetkey.store.repo import Repository
 
 log = logging.getLogger("valetkey.broker")
 
-#: Seconds between maintenance rounds (expiring consent requests, purging the token cache).
+#: Seconds between maintenance rounds (expiring consent requests, purging the token cache):
+#: one ``maintenance`` job per period, run by one replica.
 MAINTENANCE_INTERVAL = 60.0
+MAINTENANCE_JOB = "maintenance"
+#: How long finished (done) jobs are kept; dead jobs are kept until retried.
+DONE_JOBS_KEPT = timedelta(days=1)
 
 BROKER_AUDIENCE = "valetkey"
 #: Connections of the pool for issuers' JWKS and app webhooks.
@@ -120,6 +127,8 @@ class Broker:
     consent: ConsentService
     consent_store: ConsentRepository
     notifier: WebhookNotifier
+    jobs: JobStore
+    worker: JobWorker
     bootstrap_result: Bootstrap | None = None
 
     @classmethod
@@ -174,7 +183,21 @@ class Broker:
             db=db, repo=repo, keyring=keyring, providers=providers, audit=audit, bus=bus, clock=clock
         )
         consent_store = ConsentRepository(db, keyring, clock, refresh_seconds=gate.hold_seconds)
-        notifier = WebhookNotifier(own_http, issuer, allow_private=settings.allow_private_networks)
+        jobs = JobStore(db, keyring, clock, max_attempts=settings.job_max_attempts)
+        worker = JobWorker(
+            jobs,
+            clock,
+            worker_id=f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}",
+            concurrency=settings.job_concurrency,
+            job_timeout=settings.job_timeout_seconds,
+            lease_seconds=settings.job_lease_seconds,
+            poll_seconds=settings.job_poll_seconds,
+            retry=RetryPolicy(settings.job_retry_base_seconds, settings.job_retry_max_seconds),
+        )
+        jobs.on_enqueue = worker.wake
+        notifier = WebhookNotifier(
+            own_http, issuer, allow_private=settings.allow_private_networks, queue=jobs
+        )
         consent = ConsentService(
             store=consent_store,
             grants=consent_store,
@@ -206,7 +229,12 @@ class Broker:
             consent=consent,
             consent_store=consent_store,
             notifier=notifier,
+            jobs=jobs,
+            worker=worker,
         )
+        worker.register(WEBHOOK_JOB, notifier.deliver)
+        worker.register(MAINTENANCE_JOB, broker._maintenance_job)
+        worker.every(MAINTENANCE_JOB, MAINTENANCE_INTERVAL)
         bus.subscribe(broker._on_invalidation)
         return broker
 
@@ -237,7 +265,7 @@ class Broker:
                 "audience of its own team (e.g. valetkey:<team-slug>).",
                 shadowed,
             )
-        self._maintenance = asyncio.create_task(self._maintain(), name="valetkey-maintenance")
+        self.worker.start()
         return self.bootstrap_result
 
     async def connector_flows(self, team_id: str, connector_id: str) -> tuple[Connector, UserFlows]:
@@ -253,20 +281,14 @@ class Broker:
         await self.consent.sweep(self.connector_flows)
         await self.repo.purge_expired_cache(self.clock.now())
 
-    async def _maintain(self) -> None:
-        while True:
-            await asyncio.sleep(MAINTENANCE_INTERVAL)
-            try:
-                await self.maintain_once()
-            except Exception:  # maintenance must never stop; the next round retries
-                log.exception("maintenance round failed")
+    async def _maintenance_job(self, _job: Job) -> None:
+        """The periodic ``maintenance`` job: one replica per period runs it (a failure is retried
+        once, then dead and visible; the next period runs again)."""
+        await self.maintain_once()
+        await self.jobs.purge_finished(self.clock.now() - DONE_JOBS_KEPT)
 
     async def close(self) -> None:
-        task = getattr(self, "_maintenance", None)
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self.worker.close()
         await self.notifier.close()
         await self.audit.close()
         close = getattr(self.bus, "close", None)

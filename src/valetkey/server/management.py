@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from valetkey.core import limits
+from valetkey.core.audit import AuditEvent
+from valetkey.core.jobs import Job
 from valetkey.core.models import Member
+from valetkey.errors import NotFound
 from valetkey.server.broker import Broker
 from valetkey.server.connect import bearer, broker_of
 from valetkey.server.roles import authorize_member
@@ -596,3 +599,74 @@ async def usage(
     member: MemberDep, m: MgmtDep, month: str | None = Query(default=None, max_length=7)
 ) -> dict[str, Any]:
     return await m.usage(member, month)
+
+
+# -- background jobs (valetkey.core.jobs) ---------------------------------------------------------
+
+
+class JobOut(_Out):
+    id: str
+    kind: str
+    status: str
+    attempts: int
+    maxAttempts: int
+    runAt: str
+    lastError: str | None
+    createdAt: str
+    updatedAt: str
+    finishedAt: str | None
+
+
+def _job_out(job: Job) -> dict[str, Any]:
+    """A job on the wire: what it is and how it went; never its payload (the webhook URL and body)."""
+    return {
+        "id": job.id,
+        "kind": job.kind,
+        "status": job.status,
+        "attempts": job.attempts,
+        "maxAttempts": job.max_attempts,
+        "runAt": job.run_at.isoformat(),
+        "lastError": job.last_error,
+        "createdAt": job.created_at.isoformat(),
+        "updatedAt": job.updated_at.isoformat(),
+        "finishedAt": None if job.finished_at is None else job.finished_at.isoformat(),
+    }
+
+
+@router.get(
+    "/jobs",
+    response_model=list[JobOut],
+    summary="The team's background jobs (webhooks), newest first; status=dead lists dead letters",
+)
+async def list_jobs(
+    request: Request,
+    member: MemberDep,
+    status: Literal["queued", "running", "done", "dead"] | None = None,
+    limit: int = Query(default=100, ge=1, le=1000),
+) -> list[dict[str, Any]]:
+    jobs = await broker_of(request).jobs.list(team_id=member.team_id, status=status, limit=limit)
+    return [_job_out(job) for job in jobs]
+
+
+@router.post(
+    "/jobs/{job_id}/retry",
+    response_model=JobOut,
+    summary="Queue a dead job again, with a fresh attempt budget",
+)
+async def retry_job(job_id: str, request: Request, member: MemberDep) -> dict[str, Any]:
+    broker: Broker = broker_of(request)
+    job = await broker.jobs.retry(job_id, team_id=member.team_id)
+    if job is None:
+        raise NotFound(f"no dead job {job_id} in this team")
+    broker.audit.record(
+        AuditEvent(
+            team_id=member.team_id,
+            at=broker.clock.now(),
+            actor=f"member:{member.name}",
+            action="job.retry",
+            decision="allowed",
+            reason="ok",
+            details={"job": job.id, "kind": job.kind},
+        )
+    )
+    return _job_out(job)

@@ -2,9 +2,10 @@
 
 Each app gets its own ``CollectorRegistry`` (never the process-global one), so several brokers
 in one process report separately. Nothing is counted here on the request path: the exchange
-keeps plain integers (``ExchangeCounts``) and a collector reads them, the audit backlog and the
-token cache size when Prometheus scrapes. Labels hold decisions and error codes only, never a
-tenant, project, connector, user or secret.
+keeps plain integers (``ExchangeCounts``) and a collector reads them, the audit backlog, the
+token cache size and the job queue's counts (refreshed by the job worker) when Prometheus
+scrapes. Labels hold decisions and error codes only, never a tenant, project, connector, user
+or secret.
 
 The endpoint needs no credential: serve it on an internal network (docs/configuration.md).
 """
@@ -52,7 +53,11 @@ class BrokerCollector:
         self._broker = broker
 
     def describe(self) -> Iterable[Metric]:
-        return [*self._families(), *self._audit_families(fill=False)]
+        return [
+            *self._families(),
+            *self._audit_families(fill=False),
+            *self._job_families(fill=False),
+        ]
 
     def collect(self) -> Iterable[Metric]:
         counts = self._broker.exchange.counts
@@ -70,7 +75,34 @@ class BrokerCollector:
         revocations.add_metric([], counts.revocations)
         backlog.add_metric([], self._broker.audit.backlog)
         cached.add_metric([], self._broker.exchange.cached_tokens)
-        return [requests, minted, revocations, backlog, cached, *self._audit_families(fill=True)]
+        return [
+            requests,
+            minted,
+            revocations,
+            backlog,
+            cached,
+            *self._audit_families(fill=True),
+            *self._job_families(fill=True),
+        ]
+
+    def _job_families(self, *, fill: bool) -> list[Metric]:
+        """The job queue, shared by all replicas (counted by this replica's worker every few seconds)."""
+        counts = self._broker.worker.counts
+        families: list[Metric] = []
+        for name, documentation, value in (
+            ("valetkey_jobs_due", "Background jobs due now and not yet claimed.", counts.due),
+            ("valetkey_jobs_running", "Background jobs claimed by a worker.", counts.running),
+            (
+                "valetkey_jobs_dead",
+                "Background jobs dead-lettered (attempts exhausted): alert on any; GET /v1/jobs?status=dead.",
+                counts.dead,
+            ),
+        ):
+            gauge = GaugeMetricFamily(name, documentation)
+            if fill:
+                gauge.add_metric([], value)
+            families.append(gauge)
+        return families
 
     def _audit_families(self, *, fill: bool) -> list[Metric]:
         """The audit writer's health: limits, outcomes, failures, and when it last wrote."""

@@ -71,6 +71,9 @@ ROUTE_ROLES: Mapping[tuple[str, str], Role] = {
     # reports
     ("GET", "/v1/audit"): VIEWER,
     ("GET", "/v1/usage"): VIEWER,
+    # background jobs: what they are and how they went (never their payloads); a redelivery
+    ("GET", "/v1/jobs"): MEMBER,
+    ("POST", "/v1/jobs/{job_id}/retry"): MEMBER,
     # Connect routes that also accept a member credential (a workload identity is checked by
     # the exchange's own rules there)
     ("DELETE", "/v1/connect/connectors/{uid:path}/tokens"): MEMBER,

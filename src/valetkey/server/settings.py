@@ -13,6 +13,11 @@
 | wait for a provider slot | | ``VALETKEY_PROVIDER_WAIT`` | ``1`` second |
 | provider call deadline | | ``VALETKEY_PROVIDER_TIMEOUT`` | ``8`` seconds |
 | outbound connections | | ``VALETKEY_OUTBOUND_CONNECTIONS`` | ``100`` |
+| background jobs at once (per replica) | | ``VALETKEY_JOB_CONCURRENCY`` | ``4`` |
+| one job's deadline / its lease | | ``VALETKEY_JOB_TIMEOUT`` / ``VALETKEY_JOB_LEASE`` | ``30`` / ``90`` seconds |
+| job retry backoff: base, cap | | ``VALETKEY_JOB_RETRY_BASE``, ``VALETKEY_JOB_RETRY_MAX`` | ``2``, ``3600`` seconds |
+| attempts before a job is dead | | ``VALETKEY_JOB_ATTEMPTS`` | ``10`` |
+| job queue poll interval | | ``VALETKEY_JOB_POLL`` | ``1`` second |
 
 With private networks off, issuers, JWKS and webhooks on private or loopback addresses are refused.
 ``VALETKEY_CA_FILE`` is a PEM bundle trusted in addition to the public CAs for every outbound
@@ -88,6 +93,16 @@ class Settings:
     #: (at most ``AuditLog.max_wait``), and at which they are refused (503 ``audit_unavailable``).
     audit_backlog_soft_limit: int = SOFT_LIMIT
     audit_backlog_hard_limit: int = HARD_LIMIT
+    #: Background jobs (webhooks, maintenance; ``valetkey.core.jobs``): run at once per replica,
+    #: seconds one may take, seconds its claim lasts (must be longer), the retry backoff's
+    #: base and cap, attempts before a job is dead-lettered, and seconds between polls.
+    job_concurrency: int = 4
+    job_timeout_seconds: float = 30.0
+    job_lease_seconds: float = 90.0
+    job_retry_base_seconds: float = 2.0
+    job_retry_max_seconds: float = 3600.0
+    job_max_attempts: int = 10
+    job_poll_seconds: float = 1.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.provider_concurrency < self.outbound_connections:
@@ -100,6 +115,20 @@ class Settings:
             raise InvalidRequest(
                 "VALETKEY_PROVIDER_TIMEOUT must be in (0, 300] and VALETKEY_PROVIDER_WAIT in [0, 60]",
                 field="provider_timeout_seconds",
+            )
+
+        if not (
+            self.job_concurrency >= 1
+            and 0 < self.job_timeout_seconds < self.job_lease_seconds
+            and 0 < self.job_retry_base_seconds <= self.job_retry_max_seconds
+            and self.job_max_attempts >= 1
+            and self.job_poll_seconds > 0
+        ):
+            raise InvalidRequest(
+                "job settings: VALETKEY_JOB_CONCURRENCY and VALETKEY_JOB_ATTEMPTS at least 1, "
+                "0 < VALETKEY_JOB_TIMEOUT < VALETKEY_JOB_LEASE, "
+                "0 < VALETKEY_JOB_RETRY_BASE <= VALETKEY_JOB_RETRY_MAX, VALETKEY_JOB_POLL > 0",
+                field="job_lease_seconds",
             )
 
     @classmethod
@@ -120,6 +149,13 @@ class Settings:
             "outbound_connections": int(
                 _number("VALETKEY_OUTBOUND_CONNECTIONS", DEFAULT_OUTBOUND_CONNECTIONS)
             ),
+            "job_concurrency": int(_number("VALETKEY_JOB_CONCURRENCY", 4)),
+            "job_timeout_seconds": _number("VALETKEY_JOB_TIMEOUT", 30.0),
+            "job_lease_seconds": _number("VALETKEY_JOB_LEASE", 90.0),
+            "job_retry_base_seconds": _number("VALETKEY_JOB_RETRY_BASE", 2.0),
+            "job_retry_max_seconds": _number("VALETKEY_JOB_RETRY_MAX", 3600.0),
+            "job_max_attempts": int(_number("VALETKEY_JOB_ATTEMPTS", 10)),
+            "job_poll_seconds": _number("VALETKEY_JOB_POLL", 1.0),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         if isinstance(values["data_dir"], str):

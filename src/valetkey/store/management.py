@@ -1164,12 +1164,14 @@ class Management:
 
     def _encrypted_columns(self) -> list[tuple[Any, str, str, Any, str]]:
         from valetkey.store.consent import authorization_aad, grant_aad
+        from valetkey.store.jobs import job_aad
 
         return [
             (t.Connector, "secrets", "id", secrets_aad, "connectors"),
             (t.CachedToken, "payload", "key_hash", cache_aad, "cachedTokens"),
             (t.Grant, "payload", "id", grant_aad, "grants"),
             (t.Authorization, "payload", "id", authorization_aad, "authorizations"),
+            (t.Job, "payload", "id", job_aad, "jobs"),
         ]
 
     async def rewrap_all(self, *, batch: int = 200) -> dict[str, int]:
@@ -1184,6 +1186,7 @@ class Management:
             "cachedTokens": 0,
             "grants": 0,
             "authorizations": 0,
+            "jobs": 0,
             "droppedCacheEntries": 0,
         }
         for table, column, key, aad, label in self._encrypted_columns():

@@ -370,3 +370,34 @@ class Authorization(Base):
     expires_at: Mapped[datetime]
     created_at: Mapped[datetime]
     completed_at: Mapped[datetime | None]
+
+
+class Job(Base):
+    """A unit of background work (``valetkey.core.jobs``): a webhook, a maintenance round.
+
+    ``payload`` is a sealed envelope (AAD ``valetkey:job:<id>``). A worker claims a due job by
+    setting ``lease`` (a random token) and ``lease_expires_at`` and counting an attempt; only
+    the lease holder records the outcome. ``dedupe_key`` (unique; NULLs are distinct) makes an
+    enqueue idempotent. Dead jobs (attempts exhausted) are kept until retried.
+    """
+
+    __tablename__ = "jobs"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    #: None: the broker's own work (maintenance), listed to no team.
+    team_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    #: "queued" | "running" | "done" | "dead"
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer)
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    run_at: Mapped[datetime]
+    lease: Mapped[str | None] = mapped_column(String(40))
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(String(300))
+    dedupe_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    __table_args__ = (Index("ix_jobs_status_run_at", "status", "run_at"),)
