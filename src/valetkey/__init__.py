@@ -50,6 +50,7 @@ from valetkey.errors import (
     UnsupportedOperation,
     UserAuthorizationRequired,
     ValetkeyError,
+    VerificationFailed,
 )
 
 if TYPE_CHECKING:
@@ -113,6 +114,7 @@ __all__ = [
     "UnsupportedOperation",
     "UserAuthorizationRequired",
     "ValetkeyError",
+    "VerificationFailed",
     "confirm_authorization",
     "get_connector",
     "get_token",

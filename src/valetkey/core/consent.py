@@ -50,6 +50,7 @@ from valetkey.errors import (
     UnsupportedOperation,
     UserAuthorizationRequired,
     ValetkeyError,
+    VerificationFailed,
 )
 from valetkey.providers.base import ProviderContext, TokenSet, UserFlows
 
@@ -59,13 +60,6 @@ Status = Literal["pending", "exchanging", "confirming", "completed", "failed", "
 DEFAULT_LIFETIME = timedelta(minutes=10)
 MAX_LIFETIME = timedelta(hours=1)
 _USER_CODE_ALPHABET = "BCDFGHJKLMNPQRSTVWXZ"  # RFC 8628 §6.1: no vowels, no look-alikes
-
-
-class VerificationFailed(ValetkeyError):
-    """The verifier does not match this authorization request."""
-
-    code = "verification_failed"
-    status = 403
 
 
 def digest(value: str) -> str:
