@@ -48,7 +48,11 @@ from valetkey.errors import (
     NotFound,
 )
 from valetkey.identity.access_tokens import hash_token, new_access_token, new_member_token
-from valetkey.identity.bindings import validate_conditions
+from valetkey.identity.bindings import (
+    DEFAULT_BINDING_ALGORITHMS,
+    validate_algorithms,
+    validate_conditions,
+)
 from valetkey.identity.errors import TokenExpired
 from valetkey.providers.base import ValidatedConfig
 from valetkey.providers.registry import ProviderRegistry
@@ -71,7 +75,6 @@ RESERVED_AUDIENCE_PREFIX = "valetkey:"
 MAX_MEMBER_CREDENTIAL_TTL = 2 * 366 * 24 * 3600
 #: How stale a member credential's ``lastUsedAt`` may be: at most one write a minute per credential.
 LAST_USED_RESOLUTION = timedelta(seconds=60)
-ALLOWED_BINDING_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA")
 
 
 @dataclass(frozen=True, slots=True)
@@ -853,13 +856,9 @@ class Management:
         if not isinstance(claims, Mapping):
             raise InvalidRequest("claims must be an object of name: value", field="claims")
         validate_conditions(claims)
-        algs = tuple(_string_list(algorithms or ["RS256", "ES256"], "algorithms"))
-        for alg in algs:
-            if alg not in ALLOWED_BINDING_ALGORITHMS:
-                raise InvalidRequest(
-                    f"algorithm {alg!r} is not allowed; use {', '.join(ALLOWED_BINDING_ALGORITHMS)}",
-                    field="algorithms",
-                )
+        algs = validate_algorithms(
+            _string_list(algorithms or DEFAULT_BINDING_ALGORITHMS, "algorithms")
+        )
         binding_id = new_id("tb")
         now = self.clock.now()
         issuer_ = issuer.rstrip("/") if issuer.endswith("/") and issuer.count("/") > 3 else issuer
