@@ -1,11 +1,13 @@
-"""The one error hierarchy: every class in the package, each code defined once."""
+"""The one error hierarchy: every class in the package, each code defined once; no assert."""
 
 from __future__ import annotations
 
+import ast
 import importlib
 import pkgutil
 import re
 from collections import defaultdict
+from pathlib import Path
 
 import valetkey
 from valetkey.errors import ValetkeyError
@@ -47,3 +49,15 @@ def test_codes_statuses_and_messages_are_well_formed() -> None:
         assert _CODE.match(cls.code), cls
         assert 400 <= cls.status <= 599, cls
         assert (cls.__doc__ or "").strip(), cls
+
+
+def test_no_assert_in_the_package() -> None:
+    """src/ uses no assert statement: checks raise typed errors, and `python -O` changes nothing."""
+    root = Path(valetkey.__file__).parent
+    found = [
+        f"{path.relative_to(root)}:{node.lineno}"
+        for path in sorted(root.rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text("utf-8")))
+        if isinstance(node, ast.Assert)
+    ]
+    assert found == []

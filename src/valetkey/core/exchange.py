@@ -47,6 +47,7 @@ from valetkey.errors import (
     Forbidden,
     GrantedScopeUnknown,
     InvalidGrant,
+    InvalidRequest,
     NotFound,
     UnsupportedOperation,
     ValetkeyError,
@@ -376,10 +377,11 @@ class ExchangeService:
         if kind == "user":
             return await self._user_token(identity, connector, flows, request, link_scopes)
         if kind == "jwt-bearer":
-            assert request.subject.id is not None
+            subject_id = request.subject.id
+            if subject_id is None:
+                raise InvalidRequest("a jwt-bearer subject needs an id", field="subject")
             claims = dict(request.assertion or ())
             extra = json.loads(claims["additionalClaims"]) if "additionalClaims" in claims else {}
-            subject_id = request.subject.id
             tokens = await self.gate.call(
                 connector.id,
                 lambda: flows.jwt_bearer(
@@ -393,8 +395,9 @@ class ExchangeService:
                 ),
             )
             return _minted(tokens)
-        assert request.subject_token is not None
         subject_token = request.subject_token
+        if subject_token is None:
+            raise InvalidRequest("a token subject needs the token to exchange", field="subject")
         tokens = await self.gate.call(
             connector.id,
             lambda: flows.token_exchange(

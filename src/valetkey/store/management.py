@@ -141,8 +141,9 @@ class Management:
         except IntegrityError:  # another replica bootstrapped first
             async with self.db.session() as s:
                 team = await s.scalar(select(t.Team).where(t.Team.slug == "default"))
-                assert team is not None
-                return Bootstrap(team.id, None)
+            if team is None:
+                raise  # the conflict was not another replica's bootstrap
+            return Bootstrap(team.id, None)
         return Bootstrap(team_id, token)
 
     async def create_team(self, slug: str, name: str | None = None) -> Bootstrap:
@@ -633,7 +634,8 @@ class Management:
         validated = provider.validate_config(data, previous)
         async with self.db.session.begin() as s:
             fresh = await s.get(t.Connector, row.id)
-            assert fresh is not None
+            if fresh is None:
+                raise NotFound(f"no connector {uid}", connector=uid)
             fresh.config = validated.config
             fresh.secrets = self.keyring.encrypt_json(validated.secrets, aad=secrets_aad(row.id))
             fresh.updated_at = self.clock.now()
@@ -661,7 +663,8 @@ class Management:
             for link in links:
                 await s.delete(link)
             fresh = await s.get(t.Connector, row.id)
-            assert fresh is not None
+            if fresh is None:
+                raise NotFound(f"no connector {uid}", connector=uid)
             fresh.deleted_at = self.clock.now()
         self._audit(actor, "connector.remove", connector_uid=uid, detached=len(links))
         await self.bus.publish(
