@@ -43,7 +43,7 @@ from valetkey.identity.issuer import (
     BrokerIssuer,
 )
 from valetkey.identity.jwks import JwksCache
-from valetkey.identity.verify import (
+from valetkey.identity.jwt import (
     MAX_TOKEN_LENGTH,
     IssuerPolicy,
     parse_unverified,

@@ -17,7 +17,7 @@ from valetkey.identity.bindings import (
     validate_conditions,
 )
 from valetkey.identity.errors import AmbiguousBinding
-from valetkey.identity.verify import ASYMMETRIC_ALGORITHMS, IssuerPolicy
+from valetkey.identity.jwt import ASYMMETRIC_ALGORITHMS, IssuerPolicy
 
 CLAIMS: dict[str, Any] = {
     "iss": ISSUER,
