@@ -15,9 +15,9 @@ first use of any other name.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from valetkey._lazy import lazy_attributes
 from valetkey.errors import (
     AccessDenied,
     AudienceTaken,
@@ -50,6 +50,7 @@ from valetkey.errors import (
     UnsupportedOperation,
     UserAuthorizationRequired,
     ValetkeyError,
+    VerificationFailed,
 )
 
 if TYPE_CHECKING:
@@ -113,6 +114,7 @@ __all__ = [
     "UnsupportedOperation",
     "UserAuthorizationRequired",
     "ValetkeyError",
+    "VerificationFailed",
     "confirm_authorization",
     "get_connector",
     "get_token",
@@ -140,14 +142,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'valetkey' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_attributes(globals(), _LAZY)

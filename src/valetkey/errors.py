@@ -3,14 +3,14 @@
 Every class has a stable machine ``code`` (what goes on the wire in
 ``{"error": {"code", "message", ...}}``) and an HTTP ``status``. The server maps
 these to responses in exactly one place (``valetkey.server.errors``); the SDK
-maps wire codes back to these classes with :func:`error_for_code`.
+and the CLI map wire codes back to classes through one static table,
+:data:`valetkey.error_codes.ERROR_CLASSES`.
 
 This module imports nothing outside the standard library: the SDK uses it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any, ClassVar
 
 __all__ = [
@@ -45,7 +45,7 @@ __all__ = [
     "UnsupportedOperation",
     "UserAuthorizationRequired",
     "ValetkeyError",
-    "error_for_code",
+    "VerificationFailed",
 ]
 
 
@@ -254,6 +254,13 @@ class AuthorizationExpired(ValetkeyError):
     status = 400
 
 
+class VerificationFailed(ValetkeyError):
+    """The verifier does not match this authorization request."""
+
+    code = "verification_failed"
+    status = 403
+
+
 class InvalidGrant(ValetkeyError):
     """The provider no longer accepts the stored grant."""
 
@@ -310,35 +317,3 @@ class InvalidBrokerResponse(ValetkeyError):
     code = "invalid_broker_response"
     status = 502
 
-
-def _all_subclasses(cls: type[ValetkeyError]) -> list[type[ValetkeyError]]:
-    found: list[type[ValetkeyError]] = []
-    for sub in cls.__subclasses__():
-        found.append(sub)
-        found.extend(_all_subclasses(sub))
-    return found
-
-
-def error_for_code(
-    code: str, message: str, status: int, details: Mapping[str, Any]
-) -> ValetkeyError:
-    """Rebuild the most specific error class for a wire ``code``.
-
-    Codes this version does not know become an instance of the nearest class by
-    HTTP status, keeping the code, so a newer broker's refusals stay readable.
-    """
-    by_code = {cls.code: cls for cls in _all_subclasses(ValetkeyError)}
-    cls = by_code.get(code)
-    if cls is None:
-        fallback: dict[int, type[ValetkeyError]] = {
-            400: InvalidRequest,
-            401: IdentityError,
-            403: Forbidden,
-            404: NotFound,
-            409: Conflict,
-        }
-        cls = fallback.get(status, ValetkeyError)
-        err = cls(message, **dict(details))
-        err.code = code  # type: ignore[misc]
-        return err
-    return cls(message, **dict(details))

@@ -25,9 +25,8 @@ import httpx
 
 from valetkey.cli.errors import CredentialsNotFound
 from valetkey.core.models import parse_uid
-from valetkey.crypto import errors as _crypto_errors  # noqa: F401 - registers their codes
-from valetkey.errors import BrokerUnavailable, InvalidBrokerResponse, ValetkeyError, error_for_code
-from valetkey.identity import errors as _identity_errors  # noqa: F401 - for error_for_code
+from valetkey.error_codes import error_for_code
+from valetkey.errors import BrokerUnavailable, InvalidBrokerResponse, ValetkeyError
 from valetkey.server.settings import default_data_dir
 
 __all__ = ["BrokerClient", "Credentials", "find_credentials", "seg", "uid_path", "write_cli_file"]

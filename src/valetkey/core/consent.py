@@ -59,18 +59,12 @@ from valetkey.errors import (
     UnsupportedOperation,
     UserAuthorizationRequired,
     ValetkeyError,
+    VerificationFailed,
 )
 
 DEFAULT_LIFETIME = timedelta(minutes=10)
 MAX_LIFETIME = timedelta(hours=1)
 _USER_CODE_ALPHABET = "BCDFGHJKLMNPQRSTVWXZ"  # RFC 8628 §6.1: no vowels, no look-alikes
-
-
-class VerificationFailed(ValetkeyError):
-    """The verifier does not match this authorization request."""
-
-    code = "verification_failed"
-    status = 403
 
 
 def digest(value: str) -> str:
@@ -266,11 +260,11 @@ class ConsentService:
             base, code_verifier=built.code_verifier, nonce=built.nonce, provider_url=built.url
         )
         if mode == "device":  # the provider has no device endpoint: the broker's own device page
-            pending = replace(pending, user_code=new_user_code())
+            user_code = new_user_code()
+            pending = replace(pending, user_code=user_code)
             await self._store.create_authorization(pending, state_hash=digest(state))
             self._record(pending, "authorization.start", "allowed", "device_page")
-            assert pending.user_code is not None
-            code = display_user_code(pending.user_code)
+            code = display_user_code(user_code)
             return Started(
                 pending, with_query(self.device_url, {"user_code": code}), verifier, code
             )
@@ -328,7 +322,8 @@ class ConsentService:
             )
         connector, provider = await connectors(pending.team_id, pending.connector_id)
         try:
-            assert pending.code_verifier is not None
+            if pending.code_verifier is None:
+                raise InvalidRequest("the authorization request has no PKCE verifier", field="state")
             tokens = await self._gate.call(
                 connector.id,
                 functools.partial(
@@ -461,7 +456,11 @@ class ConsentService:
                 await self._discard(connector, provider, pending)
             self._record(pending, "authorization.confirm", "denied", "verification_failed")
             raise VerificationFailed("the verifier does not match; start the authorization again")
-        assert pending.tokens is not None
+        if pending.tokens is None:
+            raise InvalidRequest(
+                f"authorization request {request_id} holds no tokens; start it again",
+                field="request",
+            )
         if not await self._store.update_authorization(
             pending.id,
             expect=["confirming"],

@@ -59,6 +59,7 @@ from valetkey.errors import (
     Forbidden,
     GrantedScopeUnknown,
     InvalidGrant,
+    InvalidRequest,
     NotFound,
     UnsupportedOperation,
     ValetkeyError,
@@ -393,10 +394,11 @@ class ExchangeService:
                 raise UnsupportedOperation(
                     f"{connector.type} connectors have no jwt-bearer grant", subject=kind
                 )
-            assert request.subject.id is not None
+            subject_id = request.subject.id
+            if subject_id is None:
+                raise InvalidRequest("a jwt-bearer subject needs an id", field="subject")
             claims = dict(request.assertion or ())
             extra = json.loads(claims["additionalClaims"]) if "additionalClaims" in claims else {}
-            subject_id = request.subject.id
             tokens = await self.gate.call(
                 connector.id,
                 lambda: assertion.jwt_bearer(
@@ -415,8 +417,9 @@ class ExchangeService:
             raise UnsupportedOperation(
                 f"{connector.type} connectors have no token exchange grant", subject=kind
             )
-        assert request.subject_token is not None
         subject_token = request.subject_token
+        if subject_token is None:
+            raise InvalidRequest("a token subject needs the token to exchange", field="subject")
         tokens = await self.gate.call(
             connector.id,
             lambda: exchange.token_exchange(

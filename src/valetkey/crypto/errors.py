@@ -39,16 +39,16 @@ class InvalidKek(CryptoError):
 
 
 class KeyFileError(CryptoError):
-    """The key file cannot be read, parsed or written."""
+    """A key file (the key-encryption keys, the signing keys) cannot be read, parsed or written."""
 
     code = "key_file_invalid"
 
 
 class InsecureKeyFile(KeyFileError):
-    """The key file can be read by other users."""
+    """A key file (the key-encryption keys, the signing keys) can be read by other users."""
 
     code = "key_file_insecure"
-    remedy = "chmod 600 the key file."
+    remedy = "chmod 600 the key file, owned by the broker's user."
 
 
 class KeyRingError(CryptoError):

@@ -21,15 +21,21 @@ from valetkey.errors import InvalidRequest
 from valetkey.identity.errors import AmbiguousBinding
 
 __all__ = [
+    "BINDING_ALGORITHMS",
     "DEFAULT_BINDING_ALGORITHMS",
     "TrustBinding",
     "claim_text",
     "matches",
     "select_binding",
     "specificity",
+    "validate_algorithms",
     "validate_conditions",
 ]
 
+#: The signing algorithms a trust binding may allow: the one list, checked when a binding is
+#: created (:func:`validate_algorithms`) and when a token is verified against bindings.
+BINDING_ALGORITHMS: tuple[str, ...] = ("RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA")
+#: What a binding allows when its creator names no algorithm.
 DEFAULT_BINDING_ALGORITHMS: tuple[str, ...] = ("RS256", "ES256")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,99}$")
 _MAX_VALUE = 512
@@ -53,6 +59,18 @@ class TrustBinding:
     conditions: Mapping[str, str]
     algorithms: tuple[str, ...] = DEFAULT_BINDING_ALGORITHMS
     created_at: datetime | None = field(default=None, compare=False)
+
+
+def validate_algorithms(algorithms: Iterable[str]) -> tuple[str, ...]:
+    """Return the algorithms as a tuple, or raise ``invalid_request`` naming one not allowed."""
+    checked = tuple(algorithms)
+    for alg in checked:
+        if alg not in BINDING_ALGORITHMS:
+            raise InvalidRequest(
+                f"algorithm {alg!r} is not allowed; use {', '.join(BINDING_ALGORITHMS)}",
+                field="algorithms",
+            )
+    return checked
 
 
 def validate_conditions(conditions: Mapping[str, str]) -> dict[str, str]:

@@ -6,7 +6,7 @@ token, nor any part of it.
 
 from __future__ import annotations
 
-from valetkey.errors import IdentityError, ValetkeyError
+from valetkey.errors import IdentityError
 
 __all__ = [
     "AlgorithmNotAllowed",
@@ -16,7 +16,6 @@ __all__ = [
     "IdentityError",
     "InvalidSignature",
     "IssuerUnreachable",
-    "KeyFileInsecure",
     "MalformedToken",
     "MissingClaim",
     "MultipleAudiences",
@@ -131,10 +130,3 @@ class IssuerUnreachable(IdentityError):
     code = "issuer_unreachable"
     status = 503
 
-
-class KeyFileInsecure(ValetkeyError):
-    """The broker's signing-key file is readable by other users, or unreadable."""
-
-    code = "key_file_insecure"
-    status = 500
-    remedy = "chmod 600 the signing-key file, owned by the broker's user."

@@ -2,7 +2,7 @@
 
 It signs development identities (``valetkey env pull``) and any other broker
 token (trigger attestations) with the current ES256 key; it verifies its own
-tokens with the same rules as any other issuer's (:mod:`valetkey.identity.verify`).
+tokens with the same rules as any other issuer's (:mod:`valetkey.identity.jwt`).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from joserfc import jwt
 
 from valetkey.core.clock import Clock
 from valetkey.errors import InvalidRequest
+from valetkey.identity.jwt import IssuerPolicy, verify_jwt
 from valetkey.identity.keys import SIGNING_ALGORITHM, SigningKeys
-from valetkey.identity.verify import IssuerPolicy, verify_jwt
 
 __all__ = [
     "BROKER_AUDIENCE",

@@ -19,7 +19,7 @@ from typing import Any
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet
 
-from valetkey.identity.errors import KeyFileInsecure
+from valetkey.crypto.errors import InsecureKeyFile, KeyFileError
 
 __all__ = ["SIGNING_ALGORITHM", "SigningKeys"]
 
@@ -72,17 +72,19 @@ class SigningKeys:
         try:
             info = path.stat()
         except OSError as exc:
-            raise KeyFileInsecure(f"cannot read the signing-key file {path}") from exc
+            raise KeyFileError(f"cannot read the signing-key file {path}", path=str(path)) from exc
         if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise KeyFileInsecure(
+            raise InsecureKeyFile(
                 f"the signing-key file {path} is accessible to other users "
-                f"(mode {stat.S_IMODE(info.st_mode):o}); it must be 0600"
+                f"(mode {stat.S_IMODE(info.st_mode):o}); it must be 0600",
+                path=str(path),
             )
         try:
             data = json.loads(path.read_text("utf-8"))
             keys = [ECKey.import_key(item) for item in data["keys"]]
         except (OSError, ValueError, KeyError, TypeError, JoseError) as exc:
-            raise KeyFileInsecure(f"the signing-key file {path} is unreadable or corrupt") from exc
+            msg = f"the signing-key file {path} is unreadable or corrupt"
+            raise KeyFileError(msg, path=str(path)) from exc
         return cls(keys)
 
     def _serialize(self) -> bytes:

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from valetkey.core.clock import Clock
 from valetkey.core.models import Identity
 from valetkey.identity.access_tokens import ACCESS_TOKEN_PREFIX, hash_token, is_access_token
-from valetkey.identity.bindings import TrustBinding, select_binding
+from valetkey.identity.bindings import BINDING_ALGORITHMS, TrustBinding, select_binding
 from valetkey.identity.errors import (
     AmbiguousBinding,
     AudienceMismatch,
@@ -43,8 +43,7 @@ from valetkey.identity.issuer import (
     BrokerIssuer,
 )
 from valetkey.identity.jwks import JwksCache
-from valetkey.identity.verify import (
-    ASYMMETRIC_ALGORITHMS,
+from valetkey.identity.jwt import (
     MAX_TOKEN_LENGTH,
     IssuerPolicy,
     parse_unverified,
@@ -241,7 +240,7 @@ class IdentityVerifier:
                 claim="aud",
             )
         algorithms = tuple(
-            sorted({a for b in for_audience for a in b.algorithms if a in ASYMMETRIC_ALGORITHMS})
+            sorted({a for b in for_audience for a in b.algorithms if a in BINDING_ALGORITHMS})
         )
         if not algorithms:
             raise UntrustedIssuer(f"no usable algorithm is configured for issuer {iss}", issuer=iss)

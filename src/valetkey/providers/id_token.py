@@ -5,7 +5,7 @@ with an algorithm the issuer announces (asymmetric only; RS256 when it does not 
 ``iss`` exactly the configured issuer, ``aud`` exactly the client id (a single audience),
 ``exp``/``iat`` present and current, ``sub`` present, and ``nonce`` equal to the one sent
 with the authorization request. The checks themselves are the identity layer's
-(:mod:`valetkey.identity.verify`); here they are wrapped as provider errors.
+(:mod:`valetkey.identity.jwt`); here they are wrapped as provider errors.
 
 Keys are cached per ``jwks_uri`` for a time-to-live, and refetched at most once a minute
 when a token names an unknown ``kid``.
@@ -25,7 +25,7 @@ from joserfc.jwk import JWKRegistry, Key, KeySet, RSAKey
 from valetkey.core.clock import Clock
 from valetkey.errors import IdentityError, ProviderError
 from valetkey.identity.errors import UnknownKey
-from valetkey.identity.verify import ASYMMETRIC_ALGORITHMS, IssuerPolicy, verify_jwt
+from valetkey.identity.jwt import ASYMMETRIC_ALGORITHMS, IssuerPolicy, verify_jwt
 from valetkey.providers.discovery import fetch_json
 
 __all__ = ["ID_TOKEN_MAX_LIFETIME_SECONDS", "JwksStore", "verify_id_token"]

@@ -694,18 +694,16 @@ class OAuthProvider:
             raise ProviderError(
                 "the token response has a malformed id_token", error="invalid_response"
             )
-        can_verify = endpoints.issuer is not None and endpoints.jwks_uri is not None
-        if id_token and can_verify:
-            assert endpoints.issuer is not None
-            assert endpoints.jwks_uri is not None
+        issuer, jwks_uri = endpoints.issuer, endpoints.jwks_uri
+        if id_token and issuer is not None and jwks_uri is not None:
             claims = await verify_id_token(
                 id_token,
                 http=ctx.http,
                 clock=ctx.clock,
                 store=self._jwks,
-                issuer=endpoints.issuer,
+                issuer=issuer,
                 client_id=settings.client_id,
-                jwks_uri=endpoints.jwks_uri,
+                jwks_uri=jwks_uri,
                 nonce=nonce,
                 algorithms=endpoints.id_token_algorithms,
             )
@@ -794,25 +792,26 @@ def _device_error(exc: ProviderError) -> Exception:
 
 
 def _device_start(data: Mapping[str, Any], ctx: HttpContext) -> DeviceStart:
-    def text(name: str, *aliases: str, required: bool = True) -> str | None:
+    def optional(name: str, *aliases: str) -> str | None:
         for key in (name, *aliases):
             value = data.get(key)
             if isinstance(value, str) and value:
                 return value
-        if required:
+        return None
+
+    def required(name: str, *aliases: str) -> str:
+        value = optional(name, *aliases)
+        if value is None:
             raise ProviderError(
                 f"the device authorization response has no {name} (RFC 8628 §3.2)",
                 error="invalid_response",
             )
-        return None
+        return value
 
-    device_code = text("device_code")
-    user_code = text("user_code")
+    device_code = required("device_code")
+    user_code = required("user_code")
     # "verification_url": a pre-standard spelling some providers still send.
-    verification_uri = text("verification_uri", "verification_url")
-    assert device_code is not None
-    assert user_code is not None
-    assert verification_uri is not None
+    verification_uri = required("verification_uri", "verification_url")
     expires_in = data.get("expires_in")
     if isinstance(expires_in, bool) or not isinstance(expires_in, int) or expires_in <= 0:
         raise ProviderError(
@@ -831,7 +830,7 @@ def _device_start(data: Mapping[str, Any], ctx: HttpContext) -> DeviceStart:
         device_code=device_code,
         user_code=user_code,
         verification_uri=verification_uri,
-        verification_uri_complete=text("verification_uri_complete", required=False),
+        verification_uri_complete=optional("verification_uri_complete"),
         expires_at=ctx.clock.now() + timedelta(seconds=min(expires_in, _MAX_DEVICE_LIFETIME)),
         interval=interval or _DEFAULT_DEVICE_INTERVAL,
     )

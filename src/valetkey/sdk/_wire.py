@@ -10,13 +10,8 @@ from urllib.parse import quote
 
 import httpx
 
-from valetkey.errors import (
-    BrokerUnavailable,
-    InvalidBrokerResponse,
-    InvalidRequest,
-    ValetkeyError,
-    error_for_code,
-)
+from valetkey.error_codes import error_for_code
+from valetkey.errors import BrokerUnavailable, InvalidBrokerResponse, InvalidRequest, ValetkeyError
 from valetkey.sdk.types import (
     AuthorizationResponse,
     Confirmation,

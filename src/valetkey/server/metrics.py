@@ -26,7 +26,7 @@ from prometheus_client.exposition import choose_encoder
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from valetkey.errors import ValetkeyError
+from valetkey.error_codes import ERROR_CLASSES
 from valetkey.server.broker import Broker
 
 __all__ = ["OTHER_REASON", "BrokerCollector", "install", "registry_for"]
@@ -35,15 +35,8 @@ __all__ = ["OTHER_REASON", "BrokerCollector", "install", "registry_for"]
 OTHER_REASON = "other"
 
 
-def _known_codes() -> frozenset[str]:
-    """Every error code Valetkey defines (the bounded set a ``reason`` label may take)."""
-    codes = {ValetkeyError.code}
-    pending: list[type[ValetkeyError]] = [ValetkeyError]
-    while pending:
-        for sub in pending.pop().__subclasses__():
-            codes.add(sub.code)
-            pending.append(sub)
-    return frozenset(codes)
+#: Every error code a broker sends (the bounded set a ``reason`` label may take).
+_KNOWN_CODES = frozenset(ERROR_CLASSES)
 
 
 class BrokerCollector:
@@ -64,10 +57,9 @@ class BrokerCollector:
         requests, minted, revocations, backlog, cached = self._families()
         requests.add_metric(["allowed", "cache_hit"], counts.cache_hits)
         requests.add_metric(["allowed", "cache_miss"], counts.cache_misses)
-        known = _known_codes()
         denied: dict[str, int] = {}
         for code, n in counts.denied.items():
-            reason = code if code in known else OTHER_REASON
+            reason = code if code in _KNOWN_CODES else OTHER_REASON
             denied[reason] = denied.get(reason, 0) + n
         for reason, n in sorted(denied.items()):
             requests.add_metric(["denied", reason], n)

@@ -49,7 +49,11 @@ from valetkey.errors import (
     NotFound,
 )
 from valetkey.identity.access_tokens import hash_token, new_access_token, new_member_token
-from valetkey.identity.bindings import validate_conditions
+from valetkey.identity.bindings import (
+    DEFAULT_BINDING_ALGORITHMS,
+    validate_algorithms,
+    validate_conditions,
+)
 from valetkey.identity.errors import TokenExpired
 from valetkey.providers.registry import ProviderRegistry
 from valetkey.store import tables as t
@@ -71,7 +75,6 @@ RESERVED_AUDIENCE_PREFIX = "valetkey:"
 MAX_MEMBER_CREDENTIAL_TTL = 2 * 366 * 24 * 3600
 #: How stale a member credential's ``lastUsedAt`` may be: at most one write a minute per credential.
 LAST_USED_RESOLUTION = timedelta(seconds=60)
-ALLOWED_BINDING_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA")
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,8 +141,9 @@ class Management:
         except IntegrityError:  # another replica bootstrapped first
             async with self.db.session() as s:
                 team = await s.scalar(select(t.Team).where(t.Team.slug == "default"))
-                assert team is not None
-                return Bootstrap(team.id, None)
+            if team is None:
+                raise  # the conflict was not another replica's bootstrap
+            return Bootstrap(team.id, None)
         return Bootstrap(team_id, token)
 
     async def create_team(self, slug: str, name: str | None = None) -> Bootstrap:
@@ -630,7 +634,8 @@ class Management:
         validated = provider.validate_config(data, previous)
         async with self.db.session.begin() as s:
             fresh = await s.get(t.Connector, row.id)
-            assert fresh is not None
+            if fresh is None:
+                raise NotFound(f"no connector {uid}", connector=uid)
             fresh.config = validated.config
             fresh.secrets = self.keyring.encrypt_json(validated.secrets, aad=secrets_aad(row.id))
             fresh.updated_at = self.clock.now()
@@ -658,7 +663,8 @@ class Management:
             for link in links:
                 await s.delete(link)
             fresh = await s.get(t.Connector, row.id)
-            assert fresh is not None
+            if fresh is None:
+                raise NotFound(f"no connector {uid}", connector=uid)
             fresh.deleted_at = self.clock.now()
         self._audit(actor, "connector.remove", connector_uid=uid, detached=len(links))
         await self.bus.publish(
@@ -853,13 +859,9 @@ class Management:
         if not isinstance(claims, Mapping):
             raise InvalidRequest("claims must be an object of name: value", field="claims")
         validate_conditions(claims)
-        algs = tuple(_string_list(algorithms or ["RS256", "ES256"], "algorithms"))
-        for alg in algs:
-            if alg not in ALLOWED_BINDING_ALGORITHMS:
-                raise InvalidRequest(
-                    f"algorithm {alg!r} is not allowed; use {', '.join(ALLOWED_BINDING_ALGORITHMS)}",
-                    field="algorithms",
-                )
+        algs = validate_algorithms(
+            _string_list(algorithms or DEFAULT_BINDING_ALGORITHMS, "algorithms")
+        )
         binding_id = new_id("tb")
         now = self.clock.now()
         issuer_ = issuer.rstrip("/") if issuer.endswith("/") and issuer.count("/") > 3 else issuer

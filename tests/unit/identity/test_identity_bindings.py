@@ -8,8 +8,16 @@ import pytest
 from identity_helpers import AUDIENCE, ISSUER, binding
 
 from valetkey.errors import InvalidRequest
-from valetkey.identity.bindings import matches, select_binding, validate_conditions
+from valetkey.identity.bindings import (
+    BINDING_ALGORITHMS,
+    DEFAULT_BINDING_ALGORITHMS,
+    matches,
+    select_binding,
+    validate_algorithms,
+    validate_conditions,
+)
 from valetkey.identity.errors import AmbiguousBinding
+from valetkey.identity.jwt import ASYMMETRIC_ALGORITHMS, IssuerPolicy
 
 CLAIMS: dict[str, Any] = {
     "iss": ISSUER,
@@ -21,6 +29,26 @@ CLAIMS: dict[str, Any] = {
     "ref": "refs/heads/main",
     "runner_environment": "github-hosted",
 }
+
+
+def test_the_binding_algorithms_are_one_list_the_verifier_can_check() -> None:
+    """Every algorithm a binding may allow is one JWT verification supports; the default is in it."""
+    assert set(BINDING_ALGORITHMS) <= ASYMMETRIC_ALGORITHMS
+    assert set(DEFAULT_BINDING_ALGORITHMS) <= set(BINDING_ALGORITHMS)
+    policy = IssuerPolicy(ISSUER, AUDIENCE, BINDING_ALGORITHMS, max_lifetime_seconds=60)
+    assert policy.algorithms == BINDING_ALGORITHMS
+    assert validate_algorithms(list(BINDING_ALGORITHMS)) == BINDING_ALGORITHMS
+
+
+@pytest.mark.parametrize(
+    "alg", ["HS256", "none", "RSA-OAEP", *sorted(ASYMMETRIC_ALGORITHMS - set(BINDING_ALGORITHMS))]
+)
+def test_an_algorithm_outside_the_list_is_refused_at_creation(alg: str) -> None:
+    """An algorithm not in BINDING_ALGORITHMS is refused, the field named, the list shown."""
+    with pytest.raises(InvalidRequest) as info:
+        validate_algorithms(["RS256", alg])
+    assert info.value.details == {"field": "algorithms"}
+    assert ", ".join(BINDING_ALGORITHMS) in info.value.message
 
 
 def test_a_binding_without_conditions_is_refused() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from valetkey.identity.errors import KeyFileInsecure
+from valetkey.crypto.errors import InsecureKeyFile, KeyFileError
 from valetkey.identity.keys import SigningKeys
 
 
@@ -36,19 +36,22 @@ def test_a_file_readable_by_others_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "signing.json"
     SigningKeys.load_or_create(path)
     os.chmod(path, 0o644)
-    with pytest.raises(KeyFileInsecure) as info:
+    with pytest.raises(InsecureKeyFile) as info:
         SigningKeys.load_or_create(path)
     assert info.value.code == "key_file_insecure"
+    assert info.value.details == {"path": str(path)}
 
 
 def test_a_corrupt_file_is_refused(tmp_path: Path) -> None:
-    """A key file that is not the expected JSON is refused, not replaced."""
+    """A key file that is not the expected JSON is refused as key_file_invalid, not replaced."""
     path = tmp_path / "signing.json"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     os.write(fd, b"{not json")
     os.close(fd)
-    with pytest.raises(KeyFileInsecure):
+    with pytest.raises(KeyFileError) as info:
         SigningKeys.load_or_create(path)
+    assert info.value.code == "key_file_invalid"
+    assert not isinstance(info.value, InsecureKeyFile)
     assert path.read_bytes() == b"{not json"
 
 

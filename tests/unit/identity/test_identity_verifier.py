@@ -313,6 +313,15 @@ async def test_algorithm_not_in_the_binding_is_refused(
     await refused(verifier, make_token(), "algorithm_not_allowed")
 
 
+async def test_an_algorithm_outside_the_binding_list_is_never_used(
+    verifier: IdentityVerifier, store: DictStore, make_token: TokenFactory
+) -> None:
+    """A stored binding naming PS384 (which creation refuses) does not make PS384 tokens valid."""
+    store.bindings[:] = [binding("b1", algorithms=("PS384",))]
+    error = await refused(verifier, make_token(alg="PS384"), "untrusted_issuer")
+    assert "no usable algorithm" in error.message
+
+
 async def test_alg_none_is_refused_for_external_issuers(
     verifier: IdentityVerifier, clock: FrozenClock
 ) -> None:

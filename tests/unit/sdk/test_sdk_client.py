@@ -20,6 +20,7 @@ from valetkey.errors import (
     UserAuthorizationRequired,
     ValetkeyError,
 )
+from valetkey.identity.errors import TokenExpired
 from valetkey.sdk.client import AsyncClient, Client
 from valetkey.sdk.types import Subject
 
@@ -175,6 +176,14 @@ def test_error_envelope_maps_to_class(client: Client, broker: FakeBroker) -> Non
         client.get_token("github/bot", user="alice")
     assert caught.value.message == "consent first"
     assert caught.value.details == {"connector": "github/bot", "scopes": ["repo"]}
+
+
+def test_identity_codes_map_to_their_own_classes(client: Client, broker: FakeBroker) -> None:
+    """An identity refusal becomes its own class (token_expired: TokenExpired), not just the base."""
+    broker.script.append((401, {"error": {"code": "token_expired", "message": "expired"}}))
+    with pytest.raises(TokenExpired) as caught:
+        client.get_token("slack/mybot")
+    assert type(caught.value) is TokenExpired
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from joserfc.jwk import ECKey, KeySet, RSAKey
 
 from valetkey.core.clock import FrozenClock
 from valetkey.identity.errors import IdentityError
-from valetkey.identity.verify import LEEWAY_SECONDS, IssuerPolicy, verify_jwt
+from valetkey.identity.jwt import LEEWAY_SECONDS, IssuerPolicy, verify_jwt
 
 POLICY = IssuerPolicy(
     issuer=ISSUER, audience=AUDIENCE, algorithms=("RS256", "ES256"), max_lifetime_seconds=3600

@@ -264,14 +264,13 @@ def check_claims(claims: Mapping[str, Any], policy: IssuerPolicy, now: float) ->
     exp = _numeric(claims, "exp")
     iat = _numeric(claims, "iat")
     nbf = _numeric(claims, "nbf")
-    for name, value in (("exp", exp), ("iat", iat)):
-        if value is None:
-            raise MissingClaim(f"the token has no {name!r} claim", claim=name)
+    if exp is None:
+        raise MissingClaim("the token has no 'exp' claim", claim="exp")
+    if iat is None:
+        raise MissingClaim("the token has no 'iat' claim", claim="iat")
     for name in policy.required_claims:
         if claims.get(name) is None:
             raise MissingClaim(f"the token has no {name!r} claim", claim=name)
-    assert exp is not None  # checked just above
-    assert iat is not None
     if now >= exp + LEEWAY_SECONDS:
         raise TokenExpired("the token has expired", claim="exp")
     if nbf is not None and nbf > now + LEEWAY_SECONDS:
