@@ -38,9 +38,9 @@ from valetkey.providers.base import UserFlows
 from valetkey.providers.registry import ProviderRegistry
 from valetkey.server.notify import WebhookNotifier
 from valetkey.server.settings import Settings
+from valetkey.services import Bootstrap, Services
 from valetkey.store.consent import ConsentRepository
 from valetkey.store.db import Database
-from valetkey.store.management import Bootstrap, Management
 from valetkey.store.repo import Repository
 
 log = logging.getLogger("valetkey.broker")
@@ -108,7 +108,7 @@ class Broker:
     bus: InvalidationBus
     verifier: IdentityVerifier
     exchange: ExchangeService
-    management: Management
+    services: Services
     consent: ConsentService
     consent_store: ConsentRepository
     notifier: WebhookNotifier
@@ -161,7 +161,7 @@ class Broker:
         exchange = ExchangeService(
             store=repo, providers=providers, audit=audit, bus=bus, clock=clock, http=http, gate=gate
         )
-        management = Management(
+        services = Services.create(
             db=db, repo=repo, keyring=keyring, providers=providers, audit=audit, bus=bus, clock=clock
         )
         consent_store = ConsentRepository(db, keyring, clock, refresh_seconds=gate.hold_seconds)
@@ -193,7 +193,7 @@ class Broker:
             bus=bus,
             verifier=verifier,
             exchange=exchange,
-            management=management,
+            services=services,
             consent=consent,
             consent_store=consent_store,
             notifier=notifier,
@@ -214,7 +214,7 @@ class Broker:
         if start is not None:
             await start()
         self.audit.start()
-        self.bootstrap_result = await self.management.bootstrap()
+        self.bootstrap_result = await self.services.members.bootstrap()
         if self.bootstrap_result.owner_token is not None:
             write_private_json(
                 self.settings.cli_credentials_path,

@@ -265,7 +265,7 @@ async def import_tokens(uid: str, request: Request) -> Response:
             limits.check_text(data[name], name, limits.SLUG)
     if credential.startswith("vk_pt_"):
         member = await authorize_member(request, credential)
-        identity = await broker.management.identity_for(
+        identity = await broker.services.projects.identity_for(
             member, data.get("project"), data.get("environment")
         )
     else:
@@ -294,7 +294,7 @@ async def import_tokens(uid: str, request: Request) -> Response:
     await broker.bus.publish(
         Invalidation(kind="tokens", connector_id=connector.id, subject_key=subject.key())
     )
-    broker.management.record_import(identity, connector.uid, subject.key(), grant.id)
+    broker.services.projects.record_import(identity, connector.uid, subject.key(), grant.id)
     return json_response(
         {
             "grantId": grant.id,

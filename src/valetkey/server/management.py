@@ -9,11 +9,19 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from valetkey.core import limits
-from valetkey.core.models import Member
+from valetkey.core.models import Member, Policy
+from valetkey.providers.base import Capabilities
 from valetkey.server.broker import Broker
 from valetkey.server.connect import bearer, broker_of
 from valetkey.server.roles import authorize_member
-from valetkey.store.management import Management
+from valetkey.services import Services
+from valetkey.services.access_tokens import AccessTokenIssued, AccessTokenRecord
+from valetkey.services.connectors import ConnectorRecord
+from valetkey.services.links import LinkRequest
+from valetkey.services.members import MemberCredentialIssued, MemberRecord
+from valetkey.services.projects import ProjectRecord
+from valetkey.services.reports import AuditRecord
+from valetkey.services.trust import BindingRecord
 
 
 async def bounded_request(request: Request) -> None:
@@ -59,12 +67,12 @@ async def member_of(request: Request) -> Member:
     return await authorize_member(request, bearer(request))
 
 
-def mgmt(request: Request) -> Management:
-    return broker_of(request).management
+def services_of(request: Request) -> Services:
+    return broker_of(request).services
 
 
 MemberDep = Annotated[Member, Depends(member_of)]
-MgmtDep = Annotated[Management, Depends(mgmt)]
+ServicesDep = Annotated[Services, Depends(services_of)]
 
 
 class Me(BaseModel):
@@ -75,10 +83,10 @@ class Me(BaseModel):
 
 
 # -- response models ----------------------------------------------------------------------
-# The store (valetkey.store.management) builds these as plain dicts with camelCase keys; the
-# models below document them in /openapi.json. They validate what the store returns without
-# coercing, renaming or dropping anything: field names are the wire names, optional values stay
-# (null), and models allow extra keys the store may add later.
+# The services (valetkey.services) return typed records; the functions below render them as
+# the wire's camelCase dicts, and the models document those in /openapi.json. They validate
+# what is rendered without coercing, renaming or dropping anything: field names are the wire
+# names, optional values stay (null), and models allow extra keys added later.
 
 
 class _Out(BaseModel):
@@ -255,6 +263,149 @@ class Usage(_Out):
     counters: dict[str, int]
 
 
+# -- rendering: records to the wire ---------------------------------------------------------
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _ms(value: datetime) -> int:
+    return int(value.timestamp() * 1000)
+
+
+def _member(r: MemberRecord) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "name": r.name,
+        "role": r.role.value,
+        "createdAt": _iso(r.created_at),
+        "lastUsedAt": _iso(r.last_used_at),
+        "expiresAt": _iso(r.expires_at),
+    }
+
+
+def _issued(r: MemberCredentialIssued) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "name": r.name,
+        "role": r.role.value,
+        "expiresAt": _iso(r.expires_at),
+        "credential": r.credential,
+    }
+
+
+def _project(r: ProjectRecord) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "slug": r.slug,
+        "name": r.name,
+        "environments": list(r.environments),
+        "createdAt": _iso(r.created_at),
+    }
+
+
+def _capabilities(c: Capabilities) -> dict[str, Any]:
+    return {
+        "subjects": list(c.subjects),
+        "scopable": c.scopable,
+        "shortLived": c.short_lived,
+        "revocation": c.revocation,
+    }
+
+
+def _policy(p: Policy) -> dict[str, Any]:
+    return {
+        "subjects": list(p.subjects),
+        "scopes": None if p.scopes is None else list(p.scopes),
+        "maxLifetimeSeconds": p.max_lifetime_seconds,
+        "confirmConsent": p.confirm_consent,
+        "userIssuers": list(p.user_issuers),
+        "resources": list(p.resources),
+        "audiences": list(p.audiences),
+        "allowUnknownScope": p.allow_unknown_scope,
+    }
+
+
+def _connector(r: ConnectorRecord) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "uid": r.uid,
+        "service": r.service,
+        "name": r.name,
+        "type": r.type,
+        "data": dict(r.data),
+        "secretFields": list(r.secret_fields),
+        "capabilities": _capabilities(r.capabilities),
+        "createdAt": _ms(r.created_at),
+        "updatedAt": _ms(r.updated_at),
+        "links": [
+            {
+                "project": link.project,
+                "environments": list(link.environments),
+                "policy": _policy(link.policy),
+            }
+            for link in r.links
+        ],
+    }
+
+
+def _binding(r: BindingRecord) -> dict[str, Any]:
+    b = r.binding
+    return {
+        "id": b.id,
+        "project": b.project_slug,
+        "environment": b.environment,
+        "issuer": b.issuer,
+        "audience": b.audience,
+        "claims": dict(b.conditions),
+        "algorithms": list(b.algorithms),
+        "createdAt": _iso(b.created_at),
+        "active": r.active,
+    }
+
+
+def _token_issued(r: AccessTokenIssued) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "name": r.name,
+        "project": r.project,
+        "environment": r.environment,
+        "userId": r.user_id,
+        "expiresAt": _iso(r.expires_at),
+        "token": r.token,
+    }
+
+
+def _token(r: AccessTokenRecord) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "name": r.name,
+        "project": r.project,
+        "environment": r.environment,
+        "userId": r.user_id,
+        "createdAt": _iso(r.created_at),
+        "expiresAt": _iso(r.expires_at),
+        "revokedAt": _iso(r.revoked_at),
+    }
+
+
+def _audit(r: AuditRecord) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "at": _iso(r.at),
+        "actor": r.actor,
+        "action": r.action,
+        "decision": r.decision,
+        "reason": r.reason,
+        "connector": r.connector,
+        "project": r.project,
+        "environment": r.environment,
+        "subject": r.subject,
+        "details": dict(r.details),
+    }
+
+
 @router.get("/me", response_model=Me, summary="Who this credential belongs to")
 async def me(member: MemberDep) -> Me:
     return Me(
@@ -282,15 +433,17 @@ class CredentialRotate(_Model):
     summary="Add a team member (owners only); its credential is shown once",
     response_model=MemberCreated,
 )
-async def create_member(body: MemberCreate, member: MemberDep, m: MgmtDep) -> dict[str, Any]:
-    return await m.create_member(
-        member, body.name, body.role, expires_in_seconds=body.expiresInSeconds
+async def create_member(body: MemberCreate, member: MemberDep, m: ServicesDep) -> dict[str, Any]:
+    return _issued(
+        await m.members.create_member(
+            member, body.name, body.role, expires_in_seconds=body.expiresInSeconds
+        )
     )
 
 
 @router.get("/members", response_model=list[MemberOut])
-async def list_members(member: MemberDep, m: MgmtDep) -> list[dict[str, Any]]:
-    return await m.list_members(member)
+async def list_members(member: MemberDep, m: ServicesDep) -> list[dict[str, Any]]:
+    return [_member(r) for r in await m.members.list_members(member)]
 
 
 @router.delete(
@@ -299,9 +452,10 @@ async def list_members(member: MemberDep, m: MgmtDep) -> list[dict[str, Any]]:
     response_model=MemberRevoked,
 )
 async def revoke_member(
-    member_id: Annotated[str, Path(max_length=40)], member: MemberDep, m: MgmtDep
+    member_id: Annotated[str, Path(max_length=40)], member: MemberDep, m: ServicesDep
 ) -> dict[str, Any]:
-    return await m.revoke_member(member, member_id)
+    done = await m.members.revoke_member(member, member_id)
+    return {"id": done.id, "name": done.name, "revoked": True}
 
 
 @router.post(
@@ -310,10 +464,12 @@ async def revoke_member(
     response_model=MemberCreated,
 )
 async def rotate_credential(
-    member: MemberDep, m: MgmtDep, body: CredentialRotate | None = None
+    member: MemberDep, m: ServicesDep, body: CredentialRotate | None = None
 ) -> dict[str, Any]:
-    return await m.rotate_credential(
-        member, expires_in_seconds=None if body is None else body.expiresInSeconds
+    return _issued(
+        await m.members.rotate_credential(
+            member, expires_in_seconds=None if body is None else body.expiresInSeconds
+        )
     )
 
 
@@ -326,18 +482,18 @@ class ProjectCreate(_Model):
 
 
 @router.post("/projects", status_code=201, response_model=ProjectOut)
-async def create_project(body: ProjectCreate, member: MemberDep, m: MgmtDep) -> dict[str, Any]:
-    return await m.create_project(member, body.slug, body.name)
+async def create_project(body: ProjectCreate, member: MemberDep, m: ServicesDep) -> dict[str, Any]:
+    return _project(await m.projects.create_project(member, body.slug, body.name))
 
 
 @router.get("/projects", response_model=list[ProjectOut])
-async def list_projects(member: MemberDep, m: MgmtDep) -> list[dict[str, Any]]:
-    return await m.list_projects(member)
+async def list_projects(member: MemberDep, m: ServicesDep) -> list[dict[str, Any]]:
+    return [_project(r) for r in await m.projects.list_projects(member)]
 
 
 @router.get("/projects/{project}", response_model=ProjectOut)
-async def get_project(project: str, member: MemberDep, m: MgmtDep) -> dict[str, Any]:
-    return await m.get_project(member, project)
+async def get_project(project: str, member: MemberDep, m: ServicesDep) -> dict[str, Any]:
+    return _project(await m.projects.get_project(member, project))
 
 
 class EnvironmentCreate(_Model):
@@ -346,14 +502,15 @@ class EnvironmentCreate(_Model):
 
 @router.post("/projects/{project}/environments", status_code=201, response_model=EnvironmentOut)
 async def create_environment(
-    project: str, body: EnvironmentCreate, member: MemberDep, m: MgmtDep
+    project: str, body: EnvironmentCreate, member: MemberDep, m: ServicesDep
 ) -> dict[str, Any]:
-    return await m.create_environment(member, project, body.slug)
+    env = await m.projects.create_environment(member, project, body.slug)
+    return {"project": env.project, "slug": env.slug}
 
 
 @router.get("/projects/{project}/environments", response_model=list[str])
-async def list_environments(project: str, member: MemberDep, m: MgmtDep) -> list[str]:
-    return await m.list_environments(member, project)
+async def list_environments(project: str, member: MemberDep, m: ServicesDep) -> list[str]:
+    return await m.projects.list_environments(member, project)
 
 
 class DevelopmentIdentityRequest(_Model):
@@ -366,19 +523,19 @@ class DevelopmentIdentityRequest(_Model):
     response_model=DevelopmentIdentity,
 )
 async def development_identity(
-    project: str, body: DevelopmentIdentityRequest, request: Request, member: MemberDep, m: MgmtDep
+    project: str, body: DevelopmentIdentityRequest, request: Request, member: MemberDep, m: ServicesDep
 ) -> dict[str, Any]:
     broker: Broker = broker_of(request)
-    prj = await m.get_project(member, project)
+    prj = await m.projects.get_project(member, project)
     token = broker.issuer.mint_development_identity(
         team_id=member.team_id,
-        project_id=prj["id"],
+        project_id=prj.id,
         project_slug=project,
         subject=f"member:{member.name}",
         ttl_seconds=body.ttlSeconds,
     )
     expires = broker.clock.timestamp() + body.ttlSeconds
-    m.record(member, "identity.development", project_id=prj["id"], environment="development")
+    m.projects.record(member, "identity.development", project_id=prj.id, environment="development")
     return {
         "token": token,
         "expiresAt": int(expires * 1000),
@@ -403,19 +560,24 @@ class ConnectorUpdate(_Model):
 
 
 @router.post("/connectors", status_code=201, response_model=ConnectorOut)
-async def create_connector(body: ConnectorCreate, member: MemberDep, m: MgmtDep) -> dict[str, Any]:
-    return await m.create_connector(member, body.service, body.name, body.data, body.type)
+async def create_connector(body: ConnectorCreate, member: MemberDep, m: ServicesDep) -> dict[str, Any]:
+    return _connector(
+        await m.connectors.create_connector(member, body.service, body.name, body.data, body.type)
+    )
 
 
 @router.get("/connectors", response_model=list[ConnectorOut])
 async def list_connectors(
     member: MemberDep,
-    m: MgmtDep,
+    m: ServicesDep,
     service: str | None = Query(default=None, max_length=limits.UID_PART),
     project: str | None = Query(default=None, max_length=limits.SLUG),
     search: str | None = Query(default=None, max_length=limits.NAME),
 ) -> list[dict[str, Any]]:
-    return await m.list_connectors(member, service=service, project=project, search=search)
+    found = await m.connectors.list_connectors(
+        member, service=service, project=project, search=search
+    )
+    return [_connector(r) for r in found]
 
 
 class LinkCreate(_Model):
@@ -444,45 +606,60 @@ class LinkDelete(_Model):
 
 # Links before the catch-all uid routes: a uid holds a slash.
 @router.post("/connectors/{uid:path}/links", response_model=Attached)
-async def attach(uid: str, body: LinkCreate, member: MemberDep, m: MgmtDep) -> dict[str, Any]:
-    return await m.attach(
+async def attach(uid: str, body: LinkCreate, member: MemberDep, m: ServicesDep) -> dict[str, Any]:
+    done = await m.links.attach(
         member,
         uid,
         body.project,
-        body.environments,
-        subjects=body.subjects,
-        scopes=body.scopes,
-        max_lifetime_seconds=body.maxLifetimeSeconds,
-        confirm_consent=body.confirmConsent,
-        user_issuers=body.userIssuers,
-        resources=body.resources,
-        audiences=body.audiences,
-        allow_unknown_scope=body.allowUnknownScope,
+        LinkRequest(
+            environments=body.environments,
+            subjects=body.subjects,
+            scopes=body.scopes,
+            max_lifetime_seconds=body.maxLifetimeSeconds,
+            confirm_consent=body.confirmConsent,
+            user_issuers=body.userIssuers,
+            resources=body.resources,
+            audiences=body.audiences,
+            allow_unknown_scope=body.allowUnknownScope,
+        ),
     )
+    return {
+        "connector": done.connector,
+        "project": done.project,
+        "environments": list(done.environments),
+        "policy": _policy(done.policy),
+    }
 
 
 @router.post("/connectors/{uid:path}/detach", response_model=Detached)
-async def detach(uid: str, body: LinkDelete, member: MemberDep, m: MgmtDep) -> dict[str, Any]:
-    return await m.detach(member, uid, body.project, body.environments)
+async def detach(uid: str, body: LinkDelete, member: MemberDep, m: ServicesDep) -> dict[str, Any]:
+    done = await m.links.detach(member, uid, body.project, body.environments)
+    return {
+        "connector": done.connector,
+        "project": done.project,
+        "environments": list(done.environments),
+        "detached": done.detached,
+    }
 
 
 @router.get("/connectors/{uid:path}", response_model=ConnectorOut)
-async def get_connector(uid: str, member: MemberDep, m: MgmtDep) -> dict[str, Any]:
-    return await m.get_connector(member, uid)
+async def get_connector(uid: str, member: MemberDep, m: ServicesDep) -> dict[str, Any]:
+    return _connector(await m.connectors.get_connector(member, uid))
 
 
 @router.patch("/connectors/{uid:path}", response_model=ConnectorOut)
 async def update_connector(
-    uid: str, body: ConnectorUpdate, member: MemberDep, m: MgmtDep
+    uid: str, body: ConnectorUpdate, member: MemberDep, m: ServicesDep
 ) -> dict[str, Any]:
-    return await m.update_connector(member, uid, body.data)
+    return _connector(await m.connectors.update_connector(member, uid, body.data))
 
 
 @router.delete("/connectors/{uid:path}", response_model=ConnectorRemoved)
 async def remove_connector(
-    uid: str, member: MemberDep, m: MgmtDep, disconnectAll: bool = False
+    uid: str, member: MemberDep, m: ServicesDep, disconnectAll: bool = False
 ) -> dict[str, Any]:
-    return await m.remove_connector(member, uid, disconnect_all=disconnectAll)
+    done = await m.connectors.remove_connector(member, uid, disconnect_all=disconnectAll)
+    return {"uid": done.uid, "removed": True, "detached": done.detached}
 
 
 # -- trust bindings -----------------------------------------------------------------------
@@ -498,29 +675,31 @@ class BindingCreate(_Model):
 
 @router.post("/projects/{project}/trust-bindings", status_code=201, response_model=TrustBindingOut)
 async def create_binding(
-    project: str, body: BindingCreate, member: MemberDep, m: MgmtDep
+    project: str, body: BindingCreate, member: MemberDep, m: ServicesDep
 ) -> dict[str, Any]:
-    return await m.create_binding(
-        member,
-        project,
-        environment=body.environment,
-        issuer=body.issuer,
-        audience=body.audience,
-        claims=body.claims,
-        algorithms=body.algorithms,
+    return _binding(
+        await m.trust.create_binding(
+            member,
+            project,
+            environment=body.environment,
+            issuer=body.issuer,
+            audience=body.audience,
+            claims=body.claims,
+            algorithms=body.algorithms,
+        )
     )
 
 
 @router.get("/trust-bindings", response_model=list[TrustBindingOut])
 async def list_bindings(
-    member: MemberDep, m: MgmtDep, project: str | None = Query(default=None, max_length=limits.SLUG)
+    member: MemberDep, m: ServicesDep, project: str | None = Query(default=None, max_length=limits.SLUG)
 ) -> list[dict[str, Any]]:
-    return await m.list_bindings(member, project)
+    return [_binding(r) for r in await m.trust.list_bindings(member, project)]
 
 
 @router.delete("/trust-bindings/{binding_id}", response_model=BindingDeleted)
-async def delete_binding(binding_id: str, member: MemberDep, m: MgmtDep) -> dict[str, Any]:
-    return await m.delete_binding(member, binding_id)
+async def delete_binding(binding_id: str, member: MemberDep, m: ServicesDep) -> dict[str, Any]:
+    return {"id": await m.trust.delete_binding(member, binding_id), "deleted": True}
 
 
 # -- access tokens ------------------------------------------------------------------------
@@ -540,9 +719,9 @@ class AccessTokenCreate(_Model):
     response_model=AccessTokenCreated,
 )
 async def create_access_token(
-    project: str, body: AccessTokenCreate, member: MemberDep, m: MgmtDep
+    project: str, body: AccessTokenCreate, member: MemberDep, m: ServicesDep
 ) -> dict[str, Any]:
-    return await m.create_access_token(
+    done = await m.access_tokens.create_access_token(
         member,
         project,
         environment=body.environment,
@@ -550,18 +729,19 @@ async def create_access_token(
         user_id=body.userId,
         ttl_seconds=body.expiresInSeconds,
     )
+    return _token_issued(done)
 
 
 @router.get("/access-tokens", response_model=list[AccessTokenOut])
 async def list_access_tokens(
-    member: MemberDep, m: MgmtDep, project: str | None = Query(default=None, max_length=limits.SLUG)
+    member: MemberDep, m: ServicesDep, project: str | None = Query(default=None, max_length=limits.SLUG)
 ) -> list[dict[str, Any]]:
-    return await m.list_access_tokens(member, project)
+    return [_token(r) for r in await m.access_tokens.list_access_tokens(member, project)]
 
 
 @router.delete("/access-tokens/{token_id}", response_model=AccessTokenRevoked)
-async def revoke_access_token(token_id: str, member: MemberDep, m: MgmtDep) -> dict[str, Any]:
-    return await m.revoke_access_token(member, token_id)
+async def revoke_access_token(token_id: str, member: MemberDep, m: ServicesDep) -> dict[str, Any]:
+    return {"id": await m.access_tokens.revoke_access_token(member, token_id), "revoked": True}
 
 
 # -- audit and usage ------------------------------------------------------------------------
@@ -570,7 +750,7 @@ async def revoke_access_token(token_id: str, member: MemberDep, m: MgmtDep) -> d
 @router.get("/audit", response_model=list[AuditEntry])
 async def audit(
     member: MemberDep,
-    m: MgmtDep,
+    m: ServicesDep,
     connector: str | None = Query(default=None, max_length=limits.UID),
     project: str | None = Query(default=None, max_length=limits.SLUG),
     decision: str | None = Query(default=None, max_length=16),
@@ -579,7 +759,7 @@ async def audit(
     until: datetime | None = None,
     limit: int = Query(default=100, ge=1, le=1000),
 ) -> list[dict[str, Any]]:
-    return await m.query_audit(
+    found = await m.reports.query_audit(
         member,
         connector=connector,
         project=project,
@@ -589,10 +769,12 @@ async def audit(
         until=until,
         limit=limit,
     )
+    return [_audit(r) for r in found]
 
 
 @router.get("/usage", response_model=Usage)
 async def usage(
-    member: MemberDep, m: MgmtDep, month: str | None = Query(default=None, max_length=7)
+    member: MemberDep, m: ServicesDep, month: str | None = Query(default=None, max_length=7)
 ) -> dict[str, Any]:
-    return await m.usage(member, month)
+    report = await m.reports.usage(member, month)
+    return {"month": report.month, "counters": dict(report.counters)}
