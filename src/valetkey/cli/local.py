@@ -20,7 +20,7 @@ from valetkey.server.settings import Settings
 from valetkey.services.keys import KeysService
 from valetkey.store import tables as t
 from valetkey.store.db import Database
-from valetkey.store.management import ManagementRepository
+from valetkey.store.keys import KeyRepository
 from valetkey.store.repo import Repository
 
 __all__ = ["RotationReport", "check_database", "rotate_keys"]
@@ -128,7 +128,7 @@ async def rotate_keys(
         keyring = KeyRing.load_or_create(path, clock=clock)
         repo = Repository(db, keyring, clock)
         audit = AuditLog(repo, clock)
-        keys = KeysService(ManagementRepository(db, keyring))
+        keys = KeysService(KeyRepository(db, keyring))
         try:
             async with db.session() as s:
                 teams = list((await s.scalars(select(t.Team.id))).all())

@@ -2,26 +2,39 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from valetkey.core import limits
-from valetkey.core.models import Member, Policy
-from valetkey.providers.base import Capabilities
+from valetkey.core.models import Member
+from valetkey.server import management_out as out
 from valetkey.server.broker import Broker
 from valetkey.server.connect import bearer, broker_of
+from valetkey.server.management_out import (
+    AccessTokenCreated,
+    AccessTokenOut,
+    AccessTokenRevoked,
+    Attached,
+    AuditEntry,
+    BindingDeleted,
+    ConnectorOut,
+    ConnectorRemoved,
+    Detached,
+    DevelopmentIdentity,
+    EnvironmentOut,
+    MemberCreated,
+    MemberOut,
+    MemberRevoked,
+    ProjectOut,
+    TrustBindingOut,
+    Usage,
+)
 from valetkey.server.roles import authorize_member
 from valetkey.services import Services
-from valetkey.services.access_tokens import AccessTokenIssued, AccessTokenRecord
-from valetkey.services.connectors import ConnectorRecord
 from valetkey.services.links import LinkRequest
-from valetkey.services.members import MemberCredentialIssued, MemberRecord
-from valetkey.services.projects import ProjectRecord
-from valetkey.services.reports import AuditRecord
-from valetkey.services.trust import BindingRecord
 
 
 async def bounded_request(request: Request) -> None:
@@ -82,330 +95,6 @@ class Me(BaseModel):
     role: str
 
 
-# -- response models ----------------------------------------------------------------------
-# The services (valetkey.services) return typed records; the functions below render them as
-# the wire's camelCase dicts, and the models document those in /openapi.json. They validate
-# what is rendered without coercing, renaming or dropping anything: field names are the wire
-# names, optional values stay (null), and models allow extra keys added later.
-
-
-class _Out(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-
-class MemberOut(_Out):
-    id: str
-    name: str
-    role: str
-    createdAt: str
-    lastUsedAt: str | None = Field(description="last use of a credential, to the minute")
-    expiresAt: str | None = Field(description="when its credential expires (null: never)")
-
-
-class MemberCreated(_Out):
-    """A new member (or a rotated credential); ``credential`` is shown only in this response."""
-
-    id: str
-    name: str
-    role: str
-    expiresAt: str | None
-    credential: str = Field(repr=False)
-
-
-class MemberRevoked(_Out):
-    id: str
-    name: str
-    revoked: bool
-
-
-class ProjectOut(_Out):
-    id: str
-    slug: str
-    name: str
-    environments: list[str]
-    createdAt: str
-
-
-class EnvironmentOut(_Out):
-    project: str
-    slug: str
-
-
-class DevelopmentIdentity(_Out):
-    token: str = Field(repr=False)
-    expiresAt: int = Field(description="epoch milliseconds")
-    url: str
-    project: str
-    environment: str
-
-
-class CapabilitiesOut(_Out):
-    subjects: list[str]
-    scopable: bool
-    shortLived: bool
-    revocation: bool
-
-
-class PolicyOut(_Out):
-    subjects: list[str]
-    scopes: list[str] | None
-    maxLifetimeSeconds: int | None
-    confirmConsent: bool
-    userIssuers: list[str]
-    resources: list[str]
-    audiences: list[str]
-    allowUnknownScope: bool
-
-
-class LinkOut(_Out):
-    project: str
-    environments: list[str]
-    policy: PolicyOut
-
-
-class ConnectorOut(_Out):
-    id: str
-    uid: str
-    service: str
-    name: str
-    type: str
-    data: dict[str, Any]
-    secretFields: list[str]
-    capabilities: CapabilitiesOut
-    createdAt: int = Field(description="epoch milliseconds")
-    updatedAt: int = Field(description="epoch milliseconds")
-    links: list[LinkOut]
-
-
-class Attached(_Out):
-    connector: str
-    project: str
-    environments: list[str]
-    policy: PolicyOut
-
-
-class Detached(_Out):
-    connector: str
-    project: str
-    environments: list[str]
-    detached: bool
-
-
-class ConnectorRemoved(_Out):
-    uid: str
-    removed: bool
-    detached: int
-
-
-class TrustBindingOut(_Out):
-    id: str
-    project: str
-    environment: str
-    issuer: str
-    audience: str
-    claims: dict[str, str]
-    algorithms: list[str]
-    createdAt: str
-    active: bool = Field(
-        description="false: its (issuer, audience) belongs to another team, so it is never selected"
-    )
-
-
-class BindingDeleted(_Out):
-    id: str
-    deleted: bool
-
-
-class AccessTokenCreated(_Out):
-    """A new access token; ``token`` is shown only in this response."""
-
-    id: str
-    name: str
-    project: str
-    environment: str
-    userId: str | None
-    expiresAt: str | None
-    token: str = Field(repr=False)
-
-
-class AccessTokenOut(_Out):
-    id: str
-    name: str
-    project: str
-    environment: str
-    userId: str | None
-    createdAt: str
-    expiresAt: str | None
-    revokedAt: str | None
-
-
-class AccessTokenRevoked(_Out):
-    id: str
-    revoked: bool
-
-
-class AuditEntry(_Out):
-    id: int
-    at: str
-    actor: str
-    action: str
-    decision: str
-    reason: str
-    connector: str | None
-    project: str | None
-    environment: str | None
-    subject: str | None
-    details: dict[str, Any]
-
-
-class Usage(_Out):
-    month: str
-    counters: dict[str, int]
-
-
-# -- rendering: records to the wire ---------------------------------------------------------
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
-
-
-def _ms(value: datetime) -> int:
-    return int(value.timestamp() * 1000)
-
-
-def _member(r: MemberRecord) -> dict[str, Any]:
-    return {
-        "id": r.id,
-        "name": r.name,
-        "role": r.role.value,
-        "createdAt": _iso(r.created_at),
-        "lastUsedAt": _iso(r.last_used_at),
-        "expiresAt": _iso(r.expires_at),
-    }
-
-
-def _issued(r: MemberCredentialIssued) -> dict[str, Any]:
-    return {
-        "id": r.id,
-        "name": r.name,
-        "role": r.role.value,
-        "expiresAt": _iso(r.expires_at),
-        "credential": r.credential,
-    }
-
-
-def _project(r: ProjectRecord) -> dict[str, Any]:
-    return {
-        "id": r.id,
-        "slug": r.slug,
-        "name": r.name,
-        "environments": list(r.environments),
-        "createdAt": _iso(r.created_at),
-    }
-
-
-def _capabilities(c: Capabilities) -> dict[str, Any]:
-    return {
-        "subjects": list(c.subjects),
-        "scopable": c.scopable,
-        "shortLived": c.short_lived,
-        "revocation": c.revocation,
-    }
-
-
-def _policy(p: Policy) -> dict[str, Any]:
-    return {
-        "subjects": list(p.subjects),
-        "scopes": None if p.scopes is None else list(p.scopes),
-        "maxLifetimeSeconds": p.max_lifetime_seconds,
-        "confirmConsent": p.confirm_consent,
-        "userIssuers": list(p.user_issuers),
-        "resources": list(p.resources),
-        "audiences": list(p.audiences),
-        "allowUnknownScope": p.allow_unknown_scope,
-    }
-
-
-def _connector(r: ConnectorRecord) -> dict[str, Any]:
-    return {
-        "id": r.id,
-        "uid": r.uid,
-        "service": r.service,
-        "name": r.name,
-        "type": r.type,
-        "data": dict(r.data),
-        "secretFields": list(r.secret_fields),
-        "capabilities": _capabilities(r.capabilities),
-        "createdAt": _ms(r.created_at),
-        "updatedAt": _ms(r.updated_at),
-        "links": [
-            {
-                "project": link.project,
-                "environments": list(link.environments),
-                "policy": _policy(link.policy),
-            }
-            for link in r.links
-        ],
-    }
-
-
-def _binding(r: BindingRecord) -> dict[str, Any]:
-    b = r.binding
-    return {
-        "id": b.id,
-        "project": b.project_slug,
-        "environment": b.environment,
-        "issuer": b.issuer,
-        "audience": b.audience,
-        "claims": dict(b.conditions),
-        "algorithms": list(b.algorithms),
-        "createdAt": _iso(b.created_at),
-        "active": r.active,
-    }
-
-
-def _token_issued(r: AccessTokenIssued) -> dict[str, Any]:
-    return {
-        "id": r.id,
-        "name": r.name,
-        "project": r.project,
-        "environment": r.environment,
-        "userId": r.user_id,
-        "expiresAt": _iso(r.expires_at),
-        "token": r.token,
-    }
-
-
-def _token(r: AccessTokenRecord) -> dict[str, Any]:
-    return {
-        "id": r.id,
-        "name": r.name,
-        "project": r.project,
-        "environment": r.environment,
-        "userId": r.user_id,
-        "createdAt": _iso(r.created_at),
-        "expiresAt": _iso(r.expires_at),
-        "revokedAt": _iso(r.revoked_at),
-    }
-
-
-def _audit(r: AuditRecord) -> dict[str, Any]:
-    return {
-        "id": r.id,
-        "at": _iso(r.at),
-        "actor": r.actor,
-        "action": r.action,
-        "decision": r.decision,
-        "reason": r.reason,
-        "connector": r.connector,
-        "project": r.project,
-        "environment": r.environment,
-        "subject": r.subject,
-        "details": dict(r.details),
-    }
-
-
 @router.get("/me", response_model=Me, summary="Who this credential belongs to")
 async def me(member: MemberDep) -> Me:
     return Me(
@@ -434,7 +123,7 @@ class CredentialRotate(_Model):
     response_model=MemberCreated,
 )
 async def create_member(body: MemberCreate, member: MemberDep, m: ServicesDep) -> dict[str, Any]:
-    return _issued(
+    return out.issued(
         await m.members.create_member(
             member, body.name, body.role, expires_in_seconds=body.expiresInSeconds
         )
@@ -443,7 +132,7 @@ async def create_member(body: MemberCreate, member: MemberDep, m: ServicesDep) -
 
 @router.get("/members", response_model=list[MemberOut])
 async def list_members(member: MemberDep, m: ServicesDep) -> list[dict[str, Any]]:
-    return [_member(r) for r in await m.members.list_members(member)]
+    return [out.member(r) for r in await m.members.list_members(member)]
 
 
 @router.delete(
@@ -466,7 +155,7 @@ async def revoke_member(
 async def rotate_credential(
     member: MemberDep, m: ServicesDep, body: CredentialRotate | None = None
 ) -> dict[str, Any]:
-    return _issued(
+    return out.issued(
         await m.members.rotate_credential(
             member, expires_in_seconds=None if body is None else body.expiresInSeconds
         )
@@ -483,17 +172,17 @@ class ProjectCreate(_Model):
 
 @router.post("/projects", status_code=201, response_model=ProjectOut)
 async def create_project(body: ProjectCreate, member: MemberDep, m: ServicesDep) -> dict[str, Any]:
-    return _project(await m.projects.create_project(member, body.slug, body.name))
+    return out.project(await m.projects.create_project(member, body.slug, body.name))
 
 
 @router.get("/projects", response_model=list[ProjectOut])
 async def list_projects(member: MemberDep, m: ServicesDep) -> list[dict[str, Any]]:
-    return [_project(r) for r in await m.projects.list_projects(member)]
+    return [out.project(r) for r in await m.projects.list_projects(member)]
 
 
 @router.get("/projects/{project}", response_model=ProjectOut)
 async def get_project(project: str, member: MemberDep, m: ServicesDep) -> dict[str, Any]:
-    return _project(await m.projects.get_project(member, project))
+    return out.project(await m.projects.get_project(member, project))
 
 
 class EnvironmentCreate(_Model):
@@ -534,11 +223,11 @@ async def development_identity(
         subject=f"member:{member.name}",
         ttl_seconds=body.ttlSeconds,
     )
-    expires = broker.clock.timestamp() + body.ttlSeconds
+    expires = broker.clock.now() + timedelta(seconds=body.ttlSeconds)
     m.projects.record(member, "identity.development", project_id=prj.id, environment="development")
     return {
         "token": token,
-        "expiresAt": int(expires * 1000),
+        "expiresAt": out.iso(expires),
         "url": broker.settings.issuer_url,
         "project": project,
         "environment": "development",
@@ -561,7 +250,7 @@ class ConnectorUpdate(_Model):
 
 @router.post("/connectors", status_code=201, response_model=ConnectorOut)
 async def create_connector(body: ConnectorCreate, member: MemberDep, m: ServicesDep) -> dict[str, Any]:
-    return _connector(
+    return out.connector(
         await m.connectors.create_connector(member, body.service, body.name, body.data, body.type)
     )
 
@@ -577,7 +266,7 @@ async def list_connectors(
     found = await m.connectors.list_connectors(
         member, service=service, project=project, search=search
     )
-    return [_connector(r) for r in found]
+    return [out.connector(r) for r in found]
 
 
 class LinkCreate(_Model):
@@ -627,7 +316,7 @@ async def attach(uid: str, body: LinkCreate, member: MemberDep, m: ServicesDep) 
         "connector": done.connector,
         "project": done.project,
         "environments": list(done.environments),
-        "policy": _policy(done.policy),
+        "policy": out.policy(done.policy),
     }
 
 
@@ -644,14 +333,14 @@ async def detach(uid: str, body: LinkDelete, member: MemberDep, m: ServicesDep) 
 
 @router.get("/connectors/{uid:path}", response_model=ConnectorOut)
 async def get_connector(uid: str, member: MemberDep, m: ServicesDep) -> dict[str, Any]:
-    return _connector(await m.connectors.get_connector(member, uid))
+    return out.connector(await m.connectors.get_connector(member, uid))
 
 
 @router.patch("/connectors/{uid:path}", response_model=ConnectorOut)
 async def update_connector(
     uid: str, body: ConnectorUpdate, member: MemberDep, m: ServicesDep
 ) -> dict[str, Any]:
-    return _connector(await m.connectors.update_connector(member, uid, body.data))
+    return out.connector(await m.connectors.update_connector(member, uid, body.data))
 
 
 @router.delete("/connectors/{uid:path}", response_model=ConnectorRemoved)
@@ -677,7 +366,7 @@ class BindingCreate(_Model):
 async def create_binding(
     project: str, body: BindingCreate, member: MemberDep, m: ServicesDep
 ) -> dict[str, Any]:
-    return _binding(
+    return out.binding(
         await m.trust.create_binding(
             member,
             project,
@@ -694,7 +383,7 @@ async def create_binding(
 async def list_bindings(
     member: MemberDep, m: ServicesDep, project: str | None = Query(default=None, max_length=limits.SLUG)
 ) -> list[dict[str, Any]]:
-    return [_binding(r) for r in await m.trust.list_bindings(member, project)]
+    return [out.binding(r) for r in await m.trust.list_bindings(member, project)]
 
 
 @router.delete("/trust-bindings/{binding_id}", response_model=BindingDeleted)
@@ -729,14 +418,14 @@ async def create_access_token(
         user_id=body.userId,
         ttl_seconds=body.expiresInSeconds,
     )
-    return _token_issued(done)
+    return out.token_issued(done)
 
 
 @router.get("/access-tokens", response_model=list[AccessTokenOut])
 async def list_access_tokens(
     member: MemberDep, m: ServicesDep, project: str | None = Query(default=None, max_length=limits.SLUG)
 ) -> list[dict[str, Any]]:
-    return [_token(r) for r in await m.access_tokens.list_access_tokens(member, project)]
+    return [out.token(r) for r in await m.access_tokens.list_access_tokens(member, project)]
 
 
 @router.delete("/access-tokens/{token_id}", response_model=AccessTokenRevoked)
@@ -769,7 +458,7 @@ async def audit(
         until=until,
         limit=limit,
     )
-    return [_audit(r) for r in found]
+    return [out.audit(r) for r in found]
 
 
 @router.get("/usage", response_model=Usage)
@@ -777,4 +466,7 @@ async def usage(
     member: MemberDep, m: ServicesDep, month: str | None = Query(default=None, max_length=7)
 ) -> dict[str, Any]:
     report = await m.reports.usage(member, month)
-    return {"month": report.month, "counters": dict(report.counters)}
+    return {
+        "month": report.month,
+        "counters": {out.camel(metric): n for metric, n in report.counters.items()},
+    }

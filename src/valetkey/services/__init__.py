@@ -29,6 +29,7 @@ from valetkey.services.projects import ProjectsService
 from valetkey.services.reports import ReportsService
 from valetkey.services.trust import TrustService
 from valetkey.store.db import Database
+from valetkey.store.keys import KeyRepository
 from valetkey.store.management import ManagementRepository
 from valetkey.store.repo import Repository
 
@@ -68,5 +69,5 @@ class Services:
             trust=TrustService(deps),
             access_tokens=AccessTokensService(deps),
             reports=ReportsService(deps),
-            keys=KeysService(store),
+            keys=KeysService(KeyRepository(db, keyring)),
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from valetkey.store.management import ManagementRepository
+from valetkey.store.keys import KeyRepository
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,7 +21,7 @@ class Rewrapped:
 class KeysService:
     """Operator work (the ``valetkey keys`` commands, run next to the data): no member, no role."""
 
-    def __init__(self, store: ManagementRepository) -> None:
+    def __init__(self, store: KeyRepository) -> None:
         self._store = store
 
     async def rewrap_all(self, *, batch: int = 200) -> Rewrapped:

@@ -58,9 +58,7 @@ class LinksService(Service):
         super().__init__(deps)
         self._providers = providers
 
-    async def attach(
-        self, actor: Member, uid: str, project: str, request: LinkRequest
-    ) -> Attached:
+    async def attach(self, actor: Member, uid: str, project: str, request: LinkRequest) -> Attached:
         require(actor)
         row = await self._connector(actor.team_id, uid)
         prj = await self._project(actor.team_id, project)
@@ -179,7 +177,12 @@ def targets(values: Sequence[str] | None, what: str, *, uri: bool) -> tuple[str,
             )
         if uri:
             parts = urlsplit(value)
-            if not parts.scheme or not (parts.netloc or parts.path) or parts.fragment or "#" in value:
+            if (
+                not parts.scheme
+                or not (parts.netloc or parts.path)
+                or parts.fragment
+                or "#" in value
+            ):
                 raise InvalidRequest(
                     f"{what} must be absolute URIs without a fragment (RFC 8707)", field=what
                 )

@@ -214,7 +214,9 @@ class MembersService(Service):
         if new is None:
             raise IdentityError("unknown or revoked member credential")
         self._audit(actor, "member.rotate", subject=actor.name, credential=new.id)
-        return MemberCredentialIssued(actor.member_id, actor.name, actor.role, new.expires_at, token)
+        return MemberCredentialIssued(
+            actor.member_id, actor.name, actor.role, new.expires_at, token
+        )
 
 
 def credential_expiry(now: datetime, seconds: int | None) -> datetime | None:

@@ -1,16 +1,17 @@
 """The management repository: the rows behind teams, members, projects, environments,
-connectors, links, trust bindings, access tokens, audit and usage queries, and key rotation.
+connectors, links, trust bindings, access tokens, audit and usage queries.
 
 SQL and transactions only. Who may do what, what a valid value is, the audit trail and the
 invalidations are the application services' (``valetkey.services``); where a rule has to hold
 inside one transaction (the last owner, a credential's lifetime), the service passes it in as a
-function the transaction calls. Unique keys answer with ``False`` or ``None``, never an error:
-the service names the conflict.
+function the transaction calls. Unique keys answer with ``False`` or ``None``, never an
+error: the service names the conflict. Key rotation has a repository of its own
+(``store.keys``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,12 +22,12 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from valetkey.crypto import DecryptionError, KeyRing
+from valetkey.crypto import KeyRing
 from valetkey.errors import NotFound
 from valetkey.store import tables as t
 from valetkey.store.db import Database
 from valetkey.store.ids import new_id
-from valetkey.store.repo import cache_aad, secrets_aad, trust_audience_key
+from valetkey.store.repo import secrets_aad, trust_audience_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +78,14 @@ class ManagementRepository:
             return await s.scalar(select(t.Team.slug).where(t.Team.id == team_id))
 
     async def create_team(
-        self, *, team_id: str, slug: str, name: str, owner_id: str, credential: str, digest: str,
+        self,
+        *,
+        team_id: str,
+        slug: str,
+        name: str,
+        owner_id: str,
+        credential: str,
+        digest: str,
         now: datetime,
     ) -> bool:
         """A team with one owner (``owner``) holding one credential; False if the slug is taken."""
@@ -97,8 +105,15 @@ class ManagementRepository:
         return True
 
     async def create_member(
-        self, *, team_id: str, member_id: str, name: str, role: str, digest: str,
-        now: datetime, expires: datetime | None,
+        self,
+        *,
+        team_id: str,
+        member_id: str,
+        name: str,
+        role: str,
+        digest: str,
+        now: datetime,
+        expires: datetime | None,
     ) -> bool:
         """A member with its first credential (``initial``); False if the name is taken."""
         try:
@@ -110,9 +125,7 @@ class ManagementRepository:
             return False
         return True
 
-    async def members(
-        self, team_id: str
-    ) -> list[tuple[t.Member, list[t.MemberCredential]]]:
+    async def members(self, team_id: str) -> list[tuple[t.Member, list[t.MemberCredential]]]:
         """A team's members in creation order, each with its live (unrevoked) credentials."""
         async with self.db.session() as s:
             rows = (
@@ -185,13 +198,21 @@ class ManagementRepository:
     # -- projects and environments --------------------------------------------------------
 
     async def create_project(
-        self, *, team_id: str, project_id: str, slug: str, name: str,
-        environments: Sequence[str], now: datetime,
+        self,
+        *,
+        team_id: str,
+        project_id: str,
+        slug: str,
+        name: str,
+        environments: Sequence[str],
+        now: datetime,
     ) -> bool:
         """A project with its environments; False if the slug is taken."""
         try:
             async with self.db.session.begin() as s:
-                s.add(t.Project(id=project_id, team_id=team_id, slug=slug, name=name, created_at=now))
+                s.add(
+                    t.Project(id=project_id, team_id=team_id, slug=slug, name=name, created_at=now)
+                )
                 await s.flush()
                 for env in environments:
                     s.add(
@@ -234,7 +255,11 @@ class ManagementRepository:
         """False if the project has an environment of that slug."""
         try:
             async with self.db.session.begin() as s:
-                s.add(t.Environment(id=new_id("env"), project_id=project_id, slug=slug, created_at=now))
+                s.add(
+                    t.Environment(
+                        id=new_id("env"), project_id=project_id, slug=slug, created_at=now
+                    )
+                )
         except IntegrityError:
             return False
         return True
@@ -302,8 +327,17 @@ class ManagementRepository:
         return by_connector, projects
 
     async def create_connector(
-        self, *, connector_id: str, team_id: str, uid: str, service: str, name: str, type_: str,
-        config: dict[str, Any], secrets: dict[str, str], now: datetime,
+        self,
+        *,
+        connector_id: str,
+        team_id: str,
+        uid: str,
+        service: str,
+        name: str,
+        type_: str,
+        config: dict[str, Any],
+        secrets: dict[str, str],
+        now: datetime,
     ) -> bool:
         """False if the team has a connector of that uid."""
         try:
@@ -576,76 +610,7 @@ class ManagementRepository:
             ).all()
         return {metric: int(n) for metric, n in rows}
 
-    # -- keys -----------------------------------------------------------------------------
-
-    def _encrypted_columns(self) -> Iterator[tuple[Any, str, str, Callable[[str], bytes], str]]:
-        from valetkey.store.consent import authorization_aad, grant_aad
-
-        yield (t.Connector, "secrets", "id", secrets_aad, "connectors")
-        yield (t.CachedToken, "payload", "key_hash", cache_aad, "cachedTokens")
-        yield (t.Grant, "payload", "id", grant_aad, "grants")
-        yield (t.Authorization, "payload", "id", authorization_aad, "authorizations")
-
-    async def rewrap_all(self, *, batch: int = 200) -> dict[str, int]:
-        """Re-wrap every data key with the key ring's active KEK, in batches. Safe while the
-        broker serves.
-
-        A cached token whose key is gone is only a cache: it is dropped, not fatal. Any other
-        unreadable record stops the rotation with an error naming it.
-        """
-        active = self.keyring.active_id
-        counts = {
-            "connectors": 0,
-            "cachedTokens": 0,
-            "grants": 0,
-            "authorizations": 0,
-            "droppedCacheEntries": 0,
-        }
-        for table, column, key, aad, label in self._encrypted_columns():
-            last = ""
-            while True:
-                async with self.db.session.begin() as s:
-                    pk = getattr(table, key)
-                    rows = (
-                        await s.scalars(
-                            select(table)
-                            .where(pk > last)
-                            .order_by(pk)
-                            .limit(batch)
-                            .with_for_update()
-                        )
-                    ).all()
-                    for row in rows:
-                        blob = getattr(row, column)
-                        if self.keyring.kek_id_of(blob) == active:
-                            continue
-                        try:
-                            setattr(
-                                row, column, self.keyring.rewrap(blob, aad=aad(getattr(row, key)))
-                            )
-                        except DecryptionError:
-                            if table is not t.CachedToken:
-                                raise
-                            await s.delete(row)
-                            counts["droppedCacheEntries"] += 1
-                            continue
-                        counts[label] += 1
-                if not rows:
-                    break
-                last = getattr(rows[-1], key)
-        return counts
-
-    async def kek_ids_in_use(self) -> set[str]:
-        used: set[str] = set()
-        async with self.db.session() as s:
-            for table, column, _key, _aad, _label in self._encrypted_columns():
-                for blob in (await s.scalars(select(getattr(table, column)))).all():
-                    used.add(self.keyring.kek_id_of(blob))
-        return used
-
 
 async def _project_slugs(s: AsyncSession, team_id: str) -> dict[str, str]:
     rows = await s.execute(select(t.Project.id, t.Project.slug).where(t.Project.team_id == team_id))
     return dict(rows.all())
-
-
