@@ -22,6 +22,7 @@ import httpx
 from valetkey.core.audit import AuditLog
 from valetkey.core.clock import Clock, SystemClock
 from valetkey.core.consent import ConsentService, require_user_flows
+from valetkey.core.consent_cases import ConsentCases
 from valetkey.core.exchange import ExchangeService
 from valetkey.core.gate import ProviderGate
 from valetkey.core.models import Connector
@@ -110,6 +111,8 @@ class Broker:
     exchange: ExchangeService
     services: Services
     consent: ConsentService
+    #: What the consent routes call (start, confirm, import), over ``consent``.
+    consent_cases: ConsentCases
     consent_store: ConsentRepository
     notifier: WebhookNotifier
     bootstrap_result: Bootstrap | None = None
@@ -178,6 +181,15 @@ class Broker:
             gate=gate,
         )
         exchange.attach_consent(consent_store, consent, notifier, consent_store.webhook_for)
+        consent_cases = ConsentCases(
+            consent=consent,
+            connectors=repo,
+            providers=providers,
+            grants=consent_store,
+            bus=bus,
+            audit=audit,
+            clock=clock,
+        )
         broker = cls(
             settings=settings,
             clock=clock,
@@ -195,6 +207,7 @@ class Broker:
             exchange=exchange,
             services=services,
             consent=consent,
+            consent_cases=consent_cases,
             consent_store=consent_store,
             notifier=notifier,
         )

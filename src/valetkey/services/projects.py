@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from valetkey.core.audit import AuditEvent
 from valetkey.core.models import STANDARD_ENVIRONMENTS, Identity, Member, check_slug
 from valetkey.errors import Conflict, InvalidRequest
 from valetkey.services._common import Service, require
@@ -55,15 +54,11 @@ class ProjectsService(Service):
 
     async def list_projects(self, actor: Member) -> list[ProjectRecord]:
         return [
-            ProjectRecord(
-                r.id, r.slug, r.name, tuple(await self._environments(r.id)), r.created_at
-            )
+            ProjectRecord(r.id, r.slug, r.name, tuple(await self._environments(r.id)), r.created_at)
             for r in await self._store.projects(actor.team_id)
         ]
 
-    async def create_environment(
-        self, actor: Member, project: str, slug: str
-    ) -> EnvironmentRecord:
+    async def create_environment(self, actor: Member, project: str, slug: str) -> EnvironmentRecord:
         require(actor)
         check_slug(slug, "environment")
         row = await self._project(actor.team_id, project)
@@ -98,20 +93,3 @@ class ProjectsService(Service):
     def record(self, actor: Member, action: str, **fields: Any) -> None:
         """Record a management event done outside the services (e.g. a development identity issued)."""
         self._audit(actor, action, **fields)
-
-    def record_import(self, identity: Identity, uid: str, subject: str, grant_id: str) -> None:
-        self._deps.audit.record(
-            AuditEvent(
-                team_id=identity.team_id,
-                at=self._clock.now(),
-                actor=f"{identity.kind}:{identity.subject}",
-                action="grant.import",
-                decision="allowed",
-                reason="imported",
-                connector_uid=uid,
-                project_id=identity.project_id,
-                environment=identity.environment,
-                subject=subject,
-                details={"grant": grant_id},
-            )
-        )
