@@ -256,25 +256,13 @@ def project(r: ProjectRecord) -> dict[str, Any]:
 
 
 def capabilities(c: Capabilities) -> dict[str, Any]:
-    return {
-        "subjects": list(c.subjects),
-        "scopable": c.scopable,
-        "shortLived": c.short_lived,
-        "revocation": c.revocation,
-    }
+    """The provider's own JSON form of its capabilities is the wire's (one definition)."""
+    return c.to_json()
 
 
 def policy(p: Policy) -> dict[str, Any]:
-    return {
-        "subjects": list(p.subjects),
-        "scopes": None if p.scopes is None else list(p.scopes),
-        "maxLifetimeSeconds": p.max_lifetime_seconds,
-        "confirmConsent": p.confirm_consent,
-        "userIssuers": list(p.user_issuers),
-        "resources": list(p.resources),
-        "audiences": list(p.audiences),
-        "allowUnknownScope": p.allow_unknown_scope,
-    }
+    """A link's policy as stored is the wire's (camelCase; one definition, ``Policy.to_json``)."""
+    return p.to_json()
 
 
 def connector(r: ConnectorRecord) -> dict[str, Any]:
@@ -316,27 +304,24 @@ def binding(r: BindingRecord) -> dict[str, Any]:
 
 
 def token_issued(r: AccessTokenIssued) -> dict[str, Any]:
-    return {
-        "id": r.id,
-        "name": r.name,
-        "project": r.project,
-        "environment": r.environment,
-        "userId": r.user_id,
-        "expiresAt": iso(r.expires_at),
-        "token": r.token,
-    }
+    return _token_fields(r) | {"expiresAt": iso(r.expires_at), "token": r.token}
 
 
 def token(r: AccessTokenRecord) -> dict[str, Any]:
+    return _token_fields(r) | {
+        "createdAt": iso(r.created_at),
+        "expiresAt": iso(r.expires_at),
+        "revokedAt": iso(r.revoked_at),
+    }
+
+
+def _token_fields(r: AccessTokenIssued | AccessTokenRecord) -> dict[str, Any]:
     return {
         "id": r.id,
         "name": r.name,
         "project": r.project,
         "environment": r.environment,
         "userId": r.user_id,
-        "createdAt": iso(r.created_at),
-        "expiresAt": iso(r.expires_at),
-        "revokedAt": iso(r.revoked_at),
     }
 
 
