@@ -548,7 +548,7 @@ def run(args: argparse.Namespace) -> int:
         time.sleep(args.settle)
         rss_after, rss_peak = broker.rss_kb()
         wait_idle(broker)
-        minted = usage(broker).get("tokens_minted", 0)
+        minted = usage(broker).get("tokensMinted", 0)
         report = Report(
             store, "wrk" if shutil.which("wrk") else "python-asyncio", [r for r in runs if r.name == "healthz"],
             exchange, p, paced_cpu, rss_idle, rss_ready, rss_after, rss_peak, minted, token_id,

@@ -61,7 +61,7 @@ def test_an_over_long_uid_does_not_stop_the_audit_log(broker: RunningBroker) -> 
         assert [e["reason"] for e in audit.json()] == ["issued"]
         usage = c.get("/v1/usage")
         assert usage.status_code == 200, usage.text
-        assert usage.json()["counters"]["token_requests"] == 1
+        assert usage.json()["counters"]["tokenRequests"] == 1
 
 
 # -- the writer against the real stores, poison injected directly (past the edge) ---------------
@@ -275,7 +275,7 @@ def test_a_stalled_audit_store_slows_then_refuses_audited_requests_and_recovers(
             assert len(events) == 12  # 1 + 10 admitted + 1 after; the refused ones never acted
             revokes = c.get("/v1/audit", params={"action": "token.revoke"}).json()
             assert [e["reason"] for e in revokes] == (["revoked"] if postgres else [])
-            assert c.get("/v1/usage").json()["counters"]["token_requests"] == 12
+            assert c.get("/v1/usage").json()["counters"]["tokenRequests"] == 12
             assert c.get("/v1/projects/refused-prj").status_code == 404
         metrics = _scrape(broker)
         assert metrics["valetkey_audit_writer_healthy"] == 1
@@ -478,7 +478,7 @@ def test_over_long_and_malformed_values_are_refused_at_every_entry_point(
         assert [e["reason"] for e in audit.json()] == ["issued"]  # the refusals never reached it
         usage = admin.get("/v1/usage")
         assert usage.status_code == 200, usage.text
-        assert usage.json()["counters"]["token_requests"] == 1
+        assert usage.json()["counters"]["tokenRequests"] == 1
 
 
 @pytest.mark.parametrize("uid", ["a" * 130, "é" * 130, "😀" * 130, "api-key/" + "日" * 122])
@@ -543,7 +543,7 @@ def test_an_unreachable_database_keeps_the_events_backs_off_and_recovers(
             assert _token(broker, identity, UID).status_code == 200
             exchanges = c.get("/v1/audit", params={"action": "token.exchange"}).json()
             assert len(exchanges) == 2
-            assert c.get("/v1/usage").json()["counters"]["token_requests"] == 2
+            assert c.get("/v1/usage").json()["counters"]["tokenRequests"] == 2
         metrics = _scrape(broker)
         assert metrics["valetkey_audit_writer_healthy"] == 1
         assert metrics["valetkey_audit_events_dropped_total"] == 0

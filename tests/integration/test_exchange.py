@@ -47,8 +47,8 @@ def test_api_key_exchange_returns_the_key_and_records_it(broker: RunningBroker) 
     assert body["metadata"] == {"expires": False}
     assert second.json()["tokenId"] == body["tokenId"]  # served from cache, one ledger row
     usage = _usage(broker)
-    assert usage["token_requests"] == 2
-    assert usage["tokens_minted"] == 1
+    assert usage["tokenRequests"] == 2
+    assert usage["tokensMinted"] == 1
 
 
 def test_every_policy_refusal_has_its_own_code_and_changes_nothing(broker: RunningBroker) -> None:

@@ -96,7 +96,7 @@ def test_the_last_owner_cannot_be_revoked(broker: RunningBroker) -> None:
 def test_two_owners_revoking_each_other_at_once_leave_one(broker: RunningBroker) -> None:
     """Owners revoking each other concurrently: exactly one revocation wins, the other is refused
     with last_owner, and the team keeps one owner (several rounds)."""
-    m = broker.broker.management
+    m = broker.broker.services.members
     for round_ in range(4):
         left = _create(broker, f"left-{round_}", "owner")
         right = _create(broker, f"right-{round_}", "owner")
@@ -116,7 +116,7 @@ def test_two_owners_revoking_each_other_at_once_leave_one(broker: RunningBroker)
             )
 
         results = broker.run(duel())
-        assert sorted(type(r).__name__ for r in results) == ["LastOwner", "dict"], results
+        assert sorted(type(r).__name__ for r in results) == ["LastOwner", "MemberRevoked"], results
         assert any(isinstance(r, LastOwner) for r in results)
         survivor = left if isinstance(results[1], LastOwner) else right
         with _as(broker, survivor["credential"]) as c:
@@ -221,7 +221,7 @@ def test_last_use_is_recorded_at_most_once_a_minute(broker: RunningBroker) -> No
 def test_another_teams_owner_cannot_revoke_this_teams_members(broker: RunningBroker) -> None:
     """An owner of team B naming a member id of team A gets not_found, and A's member keeps working."""
     frank = _create(broker, "frank")
-    other = broker.run(broker.broker.management.create_team("team-b"))
+    other = broker.run(broker.broker.services.members.create_team("team-b"))
     with _as(broker, other.owner_token) as c:
         _error(c.delete(f"/v1/members/{frank['id']}"), 404, "not_found")
         assert "frank" not in c.get("/v1/members").text

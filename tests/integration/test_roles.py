@@ -261,7 +261,7 @@ def _principals(walk: Walk) -> dict[str, str | None]:
             )
 
     b.run(expire())
-    other = b.run(b.broker.management.create_team("walk-other"))
+    other = b.run(b.broker.services.members.create_team("walk-other"))
     return {
         "owner": b.owner_token,
         "member": member["credential"],

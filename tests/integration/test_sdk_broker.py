@@ -16,7 +16,7 @@ from valetkey.testing import RunningBroker
 
 def _requests_counted(broker: RunningBroker) -> int:
     with broker.admin() as c:
-        return int(c.get("/v1/usage").json()["counters"].get("token_requests", 0))
+        return int(c.get("/v1/usage").json()["counters"].get("tokenRequests", 0))
 
 
 async def test_concurrent_identical_calls_make_one_broker_request(

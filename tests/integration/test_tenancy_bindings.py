@@ -58,7 +58,7 @@ class Teams:
 
     def __init__(self, broker: RunningBroker) -> None:
         self.broker = broker
-        created = broker.run(broker.broker.management.create_team("team-b"))
+        created = broker.run(broker.broker.services.members.create_team("team-b"))
         self.b_token: str = created.owner_token
         for client, key in ((self.a(), "sk-team-a"), (self.b(), "sk-team-b")):
             with client as c:
@@ -249,11 +249,12 @@ def test_concurrent_claims_of_one_pair_have_one_winner(broker: RunningBroker) ->
     """Two teams creating a binding on the same new (issuer, audience) at the same moment: exactly
     one team wins (all its creates succeed) and every create of the other gets audience_taken."""
     teams = Teams(broker)
-    m = broker.broker.management
+    trust = broker.broker.services.trust
+    members = broker.broker.services.members
 
     async def create(member: Any, issuer: str) -> tuple[str, bool]:
         try:
-            await m.create_binding(
+            await trust.create_binding(
                 member,
                 "agent",
                 environment="production",
@@ -266,8 +267,8 @@ def test_concurrent_claims_of_one_pair_have_one_winner(broker: RunningBroker) ->
         return member.team_id, True
 
     async def race(rounds: int) -> tuple[list[list[tuple[str, bool]]], list[tuple[str, str]]]:
-        a = await m.authenticate(broker.owner_token)
-        b = await m.authenticate(teams.b_token)
+        a = await members.authenticate(broker.owner_token)
+        b = await members.authenticate(teams.b_token)
         outcomes = []
         for n in range(rounds):
             first, second = (a, b) if n % 2 else (b, a)

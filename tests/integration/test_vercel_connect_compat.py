@@ -52,7 +52,7 @@ class Tenant:
     def token_requests(self) -> int:
         with self.broker.admin() as c:
             counters: dict[str, int] = c.get("/v1/usage").json()["counters"]
-        return counters.get("token_requests", 0)
+        return counters.get("tokenRequests", 0)
 
 
 def _ok(response: httpx.Response) -> Any:

@@ -15,13 +15,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from valetkey.cli.errors import CliError, DatabaseUnreachable
 from valetkey.core.audit import AuditEvent, AuditLog
 from valetkey.core.clock import Clock, SystemClock
-from valetkey.core.ports import LocalBus
 from valetkey.crypto import KeyRing
-from valetkey.providers.registry import ProviderRegistry
 from valetkey.server.settings import Settings
+from valetkey.services.keys import KeysService
 from valetkey.store import tables as t
 from valetkey.store.db import Database
-from valetkey.store.management import Management
+from valetkey.store.keys import KeyRepository
 from valetkey.store.repo import Repository
 
 __all__ = ["RotationReport", "check_database", "rotate_keys"]
@@ -129,15 +128,7 @@ async def rotate_keys(
         keyring = KeyRing.load_or_create(path, clock=clock)
         repo = Repository(db, keyring, clock)
         audit = AuditLog(repo, clock)
-        management = Management(
-            db=db,
-            repo=repo,
-            keyring=keyring,
-            providers=ProviderRegistry.load(),
-            audit=audit,
-            bus=LocalBus(),
-            clock=clock,
-        )
+        keys = KeysService(KeyRepository(db, keyring))
         try:
             async with db.session() as s:
                 teams = list((await s.scalars(select(t.Team.id))).all())
@@ -154,14 +145,21 @@ async def rotate_keys(
         progress(f"new active key {new}; waiting for running brokers to pick it up")
         await asyncio.sleep(2 * KeyRing.RELOAD_CHECK_SECONDS)
         progress("re-wrapping records")
-        counts = await management.rewrap_all()
+        done = await keys.rewrap_all()
+        counts = {
+            "connectors": done.connectors,
+            "cachedTokens": done.cached_tokens,
+            "grants": done.grants,
+            "authorizations": done.authorizations,
+            "droppedCacheEntries": done.dropped_cache_entries,
+        }
         progress(
             f"re-wrapped {counts['connectors']} connector secret(s), "
             f"{counts['cachedTokens']} cached token(s), {counts['grants']} grant(s), "
             f"{counts['authorizations']} pending authorization(s), {counts['jobs']} job(s); "
             f"dropped {counts['droppedCacheEntries']} unreadable cache entr(ies)"
         )
-        in_use = await management.kek_ids_in_use()
+        in_use = await keys.kek_ids_in_use()
         unused = [k for k in keyring.kek_ids if k != new and k not in in_use]
         retired = keyring.retire(unused) if unused else []
         kept = sorted(k for k in keyring.kek_ids if k != new)

@@ -23,6 +23,7 @@ import httpx
 from valetkey.core.audit import AuditLog
 from valetkey.core.clock import Clock, SystemClock
 from valetkey.core.consent import ConsentService
+from valetkey.core.consent_cases import ConsentCases
 from valetkey.core.exchange import ExchangeService
 from valetkey.core.gate import ProviderGate
 from valetkey.core.jobs import Job, JobWorker, RetryPolicy
@@ -40,10 +41,10 @@ from valetkey.private_paths import ensure_private_dir
 from valetkey.providers.registry import ProviderRegistry
 from valetkey.server.notify import WEBHOOK_JOB, WebhookNotifier
 from valetkey.server.settings import Settings
+from valetkey.services import Bootstrap, Services
 from valetkey.store.consent import ConsentRepository
 from valetkey.store.db import Database
 from valetkey.store.jobs import JobStore
-from valetkey.store.management import Bootstrap, Management
 from valetkey.store.repo import Repository
 
 log = logging.getLogger("valetkey.broker")
@@ -123,8 +124,10 @@ class Broker:
     bus: InvalidationBus
     verifier: IdentityVerifier
     exchange: ExchangeService
-    management: Management
+    services: Services
     consent: ConsentService
+    #: What the consent routes call (start, confirm, import), over ``consent``.
+    consent_cases: ConsentCases
     consent_store: ConsentRepository
     notifier: WebhookNotifier
     jobs: JobStore
@@ -179,7 +182,7 @@ class Broker:
         exchange = ExchangeService(
             store=repo, providers=providers, audit=audit, bus=bus, clock=clock, ctx=ctx, gate=gate
         )
-        management = Management(
+        services = Services.create(
             db=db, repo=repo, keyring=keyring, providers=providers, audit=audit, bus=bus, clock=clock
         )
         consent_store = ConsentRepository(db, keyring, clock, refresh_seconds=gate.hold_seconds)
@@ -210,6 +213,15 @@ class Broker:
             gate=gate,
         )
         exchange.attach_consent(consent_store, consent, notifier, consent_store.webhook_for)
+        consent_cases = ConsentCases(
+            consent=consent,
+            connectors=repo,
+            providers=providers,
+            grants=consent_store,
+            bus=bus,
+            audit=audit,
+            clock=clock,
+        )
         broker = cls(
             settings=settings,
             clock=clock,
@@ -225,8 +237,9 @@ class Broker:
             bus=bus,
             verifier=verifier,
             exchange=exchange,
-            management=management,
+            services=services,
             consent=consent,
+            consent_cases=consent_cases,
             consent_store=consent_store,
             notifier=notifier,
             jobs=jobs,
@@ -251,7 +264,7 @@ class Broker:
         if start is not None:
             await start()
         self.audit.start()
-        self.bootstrap_result = await self.management.bootstrap()
+        self.bootstrap_result = await self.services.members.bootstrap()
         if self.bootstrap_result.owner_token is not None:
             write_private_json(
                 self.settings.cli_credentials_path,

@@ -11,13 +11,9 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from valetkey.core import limits
-from valetkey.core.grants import GrantScope
-from valetkey.core.models import Connector, Identity, Policy, Subject, TokenRequest
-from valetkey.core.policy import Allowed, evaluate
-from valetkey.core.ports import Invalidation
-from valetkey.core.providers import TokenSet, UserFlows, require_user_flows
-from valetkey.errors import InvalidRequest, NotFound, UnsupportedOperation, ValetkeyError
-from valetkey.server.broker import Broker
+from valetkey.core.consent_cases import ConsentRequest, TokenImport
+from valetkey.core.models import Connector
+from valetkey.errors import InvalidRequest, ValetkeyError
 from valetkey.server.connect import DirectRoute, bearer, broker_of, json_response
 from valetkey.server.openapi import AUTHORIZE_BODY, CONFIRM_BODY, IMPORT_BODY
 from valetkey.server.roles import authorize_member
@@ -52,31 +48,6 @@ def page(
     return HTMLResponse(html, status, headers=_SECURITY_HEADERS)
 
 
-async def _linked(
-    broker: Broker, identity: Identity, uid: str, subject: Subject, scopes: tuple[str, ...] | None
-) -> tuple[Connector, UserFlows, TokenRequest, Policy]:
-    view = await broker.repo.connector_view(identity.team_id, uid)
-    if view is None:
-        raise NotFound(f"no connector {uid}", connector=uid)
-    connector = view.connector
-    decision = evaluate(
-        identity, connector, view.links.get(identity.project_id), TokenRequest(subject, scopes)
-    )
-    if not isinstance(decision, Allowed):
-        raise decision.error
-    provider = broker.providers.get(connector.type)
-    if subject.type not in provider.capabilities(connector).subjects:
-        raise UnsupportedOperation(
-            f"{connector.type} connector {connector.uid} cannot act for a {subject.type}",
-            subject=subject.type,
-        )
-    # Consent asks for what was named; else (nothing named, or []) the link's own ceiling; else
-    # (None) the connector's userScopes. Never an empty scope: the provider's defaults.
-    link = view.links[identity.project_id]
-    asked = scopes or link.policy.scopes
-    return connector, require_user_flows(provider, connector), TokenRequest(subject, asked), link.policy
-
-
 def _connector_ref(c: Connector) -> dict[str, str]:
     return {"id": c.id, "uid": c.uid, "type": c.type, "name": c.name, "service": c.service}
 
@@ -108,18 +79,7 @@ async def confirm(uid: str, request: Request) -> Response:
     data = parse_json_object(await request.body())
     request_id = limits.check_text(data.get("request"), "request", 64)
     verifier = limits.check_text(data.get("verifier"), "verifier", 256)
-    view = await broker.repo.connector_view(identity.team_id, uid)
-    if view is None:
-        raise NotFound(f"no connector {uid}", connector=uid)
-    flows = require_user_flows(broker.providers.get(view.connector.type), view.connector)
-    done = await broker.consent.confirm(
-        identity, view.connector, request_id, verifier, provider=flows
-    )
-    await broker.bus.publish(
-        Invalidation(
-            kind="tokens", connector_id=view.connector.id, subject_key=done.subject.key()
-        )
-    )
+    done = await broker.consent_cases.confirm(identity, uid, request_id, verifier)
     body = {"request": done.id, "status": done.status, "user": done.user_id}
     if done.user_issuer is not None:
         body["issuer"] = done.user_issuer
@@ -156,7 +116,6 @@ async def authorize(uid: str, request: Request) -> Response:
         if value is not None:
             # Printable only: urlsplit drops CR/LF/TAB silently; refuse them rather than store them.
             limits.check_text(value, name, limit)
-    connector, flows, effective, policy = await _linked(broker, identity, uid, subject, scopes)
     if not isinstance(device, bool):
         raise InvalidRequest("deviceCode must be a boolean", field="deviceCode")
     lifetime = None
@@ -168,26 +127,26 @@ async def authorize(uid: str, request: Request) -> Response:
                 "expiresInMs must be a positive integer (30 seconds to 1 hour)", field="expiresInMs"
             )
         lifetime = timedelta(milliseconds=ms)
-    started = await broker.consent.start(
+    began = await broker.consent_cases.authorize(
         identity,
-        connector,
-        flows,
-        user_id=subject.id or "",
-        scopes=effective.scopes,
-        return_url=return_url,
-        webhook_url=webhook,
-        device=device,
-        lifetime=lifetime,
-        login_hint=data.get("loginHint"),
-        confirm=policy.confirm_consent,
-        user_issuer=subject.issuer,
+        uid,
+        ConsentRequest(
+            subject=subject,
+            scopes=scopes,
+            return_url=return_url,
+            webhook_url=webhook,
+            device=device,
+            lifetime=lifetime,
+            login_hint=data.get("loginHint"),
+        ),
     )
+    started = began.started
     body: dict[str, Any] = {
         "url": started.url,
         "request": started.authorization.id,
         "verifier": started.verifier,
         "expiresAt": int(started.authorization.expires_at.timestamp() * 1000),
-        "connector": _connector_ref(connector),
+        "connector": _connector_ref(began.connector),
     }
     if started.user_code is not None:
         body["deviceCode"] = started.user_code
@@ -264,7 +223,7 @@ async def import_tokens(uid: str, request: Request) -> Response:
             limits.check_text(data[name], name, limits.SLUG)
     if credential.startswith("vk_pt_"):
         member = await authorize_member(request, credential)
-        identity = await broker.management.identity_for(
+        identity = await broker.services.projects.identity_for(
             member, data.get("project"), data.get("environment")
         )
     else:
@@ -282,26 +241,27 @@ async def import_tokens(uid: str, request: Request) -> Response:
         raise InvalidRequest("refreshToken must be a non-empty string", field="refreshToken")
     expires_at = _import_expiry(data, broker.clock.now())
     scopes = parse_token_request({"subject": {"type": "app"}, "scopes": data.get("scopes")}).scopes
-    connector, _flows, _effective, _policy = await _linked(broker, identity, uid, subject, scopes)
-    tokens = TokenSet(
-        access_token=access, expires_at=expires_at, refresh_token=refresh, scopes=scopes
+    grant = await broker.consent_cases.import_tokens(
+        identity,
+        uid,
+        TokenImport(
+            subject=subject,
+            access_token=access,
+            refresh_token=refresh,
+            expires_at=expires_at,
+            scopes=scopes,
+        ),
     )
-    scope = GrantScope(
-        identity.team_id, connector.id, identity.project_id, identity.environment, subject
-    )
-    grant = await broker.consent_store.save_grant(scope, tokens, source="import")
-    await broker.bus.publish(
-        Invalidation(kind="tokens", connector_id=connector.id, subject_key=subject.key())
-    )
-    broker.management.record_import(identity, connector.uid, subject.key(), grant.id)
     return json_response(
         {
-            "grantId": grant.id,
-            "subject": {"type": "user", "id": subject.id}
-            | ({} if subject.issuer is None else {"issuer": subject.issuer}),
-            "expiresAt": None if expires_at is None else int(expires_at.timestamp() * 1000),
-            "refreshable": refresh is not None,
-            "scopes": None if scopes is None else list(scopes),
+            "grantId": grant.grant_id,
+            "subject": {"type": "user", "id": grant.subject.id}
+            | ({} if grant.subject.issuer is None else {"issuer": grant.subject.issuer}),
+            "expiresAt": None
+            if grant.expires_at is None
+            else int(grant.expires_at.timestamp() * 1000),
+            "refreshable": grant.refreshable,
+            "scopes": None if grant.scopes is None else list(grant.scopes),
         },
         201,
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -13,10 +13,31 @@ from valetkey.core.audit import AuditEvent
 from valetkey.core.jobs import Job
 from valetkey.core.models import Member
 from valetkey.errors import NotFound
+from valetkey.server import management_out as out
 from valetkey.server.broker import Broker
 from valetkey.server.connect import bearer, broker_of
+from valetkey.server.management_out import (
+    AccessTokenCreated,
+    AccessTokenOut,
+    AccessTokenRevoked,
+    Attached,
+    AuditEntry,
+    BindingDeleted,
+    ConnectorOut,
+    ConnectorRemoved,
+    Detached,
+    DevelopmentIdentity,
+    EnvironmentOut,
+    MemberCreated,
+    MemberOut,
+    MemberRevoked,
+    ProjectOut,
+    TrustBindingOut,
+    Usage,
+)
 from valetkey.server.roles import authorize_member
-from valetkey.store.management import Management
+from valetkey.services import Services
+from valetkey.services.links import LinkRequest
 
 
 async def bounded_request(request: Request) -> None:
@@ -62,12 +83,12 @@ async def member_of(request: Request) -> Member:
     return await authorize_member(request, bearer(request))
 
 
-def mgmt(request: Request) -> Management:
-    return broker_of(request).management
+def services_of(request: Request) -> Services:
+    return broker_of(request).services
 
 
 MemberDep = Annotated[Member, Depends(member_of)]
-MgmtDep = Annotated[Management, Depends(mgmt)]
+ServicesDep = Annotated[Services, Depends(services_of)]
 
 
 class Me(BaseModel):
@@ -75,187 +96,6 @@ class Me(BaseModel):
     member: str
     name: str
     role: str
-
-
-# -- response models ----------------------------------------------------------------------
-# The store (valetkey.store.management) builds these as plain dicts with camelCase keys; the
-# models below document them in /openapi.json. They validate what the store returns without
-# coercing, renaming or dropping anything: field names are the wire names, optional values stay
-# (null), and models allow extra keys the store may add later.
-
-
-class _Out(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-
-class MemberOut(_Out):
-    id: str
-    name: str
-    role: str
-    createdAt: str
-    lastUsedAt: str | None = Field(description="last use of a credential, to the minute")
-    expiresAt: str | None = Field(description="when its credential expires (null: never)")
-
-
-class MemberCreated(_Out):
-    """A new member (or a rotated credential); ``credential`` is shown only in this response."""
-
-    id: str
-    name: str
-    role: str
-    expiresAt: str | None
-    credential: str = Field(repr=False)
-
-
-class MemberRevoked(_Out):
-    id: str
-    name: str
-    revoked: bool
-
-
-class ProjectOut(_Out):
-    id: str
-    slug: str
-    name: str
-    environments: list[str]
-    createdAt: str
-
-
-class EnvironmentOut(_Out):
-    project: str
-    slug: str
-
-
-class DevelopmentIdentity(_Out):
-    token: str = Field(repr=False)
-    expiresAt: int = Field(description="epoch milliseconds")
-    url: str
-    project: str
-    environment: str
-
-
-class CapabilitiesOut(_Out):
-    subjects: list[str]
-    scopable: bool
-    shortLived: bool
-    revocation: bool
-
-
-class PolicyOut(_Out):
-    subjects: list[str]
-    scopes: list[str] | None
-    maxLifetimeSeconds: int | None
-    confirmConsent: bool
-    userIssuers: list[str]
-    resources: list[str]
-    audiences: list[str]
-    allowUnknownScope: bool
-
-
-class LinkOut(_Out):
-    project: str
-    environments: list[str]
-    policy: PolicyOut
-
-
-class ConnectorOut(_Out):
-    id: str
-    uid: str
-    service: str
-    name: str
-    type: str
-    data: dict[str, Any]
-    secretFields: list[str]
-    capabilities: CapabilitiesOut
-    createdAt: int = Field(description="epoch milliseconds")
-    updatedAt: int = Field(description="epoch milliseconds")
-    links: list[LinkOut]
-
-
-class Attached(_Out):
-    connector: str
-    project: str
-    environments: list[str]
-    policy: PolicyOut
-
-
-class Detached(_Out):
-    connector: str
-    project: str
-    environments: list[str]
-    detached: bool
-
-
-class ConnectorRemoved(_Out):
-    uid: str
-    removed: bool
-    detached: int
-
-
-class TrustBindingOut(_Out):
-    id: str
-    project: str
-    environment: str
-    issuer: str
-    audience: str
-    claims: dict[str, str]
-    algorithms: list[str]
-    createdAt: str
-    active: bool = Field(
-        description="false: its (issuer, audience) belongs to another team, so it is never selected"
-    )
-
-
-class BindingDeleted(_Out):
-    id: str
-    deleted: bool
-
-
-class AccessTokenCreated(_Out):
-    """A new access token; ``token`` is shown only in this response."""
-
-    id: str
-    name: str
-    project: str
-    environment: str
-    userId: str | None
-    expiresAt: str | None
-    token: str = Field(repr=False)
-
-
-class AccessTokenOut(_Out):
-    id: str
-    name: str
-    project: str
-    environment: str
-    userId: str | None
-    createdAt: str
-    expiresAt: str | None
-    revokedAt: str | None
-
-
-class AccessTokenRevoked(_Out):
-    id: str
-    revoked: bool
-
-
-class AuditEntry(_Out):
-    id: int
-    at: str
-    actor: str
-    action: str
-    decision: str
-    reason: str
-    connector: str | None
-    project: str | None
-    environment: str | None
-    subject: str | None
-    details: dict[str, Any]
-
-
-class Usage(_Out):
-    month: str
-    counters: dict[str, int]
 
 
 @router.get("/me", response_model=Me, summary="Who this credential belongs to")
@@ -285,15 +125,17 @@ class CredentialRotate(_Model):
     summary="Add a team member (owners only); its credential is shown once",
     response_model=MemberCreated,
 )
-async def create_member(body: MemberCreate, member: MemberDep, m: MgmtDep) -> dict[str, Any]:
-    return await m.create_member(
-        member, body.name, body.role, expires_in_seconds=body.expiresInSeconds
+async def create_member(body: MemberCreate, member: MemberDep, m: ServicesDep) -> dict[str, Any]:
+    return out.issued(
+        await m.members.create_member(
+            member, body.name, body.role, expires_in_seconds=body.expiresInSeconds
+        )
     )
 
 
 @router.get("/members", response_model=list[MemberOut])
-async def list_members(member: MemberDep, m: MgmtDep) -> list[dict[str, Any]]:
-    return await m.list_members(member)
+async def list_members(member: MemberDep, m: ServicesDep) -> list[dict[str, Any]]:
+    return [out.member(r) for r in await m.members.list_members(member)]
 
 
 @router.delete(
@@ -302,9 +144,10 @@ async def list_members(member: MemberDep, m: MgmtDep) -> list[dict[str, Any]]:
     response_model=MemberRevoked,
 )
 async def revoke_member(
-    member_id: Annotated[str, Path(max_length=40)], member: MemberDep, m: MgmtDep
+    member_id: Annotated[str, Path(max_length=40)], member: MemberDep, m: ServicesDep
 ) -> dict[str, Any]:
-    return await m.revoke_member(member, member_id)
+    done = await m.members.revoke_member(member, member_id)
+    return {"id": done.id, "name": done.name, "revoked": True}
 
 
 @router.post(
@@ -313,10 +156,12 @@ async def revoke_member(
     response_model=MemberCreated,
 )
 async def rotate_credential(
-    member: MemberDep, m: MgmtDep, body: CredentialRotate | None = None
+    member: MemberDep, m: ServicesDep, body: CredentialRotate | None = None
 ) -> dict[str, Any]:
-    return await m.rotate_credential(
-        member, expires_in_seconds=None if body is None else body.expiresInSeconds
+    return out.issued(
+        await m.members.rotate_credential(
+            member, expires_in_seconds=None if body is None else body.expiresInSeconds
+        )
     )
 
 
@@ -329,18 +174,18 @@ class ProjectCreate(_Model):
 
 
 @router.post("/projects", status_code=201, response_model=ProjectOut)
-async def create_project(body: ProjectCreate, member: MemberDep, m: MgmtDep) -> dict[str, Any]:
-    return await m.create_project(member, body.slug, body.name)
+async def create_project(body: ProjectCreate, member: MemberDep, m: ServicesDep) -> dict[str, Any]:
+    return out.project(await m.projects.create_project(member, body.slug, body.name))
 
 
 @router.get("/projects", response_model=list[ProjectOut])
-async def list_projects(member: MemberDep, m: MgmtDep) -> list[dict[str, Any]]:
-    return await m.list_projects(member)
+async def list_projects(member: MemberDep, m: ServicesDep) -> list[dict[str, Any]]:
+    return [out.project(r) for r in await m.projects.list_projects(member)]
 
 
 @router.get("/projects/{project}", response_model=ProjectOut)
-async def get_project(project: str, member: MemberDep, m: MgmtDep) -> dict[str, Any]:
-    return await m.get_project(member, project)
+async def get_project(project: str, member: MemberDep, m: ServicesDep) -> dict[str, Any]:
+    return out.project(await m.projects.get_project(member, project))
 
 
 class EnvironmentCreate(_Model):
@@ -349,14 +194,15 @@ class EnvironmentCreate(_Model):
 
 @router.post("/projects/{project}/environments", status_code=201, response_model=EnvironmentOut)
 async def create_environment(
-    project: str, body: EnvironmentCreate, member: MemberDep, m: MgmtDep
+    project: str, body: EnvironmentCreate, member: MemberDep, m: ServicesDep
 ) -> dict[str, Any]:
-    return await m.create_environment(member, project, body.slug)
+    env = await m.projects.create_environment(member, project, body.slug)
+    return {"project": env.project, "slug": env.slug}
 
 
 @router.get("/projects/{project}/environments", response_model=list[str])
-async def list_environments(project: str, member: MemberDep, m: MgmtDep) -> list[str]:
-    return await m.list_environments(member, project)
+async def list_environments(project: str, member: MemberDep, m: ServicesDep) -> list[str]:
+    return await m.projects.list_environments(member, project)
 
 
 class DevelopmentIdentityRequest(_Model):
@@ -369,22 +215,22 @@ class DevelopmentIdentityRequest(_Model):
     response_model=DevelopmentIdentity,
 )
 async def development_identity(
-    project: str, body: DevelopmentIdentityRequest, request: Request, member: MemberDep, m: MgmtDep
+    project: str, body: DevelopmentIdentityRequest, request: Request, member: MemberDep, m: ServicesDep
 ) -> dict[str, Any]:
     broker: Broker = broker_of(request)
-    prj = await m.get_project(member, project)
+    prj = await m.projects.get_project(member, project)
     token = broker.issuer.mint_development_identity(
         team_id=member.team_id,
-        project_id=prj["id"],
+        project_id=prj.id,
         project_slug=project,
         subject=f"member:{member.name}",
         ttl_seconds=body.ttlSeconds,
     )
-    expires = broker.clock.timestamp() + body.ttlSeconds
-    m.record(member, "identity.development", project_id=prj["id"], environment="development")
+    expires = broker.clock.now() + timedelta(seconds=body.ttlSeconds)
+    m.projects.record(member, "identity.development", project_id=prj.id, environment="development")
     return {
         "token": token,
-        "expiresAt": int(expires * 1000),
+        "expiresAt": out.iso(expires),
         "url": broker.settings.issuer_url,
         "project": project,
         "environment": "development",
@@ -406,19 +252,24 @@ class ConnectorUpdate(_Model):
 
 
 @router.post("/connectors", status_code=201, response_model=ConnectorOut)
-async def create_connector(body: ConnectorCreate, member: MemberDep, m: MgmtDep) -> dict[str, Any]:
-    return await m.create_connector(member, body.service, body.name, body.data, body.type)
+async def create_connector(body: ConnectorCreate, member: MemberDep, m: ServicesDep) -> dict[str, Any]:
+    return out.connector(
+        await m.connectors.create_connector(member, body.service, body.name, body.data, body.type)
+    )
 
 
 @router.get("/connectors", response_model=list[ConnectorOut])
 async def list_connectors(
     member: MemberDep,
-    m: MgmtDep,
+    m: ServicesDep,
     service: str | None = Query(default=None, max_length=limits.UID_PART),
     project: str | None = Query(default=None, max_length=limits.SLUG),
     search: str | None = Query(default=None, max_length=limits.NAME),
 ) -> list[dict[str, Any]]:
-    return await m.list_connectors(member, service=service, project=project, search=search)
+    found = await m.connectors.list_connectors(
+        member, service=service, project=project, search=search
+    )
+    return [out.connector(r) for r in found]
 
 
 class LinkCreate(_Model):
@@ -447,45 +298,60 @@ class LinkDelete(_Model):
 
 # Links before the catch-all uid routes: a uid holds a slash.
 @router.post("/connectors/{uid:path}/links", response_model=Attached)
-async def attach(uid: str, body: LinkCreate, member: MemberDep, m: MgmtDep) -> dict[str, Any]:
-    return await m.attach(
+async def attach(uid: str, body: LinkCreate, member: MemberDep, m: ServicesDep) -> dict[str, Any]:
+    done = await m.links.attach(
         member,
         uid,
         body.project,
-        body.environments,
-        subjects=body.subjects,
-        scopes=body.scopes,
-        max_lifetime_seconds=body.maxLifetimeSeconds,
-        confirm_consent=body.confirmConsent,
-        user_issuers=body.userIssuers,
-        resources=body.resources,
-        audiences=body.audiences,
-        allow_unknown_scope=body.allowUnknownScope,
+        LinkRequest(
+            environments=body.environments,
+            subjects=body.subjects,
+            scopes=body.scopes,
+            max_lifetime_seconds=body.maxLifetimeSeconds,
+            confirm_consent=body.confirmConsent,
+            user_issuers=body.userIssuers,
+            resources=body.resources,
+            audiences=body.audiences,
+            allow_unknown_scope=body.allowUnknownScope,
+        ),
     )
+    return {
+        "connector": done.connector,
+        "project": done.project,
+        "environments": list(done.environments),
+        "policy": out.policy(done.policy),
+    }
 
 
 @router.post("/connectors/{uid:path}/detach", response_model=Detached)
-async def detach(uid: str, body: LinkDelete, member: MemberDep, m: MgmtDep) -> dict[str, Any]:
-    return await m.detach(member, uid, body.project, body.environments)
+async def detach(uid: str, body: LinkDelete, member: MemberDep, m: ServicesDep) -> dict[str, Any]:
+    done = await m.links.detach(member, uid, body.project, body.environments)
+    return {
+        "connector": done.connector,
+        "project": done.project,
+        "environments": list(done.environments),
+        "detached": done.detached,
+    }
 
 
 @router.get("/connectors/{uid:path}", response_model=ConnectorOut)
-async def get_connector(uid: str, member: MemberDep, m: MgmtDep) -> dict[str, Any]:
-    return await m.get_connector(member, uid)
+async def get_connector(uid: str, member: MemberDep, m: ServicesDep) -> dict[str, Any]:
+    return out.connector(await m.connectors.get_connector(member, uid))
 
 
 @router.patch("/connectors/{uid:path}", response_model=ConnectorOut)
 async def update_connector(
-    uid: str, body: ConnectorUpdate, member: MemberDep, m: MgmtDep
+    uid: str, body: ConnectorUpdate, member: MemberDep, m: ServicesDep
 ) -> dict[str, Any]:
-    return await m.update_connector(member, uid, body.data)
+    return out.connector(await m.connectors.update_connector(member, uid, body.data))
 
 
 @router.delete("/connectors/{uid:path}", response_model=ConnectorRemoved)
 async def remove_connector(
-    uid: str, member: MemberDep, m: MgmtDep, disconnectAll: bool = False
+    uid: str, member: MemberDep, m: ServicesDep, disconnectAll: bool = False
 ) -> dict[str, Any]:
-    return await m.remove_connector(member, uid, disconnect_all=disconnectAll)
+    done = await m.connectors.remove_connector(member, uid, disconnect_all=disconnectAll)
+    return {"uid": done.uid, "removed": True, "detached": done.detached}
 
 
 # -- trust bindings -----------------------------------------------------------------------
@@ -501,29 +367,31 @@ class BindingCreate(_Model):
 
 @router.post("/projects/{project}/trust-bindings", status_code=201, response_model=TrustBindingOut)
 async def create_binding(
-    project: str, body: BindingCreate, member: MemberDep, m: MgmtDep
+    project: str, body: BindingCreate, member: MemberDep, m: ServicesDep
 ) -> dict[str, Any]:
-    return await m.create_binding(
-        member,
-        project,
-        environment=body.environment,
-        issuer=body.issuer,
-        audience=body.audience,
-        claims=body.claims,
-        algorithms=body.algorithms,
+    return out.binding(
+        await m.trust.create_binding(
+            member,
+            project,
+            environment=body.environment,
+            issuer=body.issuer,
+            audience=body.audience,
+            claims=body.claims,
+            algorithms=body.algorithms,
+        )
     )
 
 
 @router.get("/trust-bindings", response_model=list[TrustBindingOut])
 async def list_bindings(
-    member: MemberDep, m: MgmtDep, project: str | None = Query(default=None, max_length=limits.SLUG)
+    member: MemberDep, m: ServicesDep, project: str | None = Query(default=None, max_length=limits.SLUG)
 ) -> list[dict[str, Any]]:
-    return await m.list_bindings(member, project)
+    return [out.binding(r) for r in await m.trust.list_bindings(member, project)]
 
 
 @router.delete("/trust-bindings/{binding_id}", response_model=BindingDeleted)
-async def delete_binding(binding_id: str, member: MemberDep, m: MgmtDep) -> dict[str, Any]:
-    return await m.delete_binding(member, binding_id)
+async def delete_binding(binding_id: str, member: MemberDep, m: ServicesDep) -> dict[str, Any]:
+    return {"id": await m.trust.delete_binding(member, binding_id), "deleted": True}
 
 
 # -- access tokens ------------------------------------------------------------------------
@@ -543,9 +411,9 @@ class AccessTokenCreate(_Model):
     response_model=AccessTokenCreated,
 )
 async def create_access_token(
-    project: str, body: AccessTokenCreate, member: MemberDep, m: MgmtDep
+    project: str, body: AccessTokenCreate, member: MemberDep, m: ServicesDep
 ) -> dict[str, Any]:
-    return await m.create_access_token(
+    done = await m.access_tokens.create_access_token(
         member,
         project,
         environment=body.environment,
@@ -553,18 +421,19 @@ async def create_access_token(
         user_id=body.userId,
         ttl_seconds=body.expiresInSeconds,
     )
+    return out.token_issued(done)
 
 
 @router.get("/access-tokens", response_model=list[AccessTokenOut])
 async def list_access_tokens(
-    member: MemberDep, m: MgmtDep, project: str | None = Query(default=None, max_length=limits.SLUG)
+    member: MemberDep, m: ServicesDep, project: str | None = Query(default=None, max_length=limits.SLUG)
 ) -> list[dict[str, Any]]:
-    return await m.list_access_tokens(member, project)
+    return [out.token(r) for r in await m.access_tokens.list_access_tokens(member, project)]
 
 
 @router.delete("/access-tokens/{token_id}", response_model=AccessTokenRevoked)
-async def revoke_access_token(token_id: str, member: MemberDep, m: MgmtDep) -> dict[str, Any]:
-    return await m.revoke_access_token(member, token_id)
+async def revoke_access_token(token_id: str, member: MemberDep, m: ServicesDep) -> dict[str, Any]:
+    return {"id": await m.access_tokens.revoke_access_token(member, token_id), "revoked": True}
 
 
 # -- audit and usage ------------------------------------------------------------------------
@@ -573,7 +442,7 @@ async def revoke_access_token(token_id: str, member: MemberDep, m: MgmtDep) -> d
 @router.get("/audit", response_model=list[AuditEntry])
 async def audit(
     member: MemberDep,
-    m: MgmtDep,
+    m: ServicesDep,
     connector: str | None = Query(default=None, max_length=limits.UID),
     project: str | None = Query(default=None, max_length=limits.SLUG),
     decision: str | None = Query(default=None, max_length=16),
@@ -582,7 +451,7 @@ async def audit(
     until: datetime | None = None,
     limit: int = Query(default=100, ge=1, le=1000),
 ) -> list[dict[str, Any]]:
-    return await m.query_audit(
+    found = await m.reports.query_audit(
         member,
         connector=connector,
         project=project,
@@ -592,19 +461,24 @@ async def audit(
         until=until,
         limit=limit,
     )
+    return [out.audit(r) for r in found]
 
 
 @router.get("/usage", response_model=Usage)
 async def usage(
-    member: MemberDep, m: MgmtDep, month: str | None = Query(default=None, max_length=7)
+    member: MemberDep, m: ServicesDep, month: str | None = Query(default=None, max_length=7)
 ) -> dict[str, Any]:
-    return await m.usage(member, month)
+    report = await m.reports.usage(member, month)
+    return {
+        "month": report.month,
+        "counters": {out.camel(metric): n for metric, n in report.counters.items()},
+    }
 
 
 # -- background jobs (valetkey.core.jobs) ---------------------------------------------------------
 
 
-class JobOut(_Out):
+class JobOut(out._Out):
     id: str
     kind: str
     status: str

@@ -160,7 +160,7 @@ def required_role(request: Request) -> Role:
 async def authorize_member(request: Request, credential: str) -> Member:
     """Authenticate ``credential`` and refuse (``forbidden``) a role below the route's."""
     needed = required_role(request)
-    member: Member = await request.app.state.broker.management.authenticate(credential)
+    member: Member = await request.app.state.broker.services.members.authenticate(credential)
     if not member.role.at_least(needed):
         raise Forbidden(
             f"this needs the {needed.value} role or above; this credential's role is "

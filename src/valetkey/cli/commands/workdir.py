@@ -128,7 +128,7 @@ def pull(
         write_private(target, merge_dotenv(existing, values))
     except OSError as exc:
         raise CliError(f"cannot write {target} ({exc.strerror})", field="file") from exc
-    expires = datetime.fromtimestamp(int(answer["expiresAt"]) / 1000, UTC)
+    expires = datetime.fromisoformat(str(answer["expiresAt"])).astimezone(UTC)
     summary = {
         "file": str(target),
         "project": values["VALETKEY_PROJECT"],
