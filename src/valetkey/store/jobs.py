@@ -181,61 +181,37 @@ class JobStore:
     def _held(self, job: Job) -> Any:
         return and_(t.Job.id == job.id, t.Job.status == "running", t.Job.lease == job.lease)
 
-    async def complete(self, job: Job) -> bool:
-        now = self.clock.now()
+    async def _settle(self, job: Job, **values: Any) -> bool:
+        """Apply ``values`` and give up the lease, if ``job``'s lease is still held: True then."""
         async with self.db.session.begin() as s:
             result = await s.execute(
                 update(t.Job)
                 .where(self._held(job))
-                .values(
-                    status="done",
-                    lease=None,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    finished_at=now,
-                    updated_at=now,
-                )
+                .values(lease=None, lease_owner=None, lease_expires_at=None, **values)
             )
         return _rows(result) == 1
+
+    async def complete(self, job: Job) -> bool:
+        now = self.clock.now()
+        return await self._settle(job, status="done", finished_at=now, updated_at=now)
 
     async def fail(self, job: Job, error: str, *, retry_in: float | None) -> JobStatus | None:
         now = self.clock.now()
         status: JobStatus = (
             "dead" if retry_in is None or job.attempts >= job.max_attempts else "queued"
         )
-        values: dict[str, Any] = {
-            "status": status,
-            "last_error": error[:ERROR_WIDTH],
-            "lease": None,
-            "lease_owner": None,
-            "lease_expires_at": None,
-            "updated_at": now,
-        }
+        values: dict[str, Any] = {"status": status, "last_error": error[:ERROR_WIDTH], "updated_at": now}
         if status == "dead":
             values["finished_at"] = now
         else:
             values["run_at"] = now + timedelta(seconds=retry_in or 0.0)
-        async with self.db.session.begin() as s:
-            result = await s.execute(update(t.Job).where(self._held(job)).values(**values))
-        return status if _rows(result) == 1 else None
+        return status if await self._settle(job, **values) else None
 
     async def release(self, job: Job) -> bool:
         now = self.clock.now()
-        async with self.db.session.begin() as s:
-            result = await s.execute(
-                update(t.Job)
-                .where(self._held(job))
-                .values(
-                    status="queued",
-                    attempts=t.Job.attempts - 1,
-                    run_at=now,
-                    lease=None,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    updated_at=now,
-                )
-            )
-        return _rows(result) == 1
+        return await self._settle(
+            job, status="queued", attempts=t.Job.attempts - 1, run_at=now, updated_at=now
+        )
 
     async def retry(self, job_id: str, *, team_id: str | None) -> Job | None:
         now = self.clock.now()
