@@ -151,6 +151,7 @@ async def rotate_keys(
             "cachedTokens": done.cached_tokens,
             "grants": done.grants,
             "authorizations": done.authorizations,
+            "jobs": done.jobs,
             "droppedCacheEntries": done.dropped_cache_entries,
         }
         progress(

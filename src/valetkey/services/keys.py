@@ -15,6 +15,7 @@ class Rewrapped:
     cached_tokens: int
     grants: int
     authorizations: int
+    jobs: int
     dropped_cache_entries: int
 
 
@@ -32,6 +33,7 @@ class KeysService:
             cached_tokens=counts["cachedTokens"],
             grants=counts["grants"],
             authorizations=counts["authorizations"],
+            jobs=counts["jobs"],
             dropped_cache_entries=counts["droppedCacheEntries"],
         )
 
