@@ -123,3 +123,20 @@ async def test_confirmed_consent_is_served() -> None:
     await core.consent.confirm(IDENTITY, CONNECTOR, started.authorization.id, started.verifier)
     issued = await core.exchange().exchange(IDENTITY, CONNECTOR.uid, REQUEST)
     assert issued.token == "at-c9"
+
+
+async def test_revoking_a_user_forgets_the_grant_and_revokes_its_refresh_token() -> None:
+    """Revoking a user's tokens deletes the grant, revokes its refresh token at the provider (RFC
+    7009) and drops the cached token, so the next request needs consent again."""
+    core = build_core()
+    await granted(core)
+    exchange = core.exchange()
+    assert (await exchange.exchange(IDENTITY, CONNECTOR.uid, REQUEST)).token == "at-1"
+    counts = await exchange.revoke(IDENTITY, CONNECTOR.uid, ALICE)
+    # the issued token (this provider cannot revoke it: skipped) and the grant (revoked)
+    assert (counts.tokens_found, counts.deleted) == (2, 2)
+    assert (counts.provider_revoked, counts.provider_skipped) == (1, 1)
+    assert core.provider.revoked == [("rt-1", "refresh_token")]
+    assert await core.grants.get_grant(SCOPE) is None
+    with pytest.raises(UserAuthorizationRequired):
+        await exchange.exchange(IDENTITY, CONNECTOR.uid, REQUEST)
