@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
@@ -44,6 +44,18 @@ IDENTITY = Identity(
 )
 
 
+@dataclass(frozen=True)
+class _LedgerRow:
+    connector_id: str
+    subject: Subject
+    project_id: str
+    environment: str
+    key_hash: str
+    token: MintedToken = field(repr=False)
+    serve_until: datetime | None
+    revoked: str | None = None
+
+
 class MemoryExchangeStore:
     """``ExchangeStore`` in memory: one connector view, the shared cache and the ledger."""
 
@@ -51,6 +63,7 @@ class MemoryExchangeStore:
         self.view = view
         self.cache: dict[str, CachedMint] = {}
         self.issued: list[str] = []
+        self.ledger: dict[str, _LedgerRow] = {}
         self.view_reads = 0
 
     async def connector_view(self, team_id: str, uid: str) -> ConnectorView | None:
@@ -74,6 +87,15 @@ class MemoryExchangeStore:
     ) -> str:
         issued_id = f"tok_{len(self.issued) + 1}"
         self.issued.append(issued_id)
+        self.ledger[issued_id] = _LedgerRow(
+            connector.id,
+            request.subject,
+            identity.project_id,
+            identity.environment,
+            key_hash,
+            minted,
+            serve_until,
+        )
         self.cache[key_hash] = CachedMint(minted, issued_id, serve_until)
         return issued_id
 
@@ -87,10 +109,28 @@ class MemoryExchangeStore:
         environment: str | None,
         now: datetime,
     ) -> Sequence[RevocationTarget]:
-        return ()
+        return [
+            RevocationTarget(issued_id, row.subject, row.project_id, row.environment, row.token)
+            for issued_id, row in self.ledger.items()
+            if team_id == self.view.connector.team_id
+            and row.connector_id == connector_id
+            and row.revoked is None
+            and (row.serve_until is None or row.serve_until > now)
+            and subject in (None, row.subject)
+            and project_id in (None, row.project_id)
+            and environment in (None, row.environment)
+        ]
 
     async def mark_revoked(self, outcomes: Mapping[str, str], now: datetime) -> int:
-        return 0
+        changed = 0
+        for issued_id, outcome in outcomes.items():
+            row = self.ledger.get(issued_id)
+            if row is None or row.revoked is not None:
+                continue
+            self.ledger[issued_id] = replace(row, revoked=outcome)
+            self.cache.pop(row.key_hash, None)
+            changed += 1
+        return changed
 
 
 class MemoryAuditStore:
