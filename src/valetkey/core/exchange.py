@@ -26,7 +26,8 @@ from typing import Any
 from valetkey.core.audit import AuditEvent, AuditLog
 from valetkey.core.cache import BoundedCache
 from valetkey.core.clock import Clock
-from valetkey.core.consent import ConsentService, consent_needed
+from valetkey.core.consent import ConsentService
+from valetkey.core.consent_values import consent_needed
 from valetkey.core.flight import SingleFlight
 from valetkey.core.gate import ProviderGate
 from valetkey.core.grants import Grant, GrantScope
