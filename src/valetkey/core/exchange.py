@@ -36,7 +36,7 @@ from valetkey.core.exchange_cache import (
 )
 from valetkey.core.flight import SingleFlight
 from valetkey.core.gate import ProviderGate
-from valetkey.core.grants import Grant, GrantScope
+from valetkey.core.grants import Grant, GrantScope, minted_token, needs_narrowing, within_ceiling
 from valetkey.core.models import Connector, Identity, Member, Policy, Subject, TokenRequest
 from valetkey.core.policy import Allowed, evaluate
 from valetkey.core.ports import (
@@ -361,7 +361,7 @@ class ExchangeService:
                     scopes=request.scopes,
                 ),
             )
-            return _minted(tokens)
+            return minted_token(tokens)
         exchange = flows.exchange
         if exchange is None:
             raise UnsupportedOperation(
@@ -383,7 +383,7 @@ class ExchangeService:
                 resources=request.resources,
             ),
         )
-        return _minted(tokens)
+        return minted_token(tokens)
 
     async def _user_token(
         self,
@@ -416,7 +416,7 @@ class ExchangeService:
             raise consent_needed(connector, user_id, issuer=issuer, reason="grant_failed", failure=grant.failure)
         wanted, granted = request.scopes, grant.scopes
         if wanted is None and granted is not None:
-            wanted = _within_ceiling(connector, link_scopes, granted)
+            wanted = within_ceiling(connector, link_scopes, granted)
         if wanted is not None and granted is not None:
             missing = sorted(set(wanted) - set(granted))
             if missing:
@@ -427,10 +427,10 @@ class ExchangeService:
                     reason="scopes_not_granted",
                     missingScopes=missing,
                 )
-        narrow = _needs_narrowing(connector, wanted, granted)
+        narrow = needs_narrowing(connector, wanted, granted)
         now = self._clock.now()
         if not narrow and grant.fresh(now, self._buffer):
-            return _minted(grant.tokens)
+            return minted_token(grant.tokens)
         if flows.refresh is None:  # the provider declares no refresh grant
             if narrow:
                 raise UnsupportedOperation(
@@ -495,8 +495,8 @@ class ExchangeService:
                 connector, user_id, issuer=issuer, reason="grant_failed", failure=exc.message
             ) from exc
         if narrowed:
-            return _minted(narrowed[0])
-        return _minted(updated.tokens)
+            return minted_token(narrowed[0])
+        return minted_token(updated.tokens)
 
     def _grant_failed(
         self, identity: Identity, connector: Connector, subject: Subject, exc: ValetkeyError
@@ -600,51 +600,6 @@ class ExchangeService:
 #: The token's metadata key, and value, saying that the provider did not state the granted scopes.
 SCOPE_METADATA = "grantedScopes"
 UNKNOWN = "unknown"
-
-
-def _minted(tokens: TokenSet) -> MintedToken:
-    """What the exchange hands out from a token set: never the refresh token."""
-    return MintedToken(
-        token=tokens.access_token,
-        expires_at=tokens.expires_at,
-        scopes=tokens.scopes,
-        token_type=tokens.token_type,
-        metadata={"providerSubject": tokens.provider_subject} if tokens.provider_subject else {},
-        scope_stated=tokens.scope_stated,
-    )
-
-
-def _governed_scopes(connector: Connector, granted: tuple[str, ...]) -> set[str]:
-    """The scopes a connector governs: its configured ``scopes``, or (none configured) all granted."""
-    configured = connector.config.get("scopes")
-    return set(granted) if not isinstance(configured, list) else {str(x) for x in configured}
-
-
-def _within_ceiling(
-    connector: Connector, link_scopes: tuple[str, ...] | None, granted: tuple[str, ...]
-) -> tuple[str, ...] | None:
-    """For a request naming no scopes: None (serve the grant as is) unless the grant holds scopes
-    the connector governs that the link's ceiling does not allow; then the granted scopes minus those."""
-    if link_scopes is None:
-        return None
-    governed = _governed_scopes(connector, granted)
-    excess = (set(granted) - set(link_scopes)) & governed
-    return tuple(sorted(set(granted) - excess)) if excess else None
-
-
-def _needs_narrowing(
-    connector: Connector, wanted: tuple[str, ...] | None, granted: tuple[str, ...] | None
-) -> bool:
-    """Whether a user token must be narrowed at the provider for a request wanting ``wanted``.
-
-    Only scopes the connector governs (its configured ``scopes``) count: a grant that also
-    holds ``openid`` or ``offline_access`` is not narrowed for a request naming only API
-    scopes. Without configured scopes every granted scope counts.
-    """
-    if wanted is None or granted is None:
-        return False
-    governed = _governed_scopes(connector, granted)
-    return bool((set(granted) - set(wanted)) & governed)
 
 
 def _hash_key(key: TokenKey) -> str:
