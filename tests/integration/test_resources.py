@@ -22,7 +22,7 @@ import httpx
 import pytest
 from tests.peers.scripted import Recorded, Reply, ScriptedServer
 
-from valetkey.core.exchange import MAX_UNKNOWN_VIEWS
+from valetkey.core.exchange_cache import MAX_UNKNOWN_VIEWS
 from valetkey.core.models import Identity, Subject, TokenRequest
 from valetkey.errors import NotFound
 from valetkey.testing import RunningBroker, running_broker, spawn_broker

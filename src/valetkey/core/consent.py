@@ -26,24 +26,33 @@ subject. docs/security.md describes the threat and the defence.
 from __future__ import annotations
 
 import functools
-import hashlib
 import hmac
 import secrets
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from valetkey.core.audit import AuditEvent, AuditLog
 from valetkey.core.authorizations import Mode, PendingAuthorization, Status
 from valetkey.core.clock import Clock
+from valetkey.core.consent_values import (
+    CallbackResult,
+    Started,
+    authorization_code_flow,
+    check_return_url,
+    check_webhook_url,
+    consent_needed,
+    digest,
+    display_user_code,
+    new_user_code,
+    normalize_user_code,
+    with_query,
+)
 from valetkey.core.gate import ProviderGate
 from valetkey.core.grants import GrantScope
 from valetkey.core.models import Connector, Identity
 from valetkey.core.ports import ConnectorLookup, ConsentStore, GrantStore, Notifier
 from valetkey.core.providers import (
-    AuthorizationCodeFlow,
     ProviderContext,
     TokenSet,
     UserFlows,
@@ -57,84 +66,12 @@ from valetkey.errors import (
     InvalidRequest,
     NotFound,
     UnsupportedOperation,
-    UserAuthorizationRequired,
     ValetkeyError,
     VerificationFailed,
 )
 
 DEFAULT_LIFETIME = timedelta(minutes=10)
 MAX_LIFETIME = timedelta(hours=1)
-_USER_CODE_ALPHABET = "BCDFGHJKLMNPQRSTVWXZ"  # RFC 8628 §6.1: no vowels, no look-alikes
-
-
-def digest(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()
-
-
-def new_user_code() -> str:
-    return "".join(secrets.choice(_USER_CODE_ALPHABET) for _ in range(8))
-
-
-def normalize_user_code(text: str) -> str:
-    return "".join(ch for ch in text.upper() if ch.isalnum())
-
-
-def display_user_code(code: str) -> str:
-    return f"{code[:4]}-{code[4:]}"
-
-
-@dataclass(frozen=True, slots=True)
-class Started:
-    authorization: PendingAuthorization
-    url: str
-    verifier: str = field(repr=False)
-    user_code: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class CallbackResult:
-    """Where to send the browser, or a page to show it (``title``/``message``)."""
-
-    redirect: str | None
-    title: str
-    message: str
-    ok: bool
-    authorization: PendingAuthorization | None = None
-
-
-def check_return_url(url: str) -> str:
-    """``https://``, or ``http://`` on localhost, 127.0.0.1, [::1] or ``*.localhost`` only."""
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
-    local = host in ("localhost", "127.0.0.1", "::1") or host.endswith(".localhost")
-    if not host or len(url) > 2000 or parts.username or parts.password:
-        raise InvalidRequest(
-            "returnUrl must be an absolute URL without credentials", field="returnUrl"
-        )
-    if parts.scheme == "https" or (parts.scheme == "http" and local):
-        return url
-    raise InvalidRequest(
-        "returnUrl must be https, or http on localhost, *.localhost or 127.0.0.1", field="returnUrl"
-    )
-
-
-def check_webhook_url(url: str) -> str:
-    parts = urlsplit(url)
-    if (
-        parts.scheme != "https"
-        or not parts.hostname
-        or parts.username
-        or parts.password
-        or len(url) > 2000
-    ):
-        raise InvalidRequest("webhook must be an https URL without credentials", field="webhook")
-    return url
-
-
-def with_query(url: str, params: Mapping[str, str]) -> str:
-    parts = urlsplit(url)
-    query = parts.query + ("&" if parts.query else "") + urlencode(params)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
 
 
 class ConsentService:
@@ -242,7 +179,7 @@ class ConsentService:
                     verifier,
                     device_start.user_code,
                 )
-        code_flow = _code_flow(provider, connector)
+        code_flow = authorization_code_flow(provider, connector)
         state = secrets.token_urlsafe(32)
         built = await self._gate.call(
             connector.id,
@@ -327,7 +264,7 @@ class ConsentService:
             tokens = await self._gate.call(
                 connector.id,
                 functools.partial(
-                    _code_flow(provider, connector).exchange_code,
+                    authorization_code_flow(provider, connector).exchange_code,
                     self._ctx,
                     connector,
                     code=code,
@@ -561,10 +498,10 @@ class ConsentService:
         )
         now = self._clock.now()
         if pending is None or pending.created_at + MAX_LIFETIME * 2 < now:
-            raise _consent_needed(connector, user_id, issuer)
+            raise consent_needed(connector, user_id, issuer=issuer)
         if pending.status == "completed":
             # Completed, but the grant is gone since.
-            raise _consent_needed(connector, user_id, issuer)
+            raise consent_needed(connector, user_id, issuer=issuer)
         if pending.status == "denied":
             raise AccessDenied("the user refused the authorization request", request=pending.id)
         if pending.status in ("expired", "failed"):
@@ -669,35 +606,3 @@ class ConsentService:
                 },
             )
         )
-
-
-def _consent_needed(
-    connector: Connector, user_id: str, issuer: str | None = None
-) -> UserAuthorizationRequired:
-    err = UserAuthorizationRequired(
-        f"user {user_id} has not authorized {connector.uid}; start consent with "
-        f"POST /v1/connect/authorize/{connector.uid}",
-        connector=connector.uid,
-        user=user_id,
-        authorizeUrl=f"/v1/connect/authorize/{connector.uid}",
-    )
-    if issuer is not None:
-        err.details["issuer"] = issuer
-    return err
-
-
-def consent_needed(
-    connector: Connector, user_id: str, *, issuer: str | None = None, **details: Any
-) -> UserAuthorizationRequired:
-    err = _consent_needed(connector, user_id, issuer)
-    err.details.update(details)
-    return err
-
-
-def _code_flow(flows: UserFlows, connector: Connector) -> AuthorizationCodeFlow:
-    """The authorization code grant, or ``UnsupportedOperation`` when the provider has none."""
-    if flows.authorization_code is None:
-        raise UnsupportedOperation(
-            f"{connector.type} connectors have no authorization code grant for consent"
-        )
-    return flows.authorization_code

@@ -15,7 +15,8 @@ from typing import Protocol
 from valetkey.core.audit import AuditEvent, AuditLog
 from valetkey.core.authorizations import PendingAuthorization
 from valetkey.core.clock import Clock
-from valetkey.core.consent import ConsentService, Started
+from valetkey.core.consent import ConsentService
+from valetkey.core.consent_values import Started
 from valetkey.core.grants import GrantScope
 from valetkey.core.models import Connector, Identity, Policy, Subject, TokenRequest
 from valetkey.core.policy import Allowed, evaluate

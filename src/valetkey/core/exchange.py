@@ -1,41 +1,46 @@
-"""The exchange (the hot path) and revocation (DESIGN §3).
+"""The exchange (the hot path, DESIGN §3); revocation is ``core.revocation``.
 
 Hot path for a cache hit: one dict lookup for the connector view, the policy check,
 one dict lookup for the token, an in-memory audit append. No I/O, no crypto.
 
-Every cache here is bounded, since callers choose its keys: connector views (``max_views``,
-re-read every ``VIEW_TTL``), unknown uids as negative entries (``max_unknown_views``, each
-for ``UNKNOWN_VIEW_TTL``, keyed by a digest so a long uid costs no memory), tokens
-(``max_cached_tokens`` and ``max_cached_token_bytes``), and the single-flight maps
-(``MAX_LOADS`` loads in flight). Provider calls go through a ``ProviderGate`` (per-connector
+Every cache here is bounded, since callers choose its keys: the connector views and the
+tokens (``core.exchange_cache``), and the token single-flight map (``MAX_LOADS`` loads in
+flight). Provider calls go through a ``ProviderGate`` (per-connector
 concurrency, a bounded wait, a deadline: ``core.gate``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import json
 import logging
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from dataclasses import replace as dataclass_replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from valetkey.core.audit import AuditEvent, AuditLog
-from valetkey.core.cache import BoundedCache
 from valetkey.core.clock import Clock
-from valetkey.core.consent import ConsentService, consent_needed
+from valetkey.core.consent import ConsentService
+from valetkey.core.consent_values import consent_needed
+from valetkey.core.exchange_cache import (
+    MAX_CACHED_TOKEN_BYTES,
+    MAX_LOADS,
+    MAX_UNKNOWN_VIEWS,
+    MAX_VIEWS,
+    TokenCache,
+    TokenKey,
+    ViewCache,
+    overloaded,
+)
 from valetkey.core.flight import SingleFlight
 from valetkey.core.gate import ProviderGate
-from valetkey.core.grants import Grant, GrantScope
+from valetkey.core.grants import Grant, GrantScope, minted_token, needs_narrowing, within_ceiling
 from valetkey.core.models import Connector, Identity, Member, Policy, Subject, TokenRequest
 from valetkey.core.policy import Allowed, evaluate
 from valetkey.core.ports import (
     CachedMint,
-    ConnectorView,
     ExchangeStore,
     GrantStore,
     Invalidation,
@@ -54,9 +59,8 @@ from valetkey.core.providers import (
     UserFlows,
     require_user_flows,
 )
+from valetkey.core.revocation import RevocationService, RevokeCounts
 from valetkey.errors import (
-    BrokerUnavailable,
-    Forbidden,
     GrantedScopeUnknown,
     InvalidGrant,
     InvalidRequest,
@@ -71,19 +75,6 @@ log = logging.getLogger("valetkey.exchange")
 DEFAULT_BUFFER = timedelta(seconds=60)
 #: Credentials that never expire (API keys) are re-read from the store this often.
 STATIC_HORIZON = timedelta(hours=1)
-#: Connector views are re-read at least this often even if an invalidation is missed.
-VIEW_TTL = timedelta(seconds=30)
-#: An unknown connector uid is answered from memory this long (creating the connector clears
-#: it at once on every replica through the bus; this bounds a missed invalidation).
-UNKNOWN_VIEW_TTL = timedelta(seconds=5)
-#: Connector views kept (by uid and by id), and unknown uids remembered.
-MAX_VIEWS = 10_000
-MAX_UNKNOWN_VIEWS = 1_024
-#: Bytes of tokens and their keys the token cache holds at most (estimated).
-MAX_CACHED_TOKEN_BYTES = 64 * 1024 * 1024
-#: Loads (token or connector view) in flight at once in one single-flight map.
-MAX_LOADS = 10_000
-
 
 @dataclass(frozen=True, slots=True)
 class Issued:
@@ -99,46 +90,6 @@ class Issued:
     cached: bool
     #: The provider did not state the granted scopes (``scopes`` is what was asked for).
     scope_unknown: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class RevokeCounts:
-    tokens_found: int
-    deleted: int
-    provider_revoked: int
-    provider_skipped: int
-    provider_failed: int
-
-    def to_wire(self) -> dict[str, int]:
-        return {
-            "tokensFound": self.tokens_found,
-            "deleted": self.deleted,
-            "providerRevoked": self.provider_revoked,
-            "providerSkipped": self.provider_skipped,
-            "providerFailed": self.provider_failed,
-        }
-
-
-class _LoadedView:
-    """A connector view as the exchange keeps it, with its provider and that provider's
-    capabilities, resolved at first use and kept as long as the view: a provider parses the
-    connector's settings once per view (re-read every ``VIEW_TTL``), not once per request."""
-
-    __slots__ = ("_resolved", "view")
-
-    def __init__(self, view: ConnectorView) -> None:
-        self.view = view
-        self._resolved: tuple[Provider, Capabilities] | None = None
-
-    def resolve(self, providers: ProviderLookup) -> tuple[Provider, Capabilities]:
-        """The provider and its capabilities; a lookup that fails is not kept (it raises again)."""
-        if self._resolved is None:
-            provider = providers.get(self.view.connector.type)
-            self._resolved = (provider, provider.capabilities(self.view.connector))
-        return self._resolved
-
-
-TokenKey = tuple[Any, ...]
 
 
 @dataclass(slots=True)
@@ -184,22 +135,11 @@ class ExchangeService:
         #: What providers borrow for a call (built by the server: the core opens no connection).
         self._ctx = ctx
         self._buffer = buffer
-        self._max_tokens = max_cached_tokens
-        self._max_token_bytes = max_cached_token_bytes
         self.gate = gate if gate is not None else ProviderGate()
-        self._views: BoundedCache[tuple[str, str], _LoadedView] = BoundedCache(max_views)
-        #: Unknown uids, keyed by (team id, SHA-256 of the uid).
-        self._unknown: BoundedCache[tuple[str, bytes], bool] = BoundedCache(max_unknown_views)
-        #: Bumped by every connector invalidation: a load that started before one stores nothing.
-        self._view_generation = 0
-        self._tokens: OrderedDict[TokenKey, CachedMint] = OrderedDict()
-        self._token_sizes: dict[TokenKey, int] = {}
-        self._token_bytes = 0
+        self._views = ViewCache(store, max_views=max_views, max_unknown_views=max_unknown_views)
+        self._tokens = TokenCache(max_tokens=max_cached_tokens, max_bytes=max_cached_token_bytes)
         self._token_loads: SingleFlight[TokenKey, CachedMint] = SingleFlight(
-            limit=MAX_LOADS, full=_overloaded
-        )
-        self._view_loads: SingleFlight[tuple[str, str], _LoadedView | None] = SingleFlight(
-            limit=MAX_LOADS, full=_overloaded
+            limit=MAX_LOADS, full=overloaded
         )
         #: Set by the broker when user subjects are enabled (``attach_consent``).
         self._grants: GrantStore | None = None
@@ -208,6 +148,15 @@ class ExchangeService:
         self._webhook_for: WebhookLookup | None = None
         self._background: set[asyncio.Task[None]] = set()
         self.counts = ExchangeCounts()
+        self._revocation = RevocationService(
+            store=store,
+            providers=providers,
+            audit=audit,
+            bus=bus,
+            clock=clock,
+            ctx=ctx,
+            gate=self.gate,
+        )
         bus.subscribe(self._on_invalidation)
 
     @property
@@ -218,7 +167,7 @@ class ExchangeService:
     @property
     def cached_views(self) -> tuple[int, int]:
         """How many connector views, and how many unknown uids, the view cache holds."""
-        return len(self._views), len(self._unknown)
+        return self._views.sizes
 
     def attach_consent(
         self,
@@ -228,6 +177,7 @@ class ExchangeService:
         webhook_for: WebhookLookup,
     ) -> None:
         self._grants = grants
+        self._revocation.attach_grants(grants)
         self._consent = consent
         self._notifier = notifier
         self._webhook_for = webhook_for
@@ -237,7 +187,7 @@ class ExchangeService:
     async def exchange(self, identity: Identity, uid: str, request: TokenRequest) -> Issued:
         """Hand out a credential for ``request`` or raise the exact reason why not."""
         now = self._clock.now()
-        loaded = await self._view(identity.team_id, uid, now)
+        loaded = await self._views.get(identity.team_id, uid, now)
         if loaded is None:
             raise self._deny(identity, uid, request, NotFound(f"no connector {uid}", connector=uid))
         view = loaded.view
@@ -317,7 +267,7 @@ class ExchangeService:
         key_hash = _hash_key(key)
         stored = await self._store.load_cached(key_hash)
         if stored is not None and self._fresh(stored, now):
-            self._remember(key, stored)
+            self._tokens.put(key, stored)
             return stored
         minted = await self._mint(identity, connector, provider, request, policy.scopes)
         if not minted.scope_stated and request.subject.type != "user":
@@ -338,7 +288,7 @@ class ExchangeService:
         self._audit.count(identity.team_id, "tokens_minted")
         self.counts.tokens_minted += 1
         entry = CachedMint(minted, issued_id, serve_until)
-        self._remember(key, entry)
+        self._tokens.put(key, entry)
         return entry
 
     async def _unknown_scope(
@@ -411,7 +361,7 @@ class ExchangeService:
                     scopes=request.scopes,
                 ),
             )
-            return _minted(tokens)
+            return minted_token(tokens)
         exchange = flows.exchange
         if exchange is None:
             raise UnsupportedOperation(
@@ -433,7 +383,7 @@ class ExchangeService:
                 resources=request.resources,
             ),
         )
-        return _minted(tokens)
+        return minted_token(tokens)
 
     async def _user_token(
         self,
@@ -466,7 +416,7 @@ class ExchangeService:
             raise consent_needed(connector, user_id, issuer=issuer, reason="grant_failed", failure=grant.failure)
         wanted, granted = request.scopes, grant.scopes
         if wanted is None and granted is not None:
-            wanted = _within_ceiling(connector, link_scopes, granted)
+            wanted = within_ceiling(connector, link_scopes, granted)
         if wanted is not None and granted is not None:
             missing = sorted(set(wanted) - set(granted))
             if missing:
@@ -477,10 +427,10 @@ class ExchangeService:
                     reason="scopes_not_granted",
                     missingScopes=missing,
                 )
-        narrow = _needs_narrowing(connector, wanted, granted)
+        narrow = needs_narrowing(connector, wanted, granted)
         now = self._clock.now()
         if not narrow and grant.fresh(now, self._buffer):
-            return _minted(grant.tokens)
+            return minted_token(grant.tokens)
         if flows.refresh is None:  # the provider declares no refresh grant
             if narrow:
                 raise UnsupportedOperation(
@@ -545,8 +495,8 @@ class ExchangeService:
                 connector, user_id, issuer=issuer, reason="grant_failed", failure=exc.message
             ) from exc
         if narrowed:
-            return _minted(narrowed[0])
-        return _minted(updated.tokens)
+            return minted_token(narrowed[0])
+        return minted_token(updated.tokens)
 
     def _grant_failed(
         self, identity: Identity, connector: Connector, subject: Subject, exc: ValetkeyError
@@ -592,45 +542,6 @@ class ExchangeService:
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
-    def _remember(self, key: TokenKey, entry: CachedMint) -> None:
-        self._forget_token(key)
-        size = len(repr(key)) + len(entry.token.token) + 256  # an estimate, with overhead
-        self._tokens[key] = entry
-        self._token_sizes[key] = size
-        self._token_bytes += size
-        while self._tokens and (
-            len(self._tokens) > self._max_tokens or self._token_bytes > self._max_token_bytes
-        ):
-            self._forget_token(next(iter(self._tokens)))
-
-    def _forget_token(self, key: TokenKey) -> None:
-        if self._tokens.pop(key, None) is not None:
-            self._token_bytes -= self._token_sizes.pop(key, 0)
-
-    async def _view(self, team_id: str, uid: str, now: datetime) -> _LoadedView | None:
-        hit = self._views.get((team_id, uid), now)
-        if hit is not None:
-            return hit
-        if self._unknown.get((team_id, _uid_digest(uid)), now):
-            return None
-        # One request reloads an expired view; the others arriving meanwhile wait for that load
-        # (otherwise every in-flight request queried the store at once, every VIEW_TTL).
-        return await self._view_loads.run(
-            (team_id, uid), lambda: self._load_view(team_id, uid, now)
-        )
-
-    async def _load_view(self, team_id: str, uid: str, now: datetime) -> _LoadedView | None:
-        generation = self._view_generation
-        view = await self._store.connector_view(team_id, uid)
-        loaded = None if view is None else _LoadedView(view)
-        if generation != self._view_generation:
-            return loaded  # invalidated while loading: serve it, but do not keep it
-        if loaded is None:
-            self._unknown.put((team_id, _uid_digest(uid)), True, now + UNKNOWN_VIEW_TTL)
-        else:
-            self._views.put((team_id, uid), loaded, now + VIEW_TTL)
-        return loaded
-
     # -- audit helpers ------------------------------------------------------------------
 
     def _record(
@@ -665,176 +576,25 @@ class ExchangeService:
         self.counts.deny(error.code)
         return error
 
-    # -- revocation ---------------------------------------------------------------------
+    # -- revocation (core.revocation) ---------------------------------------------------
 
     async def revoke(
         self, principal: Identity | Member, uid: str, subject: Subject | None
     ) -> RevokeCounts:
-        """Revoke issued tokens: a subject's (my tokens) or, for owners and members, all of them."""
-        now = self._clock.now()
-        team_id = principal.team_id
-        view = await self._store.connector_view(team_id, uid)
-        actor = _actor(principal)
-        if view is None:
-            self._audit_revoke(principal, uid, subject, "denied", "not_found", actor)
-            raise NotFound(f"no connector {uid}", connector=uid)
-        project_id: str | None = None
-        environment: str | None = None
-        if isinstance(principal, Identity):
-            if subject is None:
-                self._audit_revoke(principal, uid, subject, "denied", "forbidden", actor)
-                raise Forbidden(
-                    "revoking all tokens needs an owner or member credential; "
-                    "a workload identity revokes its own subject's tokens",
-                )
-            if (
-                principal.kind == "access_token"
-                and subject.type == "user"
-                and (subject.id != principal.user_id or subject.issuer is not None)
-            ):
-                self._audit_revoke(principal, uid, subject, "denied", "forbidden", actor)
-                raise Forbidden("this access token may not act for that user")
-            project_id, environment = principal.project_id, principal.environment
-        elif not principal.role.can_write():
-            self._audit_revoke(principal, uid, subject, "denied", "forbidden", actor)
-            raise Forbidden("viewers cannot revoke tokens")
-        connector = view.connector
-        targets = await self._store.revocation_targets(
-            team_id,
-            connector.id,
-            subject=subject,
-            project_id=project_id,
-            environment=environment,
-            now=now,
-        )
-        provider = self._providers.get(connector.type)
-        outcomes: dict[str, str] = {}
-        revoked = skipped = failed = 0
-        for target in targets:
-            if target.token is None:
-                outcomes[target.issued_id] = "skipped: the broker no longer holds this token"
-                skipped += 1
-                continue
-            try:
-                result = await self.gate.call(
-                    connector.id, functools.partial(provider.revoke, self._ctx, connector, target.token)
-                )
-            except ValetkeyError as exc:
-                outcomes[target.issued_id] = f"failed: {exc.code}"
-                failed += 1
-                continue
-            if result.revoked:
-                outcomes[target.issued_id] = "revoked"
-                revoked += 1
-            elif result.skipped:
-                outcomes[target.issued_id] = "skipped: the provider cannot revoke this credential"
-                skipped += 1
-            else:
-                outcomes[target.issued_id] = f"failed: {result.error or 'unknown'}"[:300]
-                failed += 1
-        deleted = await self._store.mark_revoked(outcomes, now) if outcomes else 0
-        grants_found = 0
-        if self._grants is not None and (subject is None or subject.type != "app"):
-            # Grants hold refresh tokens: revoke them at the provider (RFC 7009) and forget them.
-            removed = await self._grants.delete_grants(
-                team_id,
-                connector.id,
-                subject=subject,
-                project_id=project_id,
-                environment=environment,
-            )
-            grants_found = len(removed)
-            deleted += grants_found
-            user_flows = provider.user_flows()
-            flows = None if user_flows is None else user_flows.revocation
-            for grant in removed:
-                token, hint = (
-                    (grant.tokens.refresh_token, "refresh_token")
-                    if grant.tokens.refresh_token
-                    else (grant.tokens.access_token, "access_token")
-                )
-                if flows is None:
-                    skipped += 1
-                    continue
-                try:
-                    result = await self.gate.call(
-                        connector.id,
-                        functools.partial(
-                            flows.revoke_user_token, self._ctx, connector, token=token, hint=hint
-                        ),
-                    )
-                except ValetkeyError:
-                    failed += 1
-                    continue
-                if result.revoked:
-                    revoked += 1
-                elif result.skipped:
-                    skipped += 1
-                else:
-                    failed += 1
-        await self._bus.publish(
-            Invalidation(
-                kind="tokens",
-                team_id=team_id,
-                connector_id=connector.id,
-                subject_key=None if subject is None else subject.key(),
-            )
-        )
-        counts = RevokeCounts(len(targets) + grants_found, deleted, revoked, skipped, failed)
-        self._audit_revoke(principal, uid, subject, "allowed", "revoked", actor, **counts.to_wire())
+        """Revoke issued tokens: a subject's (my tokens) or, for owners and members, all of them
+        (``core.revocation``)."""
+        counts = await self._revocation.revoke(principal, uid, subject)
         self.counts.revocations += 1
         return counts
-
-    def _audit_revoke(
-        self,
-        principal: Identity | Member,
-        uid: str,
-        subject: Subject | None,
-        decision: str,
-        reason: str,
-        actor: str,
-        **details: Any,
-    ) -> None:
-        self._audit.record(
-            AuditEvent(
-                team_id=principal.team_id,
-                at=self._clock.now(),
-                actor=actor,
-                action="token.revoke",
-                decision=decision,
-                reason=reason,
-                connector_uid=uid,
-                project_id=principal.project_id if isinstance(principal, Identity) else None,
-                environment=principal.environment if isinstance(principal, Identity) else None,
-                subject=None if subject is None else subject.key(),
-                details=details,
-            )
-        )
 
     # -- invalidation -------------------------------------------------------------------
 
     def _on_invalidation(self, inv: Invalidation) -> None:
         if inv.kind == "connector":
-            self._view_generation += 1
-            if inv.team_id is not None and inv.uid is not None:
-                for name in (inv.uid, inv.connector_id):  # the same view, addressed by id
-                    if name is not None:
-                        self._views.pop((inv.team_id, name))
-                        self._unknown.pop((inv.team_id, _uid_digest(name)))
-            else:
-                self._views.clear()
-                self._unknown.clear()
-            self._drop_tokens(inv.connector_id, None)
+            self._views.invalidate(inv)
+            self._tokens.drop(inv.connector_id, None)
         elif inv.kind == "tokens":
-            self._drop_tokens(inv.connector_id, inv.subject_key)
-
-    def _drop_tokens(self, connector_id: str | None, subject_key: str | None) -> None:
-        for key in list(self._tokens):
-            if connector_id is not None and key[0] != connector_id:
-                continue
-            if subject_key is not None and key[3][0] != subject_key:
-                continue
-            self._forget_token(key)
+            self._tokens.drop(inv.connector_id, inv.subject_key)
 
 
 #: The token's metadata key, and value, saying that the provider did not state the granted scopes.
@@ -842,66 +602,5 @@ SCOPE_METADATA = "grantedScopes"
 UNKNOWN = "unknown"
 
 
-def _minted(tokens: TokenSet) -> MintedToken:
-    """What the exchange hands out from a token set: never the refresh token."""
-    return MintedToken(
-        token=tokens.access_token,
-        expires_at=tokens.expires_at,
-        scopes=tokens.scopes,
-        token_type=tokens.token_type,
-        metadata={"providerSubject": tokens.provider_subject} if tokens.provider_subject else {},
-        scope_stated=tokens.scope_stated,
-    )
-
-
-def _governed_scopes(connector: Connector, granted: tuple[str, ...]) -> set[str]:
-    """The scopes a connector governs: its configured ``scopes``, or (none configured) all granted."""
-    configured = connector.config.get("scopes")
-    return set(granted) if not isinstance(configured, list) else {str(x) for x in configured}
-
-
-def _within_ceiling(
-    connector: Connector, link_scopes: tuple[str, ...] | None, granted: tuple[str, ...]
-) -> tuple[str, ...] | None:
-    """For a request naming no scopes: None (serve the grant as is) unless the grant holds scopes
-    the connector governs that the link's ceiling does not allow; then the granted scopes minus those."""
-    if link_scopes is None:
-        return None
-    governed = _governed_scopes(connector, granted)
-    excess = (set(granted) - set(link_scopes)) & governed
-    return tuple(sorted(set(granted) - excess)) if excess else None
-
-
-def _needs_narrowing(
-    connector: Connector, wanted: tuple[str, ...] | None, granted: tuple[str, ...] | None
-) -> bool:
-    """Whether a user token must be narrowed at the provider for a request wanting ``wanted``.
-
-    Only scopes the connector governs (its configured ``scopes``) count: a grant that also
-    holds ``openid`` or ``offline_access`` is not narrowed for a request naming only API
-    scopes. Without configured scopes every granted scope counts.
-    """
-    if wanted is None or granted is None:
-        return False
-    governed = _governed_scopes(connector, granted)
-    return bool((set(granted) - set(wanted)) & governed)
-
-
-def _uid_digest(uid: str) -> bytes:
-    return hashlib.sha256(uid.encode("utf-8", "surrogatepass")).digest()
-
-
-def _overloaded() -> BrokerUnavailable:
-    return BrokerUnavailable(
-        "the broker has too many loads in flight; retry shortly", retryAfterSeconds=1
-    )
-
-
 def _hash_key(key: TokenKey) -> str:
     return hashlib.sha256(repr(key).encode()).hexdigest()
-
-
-def _actor(principal: Identity | Member) -> str:
-    if isinstance(principal, Member):
-        return f"member:{principal.name}"
-    return f"{principal.kind}:{principal.subject}"

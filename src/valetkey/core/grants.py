@@ -21,8 +21,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
-from valetkey.core.models import Subject
-from valetkey.core.providers import TokenSet
+from valetkey.core.models import Connector, Subject
+from valetkey.core.providers import MintedToken, TokenSet
 
 GrantStatus = Literal["active", "needs_consent"]
 
@@ -80,3 +80,51 @@ def merge_refreshed(old: TokenSet, new: TokenSet) -> TokenSet:
     if new.provider_subject is None and old.provider_subject is not None:
         new = replace(new, provider_subject=old.provider_subject)
     return new
+
+
+# -- serving a grant: what the exchange hands out, and when it narrows the scopes --------
+
+
+def minted_token(tokens: TokenSet) -> MintedToken:
+    """What the exchange hands out from a token set: never the refresh token."""
+    return MintedToken(
+        token=tokens.access_token,
+        expires_at=tokens.expires_at,
+        scopes=tokens.scopes,
+        token_type=tokens.token_type,
+        metadata={"providerSubject": tokens.provider_subject} if tokens.provider_subject else {},
+        scope_stated=tokens.scope_stated,
+    )
+
+
+def governed_scopes(connector: Connector, granted: tuple[str, ...]) -> set[str]:
+    """The scopes a connector governs: its configured ``scopes``, or (none configured) all granted."""
+    configured = connector.config.get("scopes")
+    return set(granted) if not isinstance(configured, list) else {str(x) for x in configured}
+
+
+def within_ceiling(
+    connector: Connector, link_scopes: tuple[str, ...] | None, granted: tuple[str, ...]
+) -> tuple[str, ...] | None:
+    """For a request naming no scopes: None (serve the grant as is) unless the grant holds scopes
+    the connector governs that the link's ceiling does not allow; then the granted scopes minus those."""
+    if link_scopes is None:
+        return None
+    governed = governed_scopes(connector, granted)
+    excess = (set(granted) - set(link_scopes)) & governed
+    return tuple(sorted(set(granted) - excess)) if excess else None
+
+
+def needs_narrowing(
+    connector: Connector, wanted: tuple[str, ...] | None, granted: tuple[str, ...] | None
+) -> bool:
+    """Whether a user token must be narrowed at the provider for a request wanting ``wanted``.
+
+    Only scopes the connector governs (its configured ``scopes``) count: a grant that also
+    holds ``openid`` or ``offline_access`` is not narrowed for a request naming only API
+    scopes. Without configured scopes every granted scope counts.
+    """
+    if wanted is None or granted is None:
+        return False
+    governed = governed_scopes(connector, granted)
+    return bool((set(granted) - set(wanted)) & governed)

@@ -7,7 +7,7 @@ import json
 import httpx
 from exchange_helpers import IDENTITY, CountingProvider, build_exchange, connector_of, view_of
 
-from valetkey.core.exchange import VIEW_TTL
+from valetkey.core.exchange_cache import VIEW_TTL
 from valetkey.core.models import Connector, Subject, TokenRequest
 from valetkey.core.ports import Invalidation
 from valetkey.core.providers import Capabilities

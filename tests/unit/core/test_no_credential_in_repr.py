@@ -36,7 +36,7 @@ CREDENTIAL = re.compile(
 NOT_CREDENTIALS = {
     "valetkey.cli.local.RotationReport.new_kek": "a key id, printed by `keys rotate`",
     "valetkey.core.authorizations.PendingAuthorization.user_code": "shown to the person to type in",
-    "valetkey.core.consent.Started.user_code": "shown to the person to type in",
+    "valetkey.core.consent_values.Started.user_code": "shown to the person to type in",
     "valetkey.core.providers.DeviceStart.user_code": "shown to the person to type in",
     "valetkey.core.providers.UserFlows.assertion": "the provider's jwt-bearer grant, not an assertion",
     "valetkey.core.providers.UserFlows.authorization_code": "the provider's authorization code grant, not a code",
