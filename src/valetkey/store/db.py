@@ -60,7 +60,9 @@ class Database:
         kwargs: dict[str, Any] = {}
         if self.url.startswith("postgresql"):
             kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
-        self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
+        # A failed statement's message never carries its parameters (secrets, tokens, hashes):
+        # tracebacks of 500s are logged, and SQLAlchemy would print them there.
+        self.engine: AsyncEngine = create_async_engine(self.url, hide_parameters=True, **kwargs)
         self.dialect = self.engine.dialect.name
         if self.dialect == "sqlite":
             private_sqlite_files(Path(str(make_url(self.url).database)))
