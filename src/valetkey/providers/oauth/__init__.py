@@ -61,6 +61,7 @@ from __future__ import annotations
 
 from valetkey.providers.oauth.authorization_code import pkce_challenge
 from valetkey.providers.oauth.device import DEVICE_CODE_GRANT
+from valetkey.providers.oauth.dialect import Dialect
 from valetkey.providers.oauth.engine import Endpoints
 from valetkey.providers.oauth.jwt_bearer import JWT_BEARER_GRANT
 from valetkey.providers.oauth.provider import OAuthProvider
@@ -71,6 +72,7 @@ __all__ = [
     "DEVICE_CODE_GRANT",
     "JWT_BEARER_GRANT",
     "TOKEN_EXCHANGE_GRANT",
+    "Dialect",
     "Endpoints",
     "OAuthProvider",
     "OAuthSettings",

@@ -121,6 +121,7 @@ class AuthorizationCodeGrant(OAuthEngine):
             self._client_auth(settings, endpoints, ctx),
             params,
             scope_separator=settings.scope_separator,
+            dialect=self.dialect,
         )
         return await self._token_set(
             ctx,

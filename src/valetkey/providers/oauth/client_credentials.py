@@ -54,7 +54,12 @@ class ClientCredentialsGrant(OAuthEngine):
             params[settings.audience_param] = request.audience
         auth = self._client_auth(settings, endpoints, ctx)
         response = await request_token(
-            ctx.http, endpoints.token, auth, params, scope_separator=settings.scope_separator
+            ctx.http,
+            endpoints.token,
+            auth,
+            params,
+            scope_separator=settings.scope_separator,
+            dialect=self.dialect,
         )
         granted = requested if response.scopes is None else response.scopes
         await self._refuse_widened(ctx, endpoints, auth, response, granted, requested)

@@ -56,6 +56,7 @@ class DeviceGrant(OAuthEngine):
             self._client_auth(settings, endpoints, ctx),
             params,
             what="device authorization endpoint",
+            dialect=self.dialect,
         )
         return _device_start(data, ctx)
 
@@ -78,6 +79,7 @@ class DeviceGrant(OAuthEngine):
                 self._client_auth(settings, endpoints, ctx),
                 params,
                 scope_separator=settings.scope_separator,
+                dialect=self.dialect,
             )
         except ProviderError as exc:
             raise _device_error(exc) from exc

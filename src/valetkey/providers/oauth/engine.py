@@ -19,6 +19,7 @@ from valetkey.core.providers import TokenSet
 from valetkey.errors import InvalidGrant, InvalidRequest, ProviderError, UnsupportedOperation
 from valetkey.providers.context import HttpContext
 from valetkey.providers.oauth.client import ClientAuth, TokenResponse, revoke_token
+from valetkey.providers.oauth.dialect import DEFAULT_DIALECT, Dialect
 from valetkey.providers.oauth.discovery import DEFAULT_TTL_SECONDS, MetadataCache, ServerMetadata
 from valetkey.providers.oauth.id_token import JwksStore, verify_id_token
 from valetkey.providers.oauth.settings import Grant, OAuthSettings
@@ -73,9 +74,16 @@ class Endpoints:
 class OAuthEngine:
     """The state and steps the grant modules share; :class:`OAuthProvider` combines them."""
 
-    def __init__(self, *, metadata_ttl_seconds: float = DEFAULT_TTL_SECONDS) -> None:
+    def __init__(
+        self,
+        *,
+        metadata_ttl_seconds: float = DEFAULT_TTL_SECONDS,
+        dialect: Dialect = DEFAULT_DIALECT,
+    ) -> None:
         self._metadata = MetadataCache(metadata_ttl_seconds)
         self._jwks = JwksStore()
+        #: How this provider's server departs from the RFCs (client auth, refusals, fields).
+        self.dialect = dialect
 
     async def endpoints(self, ctx: HttpContext, connector: Connector) -> Endpoints:
         """The connector's endpoints, discovering them from its issuer when it has one."""
@@ -89,12 +97,12 @@ class OAuthEngine:
             metadata = await self._metadata.get(ctx.http, ctx.clock, settings.issuer)
         return Endpoints.resolve(settings, metadata)
 
-    @staticmethod
-    def _client_auth(settings: OAuthSettings, endpoints: Endpoints, ctx: HttpContext) -> ClientAuth:
-        if settings.auth_method != "private_key_jwt":
-            return ClientAuth(
-                settings.client_id, settings.client_secret or "", settings.auth_method
-            )
+    def _client_auth(
+        self, settings: OAuthSettings, endpoints: Endpoints, ctx: HttpContext
+    ) -> ClientAuth:
+        method = self.dialect.method_for(settings.auth_method)
+        if method != "private_key_jwt":
+            return ClientAuth(settings.client_id, settings.client_secret or "", method)
         key = settings.signing_key
         if key is None:
             raise ProviderError("private_key_jwt needs privateKey", error="invalid_configuration")
@@ -105,8 +113,8 @@ class OAuthEngine:
 
         return ClientAuth(client_id, method="private_key_jwt", assertion=assertion)
 
-    @staticmethod
     async def _refuse_widened(
+        self,
         ctx: HttpContext,
         endpoints: Endpoints,
         auth: ClientAuth,
@@ -120,7 +128,12 @@ class OAuthEngine:
         # DESIGN §9: never hand out more than was asked for; withdraw the token if we can.
         if endpoints.revocation is not None:
             await revoke_token(
-                ctx.http, endpoints.revocation, auth, response.access_token, "access_token"
+                ctx.http,
+                endpoints.revocation,
+                auth,
+                response.access_token,
+                "access_token",
+                dialect=self.dialect,
             )
         raise ProviderError(
             "the provider granted scopes that were not requested (widened); the token was not used",

@@ -70,7 +70,12 @@ class JwtBearerGrant(OAuthEngine):
             params["scope"] = join_scopes(requested, settings.scope_separator)
         auth = self._client_auth(settings, endpoints, ctx)
         response = await request_token(
-            ctx.http, endpoints.token, auth, params, scope_separator=settings.scope_separator
+            ctx.http,
+            endpoints.token,
+            auth,
+            params,
+            scope_separator=settings.scope_separator,
+            dialect=self.dialect,
         )
         granted = requested if response.scopes is None else response.scopes
         await self._refuse_widened(ctx, endpoints, auth, response, granted, requested)

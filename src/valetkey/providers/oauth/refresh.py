@@ -53,6 +53,7 @@ class RefreshGrant(OAuthEngine):
                 self._client_auth(settings, endpoints, ctx),
                 params,
                 scope_separator=settings.scope_separator,
+                dialect=self.dialect,
             )
         except ProviderError as exc:
             raise invalid_grant(exc, "the provider no longer accepts the refresh token") from exc

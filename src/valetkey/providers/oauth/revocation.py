@@ -50,5 +50,6 @@ class Revocation(OAuthEngine):
             self._client_auth(settings, endpoints, ctx),
             token,
             type_hint,
+            dialect=self.dialect,
         )
         return RevokeResult(revoked=outcome.revoked, error=outcome.error)

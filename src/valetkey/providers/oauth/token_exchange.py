@@ -71,7 +71,12 @@ class TokenExchangeGrant(OAuthEngine):
         auth = self._client_auth(settings, endpoints, ctx)
         try:
             response = await request_token(
-                ctx.http, endpoints.token, auth, params, scope_separator=settings.scope_separator
+                ctx.http,
+                endpoints.token,
+                auth,
+                params,
+                scope_separator=settings.scope_separator,
+                dialect=self.dialect,
             )
         except ProviderError as exc:
             raise invalid_grant(exc, "the provider refused the subject token") from exc
