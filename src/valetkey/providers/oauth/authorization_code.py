@@ -19,7 +19,6 @@ from valetkey.core.providers import AuthorizationStart, TokenSet
 from valetkey.errors import InvalidRequest, UnsupportedOperation
 from valetkey.providers.config import check_url
 from valetkey.providers.context import HttpContext
-from valetkey.providers.oauth.client import request_token
 from valetkey.providers.oauth.engine import OAuthEngine, join_scopes, require_grant
 from valetkey.providers.oauth.settings import OAuthSettings
 
@@ -115,14 +114,7 @@ class AuthorizationCodeGrant(OAuthEngine):
         }
         if resources:
             params["resource"] = resources
-        response = await request_token(
-            ctx.http,
-            endpoints.token,
-            self._client_auth(settings, endpoints, ctx),
-            params,
-            scope_separator=settings.scope_separator,
-            dialect=self.dialect,
-        )
+        response = await self._request_token(ctx, settings, endpoints, params)
         return await self._token_set(
             ctx,
             settings,

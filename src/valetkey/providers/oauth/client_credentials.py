@@ -11,7 +11,6 @@ from valetkey.core.models import TokenRequest
 from valetkey.core.providers import MintedToken
 from valetkey.errors import UnsupportedOperation
 from valetkey.providers.context import HttpContext
-from valetkey.providers.oauth.client import request_token
 from valetkey.providers.oauth.engine import OAuthEngine, require_grant
 from valetkey.providers.oauth.settings import OAuthSettings
 
@@ -52,17 +51,8 @@ class ClientCredentialsGrant(OAuthEngine):
                     field="audience",
                 )
             params[settings.audience_param] = request.audience
-        auth = self._client_auth(settings, endpoints, ctx)
-        response = await request_token(
-            ctx.http,
-            endpoints.token,
-            auth,
-            params,
-            scope_separator=settings.scope_separator,
-            dialect=self.dialect,
-        )
+        response = await self._request_narrowed(ctx, settings, endpoints, params, requested)
         granted = requested if response.scopes is None else response.scopes
-        await self._refuse_widened(ctx, endpoints, auth, response, granted, requested)
         return MintedToken(
             token=response.access_token,
             expires_at=response.expires_at(ctx.clock),

@@ -15,7 +15,7 @@ from valetkey.core.models import Connector
 from valetkey.core.providers import DeviceStart, TokenSet
 from valetkey.errors import AccessDenied, AuthorizationExpired, AuthorizationPending, ProviderError
 from valetkey.providers.context import HttpContext
-from valetkey.providers.oauth.client import post_form, request_token
+from valetkey.providers.oauth.client import post_form
 from valetkey.providers.oauth.engine import OAuthEngine, join_scopes, require_grant
 from valetkey.providers.oauth.settings import OAuthSettings
 
@@ -73,14 +73,7 @@ class DeviceGrant(OAuthEngine):
         endpoints = await self._endpoints(ctx, settings)
         params = {"grant_type": DEVICE_CODE_GRANT, "device_code": device_code}
         try:
-            response = await request_token(
-                ctx.http,
-                endpoints.token,
-                self._client_auth(settings, endpoints, ctx),
-                params,
-                scope_separator=settings.scope_separator,
-                dialect=self.dialect,
-            )
+            response = await self._request_token(ctx, settings, endpoints, params)
         except ProviderError as exc:
             raise _device_error(exc) from exc
         return await self._token_set(

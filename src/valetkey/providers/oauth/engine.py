@@ -10,7 +10,7 @@ OpenID Connect ID token when there is one).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +18,7 @@ from valetkey.core.models import Connector, SubjectType
 from valetkey.core.providers import TokenSet
 from valetkey.errors import InvalidGrant, InvalidRequest, ProviderError, UnsupportedOperation
 from valetkey.providers.context import HttpContext
-from valetkey.providers.oauth.client import ClientAuth, TokenResponse, revoke_token
+from valetkey.providers.oauth.client import ClientAuth, TokenResponse, request_token, revoke_token
 from valetkey.providers.oauth.dialect import DEFAULT_DIALECT, Dialect
 from valetkey.providers.oauth.discovery import DEFAULT_TTL_SECONDS, MetadataCache, ServerMetadata
 from valetkey.providers.oauth.id_token import JwksStore, verify_id_token
@@ -112,6 +112,42 @@ class OAuthEngine:
             return client_assertion(key, clock, client_id=client_id, audience=audience)
 
         return ClientAuth(client_id, method="private_key_jwt", assertion=assertion)
+
+    async def _request_token(
+        self,
+        ctx: HttpContext,
+        settings: OAuthSettings,
+        endpoints: Endpoints,
+        params: Mapping[str, str | tuple[str, ...]],
+        auth: ClientAuth | None = None,
+    ) -> TokenResponse:
+        """POST a grant's ``params`` to the token endpoint, authenticated, read in this dialect."""
+        return await request_token(
+            ctx.http,
+            endpoints.token,
+            auth or self._client_auth(settings, endpoints, ctx),
+            params,
+            scope_separator=settings.scope_separator,
+            dialect=self.dialect,
+        )
+
+    async def _request_narrowed(
+        self,
+        ctx: HttpContext,
+        settings: OAuthSettings,
+        endpoints: Endpoints,
+        params: Mapping[str, str | tuple[str, ...]],
+        requested: Sequence[str],
+    ) -> TokenResponse:
+        """As :meth:`_request_token`; a token with scopes beyond ``requested`` is revoked and refused.
+
+        A response without ``scope`` was granted as requested (RFC 6749 §5.1).
+        """
+        auth = self._client_auth(settings, endpoints, ctx)
+        response = await self._request_token(ctx, settings, endpoints, params, auth)
+        granted = requested if response.scopes is None else response.scopes
+        await self._refuse_widened(ctx, endpoints, auth, response, granted, requested)
+        return response
 
     async def _refuse_widened(
         self,

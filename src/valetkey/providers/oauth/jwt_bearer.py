@@ -13,7 +13,6 @@ from valetkey.core.models import Connector
 from valetkey.core.providers import TokenSet
 from valetkey.errors import InvalidRequest, UnsupportedOperation
 from valetkey.providers.context import HttpContext
-from valetkey.providers.oauth.client import request_token
 from valetkey.providers.oauth.engine import OAuthEngine, join_scopes, require_grant
 from valetkey.providers.oauth.settings import OAuthSettings
 from valetkey.providers.signing import authorization_grant
@@ -68,17 +67,7 @@ class JwtBearerGrant(OAuthEngine):
         }
         if requested:
             params["scope"] = join_scopes(requested, settings.scope_separator)
-        auth = self._client_auth(settings, endpoints, ctx)
-        response = await request_token(
-            ctx.http,
-            endpoints.token,
-            auth,
-            params,
-            scope_separator=settings.scope_separator,
-            dialect=self.dialect,
-        )
-        granted = requested if response.scopes is None else response.scopes
-        await self._refuse_widened(ctx, endpoints, auth, response, granted, requested)
+        response = await self._request_narrowed(ctx, settings, endpoints, params, requested)
         return await self._token_set(
             ctx,
             settings,

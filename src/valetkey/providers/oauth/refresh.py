@@ -10,7 +10,6 @@ from valetkey.core.models import Connector
 from valetkey.core.providers import TokenSet
 from valetkey.errors import ProviderError
 from valetkey.providers.context import HttpContext
-from valetkey.providers.oauth.client import request_token
 from valetkey.providers.oauth.engine import OAuthEngine, invalid_grant, join_scopes
 from valetkey.providers.oauth.settings import OAuthSettings
 
@@ -47,14 +46,7 @@ class RefreshGrant(OAuthEngine):
         if resources:
             params["resource"] = resources
         try:
-            response = await request_token(
-                ctx.http,
-                endpoints.token,
-                self._client_auth(settings, endpoints, ctx),
-                params,
-                scope_separator=settings.scope_separator,
-                dialect=self.dialect,
-            )
+            response = await self._request_token(ctx, settings, endpoints, params)
         except ProviderError as exc:
             raise invalid_grant(exc, "the provider no longer accepts the refresh token") from exc
         tokens = await self._token_set(

@@ -11,7 +11,6 @@ from valetkey.core.models import Connector
 from valetkey.core.providers import TokenSet
 from valetkey.errors import InvalidRequest, ProviderError
 from valetkey.providers.context import HttpContext
-from valetkey.providers.oauth.client import request_token
 from valetkey.providers.oauth.engine import OAuthEngine, invalid_grant, join_scopes, require_grant
 from valetkey.providers.oauth.settings import OAuthSettings
 
@@ -70,14 +69,7 @@ class TokenExchangeGrant(OAuthEngine):
             params["resource"] = resources
         auth = self._client_auth(settings, endpoints, ctx)
         try:
-            response = await request_token(
-                ctx.http,
-                endpoints.token,
-                auth,
-                params,
-                scope_separator=settings.scope_separator,
-                dialect=self.dialect,
-            )
+            response = await self._request_token(ctx, settings, endpoints, params, auth)
         except ProviderError as exc:
             raise invalid_grant(exc, "the provider refused the subject token") from exc
         issued = response.extra.get("issued_token_type")
