@@ -305,3 +305,27 @@ async def test_a_nested_user_token_through_the_provider(
     assert tokens.scopes == ("chat:write", "users:read")
     assert tokens.extra["team"] == {"id": "T1"}
     assert "xoxb-bot-token" not in repr(tokens.extra)
+
+
+class _IdInBodyToo(Dialect):
+    """A server that wants HTTP Basic and the client_id repeated in the body."""
+
+    def authenticate(self, auth: ClientAuth, form: dict[str, Any], headers: dict[str, str]) -> None:
+        super().authenticate(auth, form, headers)
+        form["client_id"] = auth.client_id
+
+
+async def test_a_subclass_overrides_one_hook_and_keeps_the_rest(
+    ctx: TestContext, scripted_server: ScriptedServer
+) -> None:
+    """Overriding authenticate() changes only the credentials; parsing and refusals stay RFC's."""
+    scripted_server.reply("/token", Reply(status=400, json_body={"error": "invalid_client"}))
+    provider, connector = _provider_connector(scripted_server, _IdInBodyToo())
+    with pytest.raises(ProviderError) as caught:
+        await provider.mint(ctx, connector, TokenRequest(subject=Subject("app")))
+    sent = scripted_server.requests[0]
+    assert sent.headers["Authorization"].startswith("Basic ")
+    assert sent.form["client_id"] == ["id:1"]
+    assert "client_secret" not in sent.form
+    assert caught.value.details["error"] == "invalid_client"
+    assert SECRET not in str(caught.value)

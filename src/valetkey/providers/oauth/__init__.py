@@ -18,6 +18,10 @@ One module per grant, each naming its RFC section: :mod:`.client_credentials`,
 client authentication, token sets), :mod:`.client` (the HTTP mechanics and their bounds),
 :mod:`.discovery` (RFC 8414 / OpenID metadata), :mod:`.id_token` and :mod:`.settings`.
 
+A server that departs from the RFCs (client authentication it insists on, errors answered with
+200, a token nested in its response) is described by a :class:`Dialect`, passed as
+``OAuthProvider(dialect=...)`` or overridden hook by hook in a subclass: see :mod:`.dialect`.
+
 Configuration (``secret``: stored encrypted, never shown)::
 
     issuer                  discover endpoints from this issuer: RFC 8414
