@@ -24,7 +24,7 @@ from joserfc.jwk import ECKey
 from tests.integration.test_consent_flows import Tls, WebhookReceiver, _make_tls
 from tests.peers.scripted import Recorded, Reply, ScriptedServer, scripted_server
 
-from valetkey.providers.oauth_client import SECRET_PARAMETERS
+from valetkey.providers.oauth.client import SECRET_PARAMETERS
 from valetkey.testing import RunningBroker, running_broker
 
 __all__ = ["scripted_server"]

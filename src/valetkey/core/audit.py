@@ -49,10 +49,11 @@ import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from valetkey.core import limits
 from valetkey.core.clock import Clock
+from valetkey.core.ports import AuditStore
 from valetkey.errors import AuditUnavailable
 
 log = logging.getLogger("valetkey.audit")
@@ -141,20 +142,6 @@ class AuditRefused(Exception):
     def __init__(self, what: str) -> None:
         self.what = what
         super().__init__(what)
-
-
-class AuditStore(Protocol):
-    async def append_audit(self, events: Sequence[ChainedEvent]) -> None:
-        """Write ``events`` in one transaction: all or none.
-
-        Raises ``AuditRefused`` when the database refuses their data; any other exception means
-        the store could not be reached, and the write may or may not have committed.
-        """
-        ...
-
-    async def add_usage(self, counts: Mapping[tuple[str, str, str], int]) -> None:
-        """Add ``count`` to each (team_id, month, metric)."""
-        ...
 
 
 #: The text fields of an event and the width of the column that holds each.

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
 
 from valetkey.core.audit import AuditEvent, AuditLog
 from valetkey.core.authorizations import PendingAuthorization
@@ -20,21 +19,15 @@ from valetkey.core.consent_values import Started
 from valetkey.core.grants import GrantScope
 from valetkey.core.models import Connector, Identity, Policy, Subject, TokenRequest
 from valetkey.core.policy import Allowed, evaluate
-from valetkey.core.ports import ConnectorView, GrantStore, Invalidation, InvalidationBus
-from valetkey.core.providers import Provider, TokenSet, UserFlows, require_user_flows
+from valetkey.core.ports import (
+    ConnectorViews,
+    GrantStore,
+    Invalidation,
+    InvalidationBus,
+    ProviderLookup,
+)
+from valetkey.core.providers import TokenSet, UserFlows, require_user_flows
 from valetkey.errors import NotFound, UnsupportedOperation
-
-
-class ConnectorViews(Protocol):
-    async def connector_view(self, team_id: str, uid: str) -> ConnectorView | None:
-        """A live connector of the team with its links; None if there is none. Checks nothing."""
-        ...
-
-
-class ProviderLookup(Protocol):
-    def get(self, type: str) -> Provider:
-        """The provider of a connector type (raises for an unknown one)."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)

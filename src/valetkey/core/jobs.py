@@ -28,12 +28,13 @@ import contextlib
 import functools
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from valetkey.core.clock import Clock
+from valetkey.core.ports import JobQueue
 
 __all__ = [
     "DEFAULT_MAX_ATTEMPTS",
@@ -124,75 +125,6 @@ class JobFailed(Exception):
 
 class PermanentFailure(JobFailed):
     """A failure no retry can fix (the URL is refused by the network policy): dead-letter now."""
-
-
-class JobQueue(Protocol):
-    """Where jobs live. Implemented by ``valetkey.store.jobs.JobStore`` on both stores.
-
-    The queue does **not** run anything and does not know the kinds; it checks leases, not
-    handlers. Times come from the queue's clock.
-    """
-
-    async def enqueue(
-        self,
-        kind: str,
-        payload: Mapping[str, Any],
-        *,
-        team_id: str | None = None,
-        run_at: datetime | None = None,
-        dedupe_key: str | None = None,
-        max_attempts: int | None = None,
-    ) -> str:
-        """Store a job due at ``run_at`` (default: now); the job's id.
-
-        With ``dedupe_key``, a second enqueue with the same key stores nothing and returns the
-        first job's id, whatever that job's state (how a periodic job runs once per period
-        across replicas). The payload is sealed (encrypted) in the store.
-        """
-        ...
-
-    async def claim(self, worker: str, *, limit: int, lease_seconds: float) -> Sequence[Job]:
-        """Lease up to ``limit`` due jobs to ``worker`` and count an attempt on each.
-
-        Due: queued with ``run_at`` reached, or running with an expired lease (its worker died).
-        Two concurrent claims never return the same job (``FOR UPDATE SKIP LOCKED`` on
-        PostgreSQL, the single writer on SQLite). A job whose attempts are already exhausted
-        (its worker died on the last one) is dead-lettered here instead of being returned.
-        """
-        ...
-
-    async def complete(self, job: Job) -> bool:
-        """Mark ``job`` done if ``job.lease`` still holds it; False if the lease was lost."""
-        ...
-
-    async def fail(self, job: Job, error: str, *, retry_in: float | None) -> JobStatus | None:
-        """Record a failed attempt: queued again in ``retry_in`` seconds, or dead if
-        ``retry_in`` is None or the attempts are exhausted. The new status, or None if the
-        lease was lost (someone else holds the job now: nothing is recorded)."""
-        ...
-
-    async def release(self, job: Job) -> bool:
-        """Give back a claimed job unattempted (shutdown): due now, the attempt not counted."""
-        ...
-
-    async def retry(self, job_id: str, *, team_id: str | None) -> Job | None:
-        """Queue a dead job again with a fresh attempt budget; None if there is no such dead job
-        (in ``team_id``'s jobs, when given)."""
-        ...
-
-    async def get(self, job_id: str) -> Job | None: ...
-
-    async def list(
-        self, *, team_id: str | None, status: JobStatus | None, limit: int
-    ) -> Sequence[Job]:
-        """Jobs, newest first, of ``team_id`` (None: every team's and the broker's own)."""
-        ...
-
-    async def counts(self) -> JobCounts: ...
-
-    async def purge_finished(self, before: datetime) -> int:
-        """Delete done jobs finished before ``before`` (dead jobs are kept); how many."""
-        ...
 
 
 #: A handler gets the claimed job; returning means done, ``JobFailed`` means retry (or dead).

@@ -237,3 +237,32 @@ class Link:
     project_id: str
     environments: tuple[str, ...]
     policy: Policy
+
+
+# -- trust bindings ----------------------------------------------------------------------------
+
+#: The signing algorithms a trust binding may allow: the one list, checked when a binding is
+#: created (``identity.bindings.validate_algorithms``) and when a token is verified against
+#: bindings (``identity.verifier``).
+BINDING_ALGORITHMS: tuple[str, ...] = ("RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA")
+#: What a binding allows when its creator names no algorithm.
+DEFAULT_BINDING_ALGORITHMS: tuple[str, ...] = ("RS256", "ES256")
+
+
+@dataclass(frozen=True, slots=True)
+class TrustBinding:
+    """Maps tokens of ``issuer`` for ``audience`` whose claims satisfy ``conditions``.
+
+    A value: matching and validation are ``valetkey.identity.bindings``'.
+    """
+
+    id: str
+    team_id: str
+    project_id: str
+    project_slug: str
+    environment: str
+    issuer: str
+    audience: str
+    conditions: Mapping[str, str]
+    algorithms: tuple[str, ...] = DEFAULT_BINDING_ALGORITHMS
+    created_at: datetime | None = field(default=None, compare=False)

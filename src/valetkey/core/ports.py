@@ -2,9 +2,12 @@
 
 ``valetkey.store`` implements the stores, the server the bus (PostgreSQL), the webhook notifier
 and the lookups; ``valetkey.providers.registry`` the provider lookup. The provider plug-in
-contract itself is ``valetkey.core.providers``; the audit writer's store is
-``valetkey.core.audit.AuditStore``. Each contract says what it does and what it does **not**
-check: whatever it does not check, its caller does.
+contract itself is ``valetkey.core.providers``. Each contract says what it does and what it
+does **not** check: whatever it does not check, its caller does.
+
+The value types a port carries live beside their domain (``core.audit``'s ``ChainedEvent``,
+``core.jobs``' ``Job``); those modules import their port from here, and this module names them
+for the type checker only, so no import runs in a circle.
 """
 
 from __future__ import annotations
@@ -12,23 +15,31 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from valetkey.core.authorizations import PendingAuthorization, Status
 from valetkey.core.grants import Grant, GrantScope, Refresher, RefreshNeeded
-from valetkey.core.models import Connector, Identity, Link, Subject, TokenRequest
+from valetkey.core.models import Connector, Identity, Link, Subject, TokenRequest, TrustBinding
 from valetkey.core.providers import MintedToken, Provider, TokenSet, UserFlows
 
+if TYPE_CHECKING:
+    from valetkey.core.audit import ChainedEvent
+    from valetkey.core.jobs import Job, JobCounts, JobStatus
+
 __all__ = [
+    "AuditStore",
     "CachedMint",
     "ConnectorLookup",
     "ConnectorView",
+    "ConnectorViews",
     "ConsentStore",
     "ExchangeStore",
     "GrantStore",
+    "IdentityStore",
     "Invalidation",
     "InvalidationBus",
     "InvalidationHandler",
+    "JobQueue",
     "Loader",
     "LocalBus",
     "Notifier",
@@ -290,7 +301,134 @@ class WebhookLookup(Protocol):
         user_id: str,
         issuer: str | None = None,
     ) -> str | None:
-        """The URL, or None when the user's consent named none."""
+        """The URL, or None when the user's consent named none.
+
+        Does **not** check the URL again: it was checked when the consent started, and the
+        outbound guard checks every delivery.
+        """
+        ...
+
+
+# -- identity, audit, jobs, consent cases ---------------------------------------------------
+
+
+class IdentityStore(Protocol):
+    """What the identity verifier (``identity.verifier``) needs from storage.
+
+    Implemented by ``valetkey.store``. It does **not** verify anything: no signature, no
+    claim, no binding condition, no algorithm — the verifier does all of that with what this
+    returns; the store only selects rows.
+    """
+
+    async def bindings_for_issuer(self, issuer: str) -> Sequence[TrustBinding]:
+        """The trust bindings whose issuer is exactly ``issuer``, each only if its team owns
+        the binding's (issuer, audience) pair: one pair, one team."""
+        ...
+
+    async def access_token_identity(self, token_hash: str) -> Identity | None:
+        """The identity of an access token by hash; None if unknown, revoked or expired."""
+        ...
+
+
+class AuditStore(Protocol):
+    """Where the audit writer (``core.audit.AuditLog``) puts chained events and usage counts.
+
+    Implemented by ``valetkey.store``. The store does **not** check the chain (``seq``,
+    ``prev_hash``, ``hash`` are the writer's), the events' sizes (the writer bounds them first)
+    or who may write; it writes what it is given, atomically per call.
+    """
+
+    async def append_audit(self, events: Sequence[ChainedEvent]) -> None:
+        """Write ``events`` in one transaction: all or none.
+
+        Raises ``AuditRefused`` when the database refuses their data; any other exception means
+        the store could not be reached, and the write may or may not have committed.
+        """
+        ...
+
+    async def add_usage(self, counts: Mapping[tuple[str, str, str], int]) -> None:
+        """Add ``count`` to each (team_id, month, metric); checks no metric name."""
+        ...
+
+
+class JobQueue(Protocol):
+    """Where jobs live. Implemented by ``valetkey.store.jobs.JobStore`` on both stores.
+
+    The queue does **not** run anything and does not know the kinds; it checks leases, not
+    handlers. Times come from the queue's clock.
+    """
+
+    async def enqueue(
+        self,
+        kind: str,
+        payload: Mapping[str, Any],
+        *,
+        team_id: str | None = None,
+        run_at: datetime | None = None,
+        dedupe_key: str | None = None,
+        max_attempts: int | None = None,
+    ) -> str:
+        """Store a job due at ``run_at`` (default: now); the job's id.
+
+        With ``dedupe_key``, a second enqueue with the same key stores nothing and returns the
+        first job's id, whatever that job's state (how a periodic job runs once per period
+        across replicas). The payload is sealed (encrypted) in the store.
+        """
+        ...
+
+    async def claim(self, worker: str, *, limit: int, lease_seconds: float) -> Sequence[Job]:
+        """Lease up to ``limit`` due jobs to ``worker`` and count an attempt on each.
+
+        Due: queued with ``run_at`` reached, or running with an expired lease (its worker died).
+        Two concurrent claims never return the same job (``FOR UPDATE SKIP LOCKED`` on
+        PostgreSQL, the single writer on SQLite). A job whose attempts are already exhausted
+        (its worker died on the last one) is dead-lettered here instead of being returned.
+        """
+        ...
+
+    async def complete(self, job: Job) -> bool:
+        """Mark ``job`` done if ``job.lease`` still holds it; False if the lease was lost."""
+        ...
+
+    async def fail(self, job: Job, error: str, *, retry_in: float | None) -> JobStatus | None:
+        """Record a failed attempt: queued again in ``retry_in`` seconds, or dead if
+        ``retry_in`` is None or the attempts are exhausted. The new status, or None if the
+        lease was lost (someone else holds the job now: nothing is recorded)."""
+        ...
+
+    async def release(self, job: Job) -> bool:
+        """Give back a claimed job unattempted (shutdown): due now, the attempt not counted."""
+        ...
+
+    async def retry(self, job_id: str, *, team_id: str | None) -> Job | None:
+        """Queue a dead job again with a fresh attempt budget; None if there is no such dead job
+        (in ``team_id``'s jobs, when given)."""
+        ...
+
+    async def get(self, job_id: str) -> Job | None: ...
+
+    async def list(
+        self, *, team_id: str | None, status: JobStatus | None, limit: int
+    ) -> Sequence[Job]:
+        """Jobs, newest first, of ``team_id`` (None: every team's and the broker's own)."""
+        ...
+
+    async def counts(self) -> JobCounts: ...
+
+    async def purge_finished(self, before: datetime) -> int:
+        """Delete done jobs finished before ``before`` (dead jobs are kept); how many."""
+        ...
+
+
+class ConnectorViews(Protocol):
+    """The connectors the consent use cases (``core.consent_cases``) resolve an app's uid to.
+
+    A narrower view of :class:`ExchangeStore` (which satisfies it). It does **not** check
+    policy, capability or who asks.
+    """
+
+    async def connector_view(self, team_id: str, uid: str) -> ConnectorView | None:
+        """A live connector of the team with its links; None if there is none. Checks nothing."""
         ...
 
 

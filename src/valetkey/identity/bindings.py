@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
+from valetkey.core.models import BINDING_ALGORITHMS, DEFAULT_BINDING_ALGORITHMS, TrustBinding
 from valetkey.errors import InvalidRequest
 from valetkey.identity.errors import AmbiguousBinding
 
@@ -32,33 +31,12 @@ __all__ = [
     "validate_conditions",
 ]
 
-#: The signing algorithms a trust binding may allow: the one list, checked when a binding is
-#: created (:func:`validate_algorithms`) and when a token is verified against bindings.
-BINDING_ALGORITHMS: tuple[str, ...] = ("RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA")
-#: What a binding allows when its creator names no algorithm.
-DEFAULT_BINDING_ALGORITHMS: tuple[str, ...] = ("RS256", "ES256")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,99}$")
 _MAX_VALUE = 512
 _MAX_CONDITIONS = 32
 _WILDCARDS = frozenset("*?")
 #: Claims that change with every token: a condition on them is a mistake.
 _VOLATILE = frozenset({"exp", "iat", "nbf", "jti"})
-
-
-@dataclass(frozen=True, slots=True)
-class TrustBinding:
-    """Maps tokens of ``issuer`` for ``audience`` whose claims satisfy ``conditions``."""
-
-    id: str
-    team_id: str
-    project_id: str
-    project_slug: str
-    environment: str
-    issuer: str
-    audience: str
-    conditions: Mapping[str, str]
-    algorithms: tuple[str, ...] = DEFAULT_BINDING_ALGORITHMS
-    created_at: datetime | None = field(default=None, compare=False)
 
 
 def validate_algorithms(algorithms: Iterable[str]) -> tuple[str, ...]:

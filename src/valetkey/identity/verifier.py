@@ -18,14 +18,15 @@ many times by design.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from valetkey.core.clock import Clock
 from valetkey.core.models import Identity
+from valetkey.core.ports import IdentityStore
 from valetkey.identity.access_tokens import ACCESS_TOKEN_PREFIX, hash_token, is_access_token
-from valetkey.identity.bindings import BINDING_ALGORITHMS, TrustBinding, select_binding
+from valetkey.identity.bindings import BINDING_ALGORITHMS, select_binding
 from valetkey.identity.errors import (
     AmbiguousBinding,
     AudienceMismatch,
@@ -63,19 +64,6 @@ __all__ = [
 ACCESS_TOKEN_CACHE_SECONDS = 60
 #: Longest external workload token accepted (exp - iat).
 DEFAULT_MAX_TOKEN_LIFETIME_SECONDS = 24 * 3600
-
-
-class IdentityStore(Protocol):
-    """What the verifier needs from storage (implemented by ``valetkey.store``)."""
-
-    async def bindings_for_issuer(self, issuer: str) -> Sequence[TrustBinding]:
-        """The trust bindings whose issuer is exactly ``issuer``, each only if its team owns
-        the binding's (issuer, audience) pair: one pair, one team."""
-        ...
-
-    async def access_token_identity(self, token_hash: str) -> Identity | None:
-        """The identity of an access token by hash; None if unknown, revoked or expired."""
-        ...
 
 
 def check_environment(identity: Identity, environment: str) -> None:

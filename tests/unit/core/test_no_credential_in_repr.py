@@ -44,7 +44,7 @@ NOT_CREDENTIALS = {
     "valetkey.core.ports.CachedMint.token": "a MintedToken, whose own repr hides the credential",
     "valetkey.crypto.keyring._Envelope.nonce": "an AES-GCM nonce, public by design",
     "valetkey.core.ports.Invalidation.subject_key": "a subject's key, e.g. user:alice",
-    "valetkey.providers.oauth.Endpoints.token": "the token endpoint's URL",
+    "valetkey.providers.oauth.engine.Endpoints.token": "the token endpoint's URL",
     "valetkey.server.broker.Broker.verifier": "the identity verifier service",
 }
 

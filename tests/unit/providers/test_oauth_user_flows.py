@@ -31,14 +31,14 @@ from valetkey.errors import (
     ProviderError,
     UnsupportedOperation,
 )
-from valetkey.providers.discovery import well_known_urls
 from valetkey.providers.oauth import (
     JWT_BEARER_GRANT,
     TOKEN_EXCHANGE_GRANT,
     OAuthProvider,
     pkce_challenge,
 )
-from valetkey.providers.oauth_client import CLIENT_ASSERTION_TYPE
+from valetkey.providers.oauth.client import CLIENT_ASSERTION_TYPE
+from valetkey.providers.oauth.discovery import well_known_urls
 
 __all__ = ["scripted_server"]
 

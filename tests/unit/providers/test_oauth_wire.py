@@ -21,7 +21,7 @@ from valetkey.core.models import Connector, Subject, TokenRequest
 from valetkey.core.providers import MintedToken
 from valetkey.errors import ProviderError, UnsupportedOperation
 from valetkey.providers.oauth import OAuthProvider
-from valetkey.providers.oauth_client import (
+from valetkey.providers.oauth.client import (
     MAX_RESPONSE_BYTES,
     ClientAuth,
     request_token,

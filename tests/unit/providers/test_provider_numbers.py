@@ -15,7 +15,7 @@ from tests.peers.scripted import Reply, ScriptedServer, scripted_server
 from valetkey.core.models import Subject, TokenRequest
 from valetkey.errors import ProviderError
 from valetkey.providers.oauth import OAuthProvider
-from valetkey.providers.oauth_client import MAX_EXPIRES_IN
+from valetkey.providers.oauth.client import MAX_EXPIRES_IN
 
 __all__ = ["scripted_server"]
 

@@ -26,7 +26,7 @@ from tests.peers.scripted import Recorded, Reply, ScriptedServer, scripted_serve
 from valetkey.core.models import Subject, TokenRequest
 from valetkey.errors import ProviderError, ValetkeyError
 from valetkey.providers.oauth import OAuthProvider
-from valetkey.providers.oauth_client import SECRET_PARAMETERS
+from valetkey.providers.oauth.client import SECRET_PARAMETERS
 from valetkey.providers.redaction import MAX_TEXT, WITHHELD, Redactor
 
 __all__ = ["scripted_server"]

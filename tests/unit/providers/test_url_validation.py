@@ -9,7 +9,7 @@ import pytest
 from valetkey.errors import InvalidRequest, ProviderError
 from valetkey.netguard import OutboundRefused, check_outbound, is_noncanonical_ipv4
 from valetkey.providers.oauth import OAuthProvider
-from valetkey.providers.oauth_client import ClientAuth, request_token
+from valetkey.providers.oauth.client import ClientAuth, request_token
 
 BAD_URLS = [
     "https://0177.0.0.1/token",  # octal

@@ -26,7 +26,7 @@ from valetkey.core.clock import Clock
 from valetkey.errors import IdentityError, ProviderError
 from valetkey.identity.errors import UnknownKey
 from valetkey.identity.jwt import ASYMMETRIC_ALGORITHMS, IssuerPolicy, verify_jwt
-from valetkey.providers.discovery import fetch_json
+from valetkey.providers.oauth.discovery import fetch_json
 
 __all__ = ["ID_TOKEN_MAX_LIFETIME_SECONDS", "JwksStore", "verify_id_token"]
 

@@ -21,7 +21,7 @@ from valetkey.providers.config import (
     require_mapping,
     require_str,
 )
-from valetkey.providers.oauth_client import AUTH_METHODS, AuthMethod
+from valetkey.providers.oauth.client_auth import AUTH_METHODS, AuthMethod
 from valetkey.providers.signing import KeyRefused, SigningKey
 
 __all__ = ["GRANTS", "Grant", "OAuthSettings"]

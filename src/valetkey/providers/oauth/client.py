@@ -13,21 +13,25 @@ redirects are not followed, and no error message carries a secret.
 
 from __future__ import annotations
 
-import base64
-import json
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
-from urllib.parse import quote_plus
 
 import httpx
 
 from valetkey.core.clock import Clock
 from valetkey.errors import ProviderError
 from valetkey.netguard import OutboundRefused
+from valetkey.providers.oauth.client_auth import (
+    AUTH_METHODS,
+    CLIENT_ASSERTION_TYPE,
+    AuthMethod,
+    ClientAuth,
+)
+from valetkey.providers.oauth.dialect import DEFAULT_DIALECT, Dialect
 from valetkey.providers.redaction import Redactor
 
 __all__ = [
@@ -46,15 +50,6 @@ __all__ = [
     "request_token",
     "revoke_token",
 ]
-
-AuthMethod = Literal["client_secret_basic", "client_secret_post", "private_key_jwt"]
-AUTH_METHODS: tuple[AuthMethod, ...] = (
-    "client_secret_basic",
-    "client_secret_post",
-    "private_key_jwt",
-)
-#: RFC 7523 §2.2 ``client_assertion_type``.
-CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 #: Largest token or revocation response read from a provider, in bytes.
 MAX_RESPONSE_BYTES = 64 * 1024
@@ -84,41 +79,6 @@ SECRET_PARAMETERS = frozenset(
 _MAX_ERROR_CODE = 100
 #: RFC 6749 §5.2: ``error`` is 1*( %x20-21 / %x23-5B / %x5D-7E ).
 _ERROR_CODE = re.compile(r"^[\x20\x21\x23-\x5b\x5d-\x7e]+$")
-
-
-@dataclass(frozen=True, slots=True)
-class ClientAuth:
-    """A confidential client's credentials and how it presents them.
-
-    ``client_secret_basic`` / ``client_secret_post``: RFC 6749 §2.3.1 with ``client_secret``.
-    ``private_key_jwt``: RFC 7523 §2.2; ``assertion`` returns a fresh signed client
-    assertion (single-use ``jti``) each time it is called.
-    """
-
-    client_id: str
-    client_secret: str = field(default="", repr=False)
-    method: AuthMethod = "client_secret_basic"
-    assertion: Callable[[], str] | None = field(default=None, repr=False, compare=False)
-
-    def apply(self, form: dict[str, Any], headers: dict[str, str]) -> None:
-        """Add the client authentication to a request's form or headers, in place."""
-        if self.method == "private_key_jwt":
-            if self.assertion is None:
-                raise ProviderError(
-                    "private_key_jwt client authentication has no signing key",
-                    error="invalid_configuration",
-                )
-            form["client_id"] = self.client_id
-            form["client_assertion_type"] = CLIENT_ASSERTION_TYPE
-            form["client_assertion"] = self.assertion()
-            return
-        if self.method == "client_secret_post":
-            form["client_id"] = self.client_id
-            form["client_secret"] = self.client_secret
-            return
-        # §2.3.1: the id and secret are form-urlencoded (Appendix B) before base64.
-        pair = f"{quote_plus(self.client_id, safe='')}:{quote_plus(self.client_secret, safe='')}"
-        headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,16 +117,25 @@ async def request_token(
     *,
     scope_separator: str = " ",
     time_limit: float = DEFAULT_TIMEOUT,
+    dialect: Dialect = DEFAULT_DIALECT,
 ) -> TokenResponse:
     """POST a grant to the token endpoint and parse the answer.
 
     ``params`` holds the grant's parameters (``grant_type`` and the rest); a sequence
     value is sent as a repeated parameter (RFC 8707 ``resource``). Raises
     :class:`ProviderError` with ``error`` in its details: the provider's §5.2 code,
-    or ``timeout``, ``unreachable``, ``invalid_response``, ``response_too_large``.
+    or ``timeout``, ``unreachable``, ``invalid_response``, ``response_too_large``. Where
+    the refusal is found and which members hold the token is the ``dialect``'s say.
     """
-    body = await _post_authenticated(http, token_url, auth, params, time_limit, "token endpoint")
-    return _parse_token_response(body, scope_separator)
+    data = await _post_authenticated(
+        http, token_url, auth, params, time_limit, "token endpoint", dialect
+    )
+    if data is None:
+        raise ProviderError(
+            "the provider's token endpoint answered 200 without a JSON object",
+            error="invalid_response",
+        )
+    return _parse_token_response(dialect.token_fields(data), scope_separator)
 
 
 async def post_form(
@@ -177,13 +146,13 @@ async def post_form(
     *,
     what: str,
     time_limit: float = DEFAULT_TIMEOUT,
+    dialect: Dialect = DEFAULT_DIALECT,
 ) -> dict[str, Any]:
     """POST an authenticated form to an OAuth endpoint answering a JSON object on 200.
 
     Errors as for :func:`request_token`; ``what`` names the endpoint in messages.
     """
-    body = await _post_authenticated(http, url, auth, params, time_limit, what)
-    data = _json_object(body)
+    data = await _post_authenticated(http, url, auth, params, time_limit, what, dialect)
     if data is None:
         raise ProviderError(
             f"the provider's {what} answered 200 without a JSON object", error="invalid_response"
@@ -198,15 +167,18 @@ async def _post_authenticated(
     params: Mapping[str, str | Sequence[str]],
     time_limit: float,
     what: str,
-) -> bytes:
+    dialect: Dialect,
+) -> dict[str, Any] | None:
+    """The answer's members on success (None: not an object); a refusal raises."""
     form: dict[str, Any] = {k: (v if isinstance(v, str) else list(v)) for k, v in params.items()}
     headers = {"Accept": "application/json"}
-    auth.apply(form, headers)
+    dialect.authenticate(auth, form, headers)
     redactor = redactor_for(form, headers, auth)
-    status, body = await _post(http, url, form, headers, time_limit, what, redactor)
-    if status != 200:
-        raise _error_from(status, body, what, redactor)
-    return body
+    status, content_type, body = await _post(http, url, form, headers, time_limit, what, redactor)
+    data = dialect.parse(body, content_type)
+    if dialect.is_refusal(status, data):
+        raise _error_from(status, data, what, redactor)
+    return data
 
 
 def redactor_for(form: Mapping[str, Any], headers: Mapping[str, str], auth: ClientAuth) -> Redactor:
@@ -230,6 +202,7 @@ async def revoke_token(
     token_type_hint: Literal["access_token", "refresh_token"] | None = "access_token",  # noqa: S107 - a hint name
     *,
     time_limit: float = DEFAULT_TIMEOUT,
+    dialect: Dialect = DEFAULT_DIALECT,
 ) -> RevocationOutcome:
     """Revoke ``token`` at an RFC 7009 endpoint; never raises for the provider's answer.
 
@@ -239,18 +212,19 @@ async def revoke_token(
     if token_type_hint is not None:
         form["token_type_hint"] = token_type_hint
     headers = {"Accept": "application/json"}
-    auth.apply(form, headers)
+    dialect.authenticate(auth, form, headers)
     redactor = redactor_for(form, headers, auth)
     try:
-        status, body = await _post(
+        status, content_type, body = await _post(
             http, revocation_url, form, headers, time_limit, "revocation endpoint", redactor
         )
     except ProviderError as exc:
         return RevocationOutcome(revoked=False, error=exc.message)
-    if status == 200:
+    data = dialect.parse(body, content_type)
+    if not dialect.is_refusal(status, data):
         return RevocationOutcome(revoked=True)
     return RevocationOutcome(
-        revoked=False, error=_error_from(status, body, "revocation endpoint", redactor).message
+        revoked=False, error=_error_from(status, data, "revocation endpoint", redactor).message
     )
 
 
@@ -262,7 +236,7 @@ async def _post(
     time_limit: float,
     what: str,
     redactor: Redactor,
-) -> tuple[int, bytes]:
+) -> tuple[int, str | None, bytes]:
     try:
         request = http.build_request(
             "POST", url, data=form, headers=headers, timeout=httpx.Timeout(time_limit)
@@ -282,7 +256,8 @@ async def _post(
                 if size > MAX_RESPONSE_BYTES:
                     raise _too_large(what)
                 chunks.append(chunk)
-            return response.status_code, b"".join(chunks)
+            content_type = response.headers.get("content-type")
+            return response.status_code, content_type, b"".join(chunks)
         finally:
             await response.aclose()
     except httpx.TimeoutException as exc:
@@ -304,21 +279,14 @@ def _too_large(what: str) -> ProviderError:
     )
 
 
-def _json_object(body: bytes) -> dict[str, Any] | None:
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _error_from(status: int, body: bytes, what: str, redactor: Redactor) -> ProviderError:
+def _error_from(
+    status: int, data: Mapping[str, Any] | None, what: str, redactor: Redactor
+) -> ProviderError:
     """Build the error for a non-200 answer (RFC 6749 §5.2; RFC 7009 §2.2.1).
 
     Only the provider's ``error`` and ``error_description`` are kept, each through the call's
     redactor; a body that is not an OAuth error (HTML, a 500 page) is never quoted.
     """
-    data = _json_object(body)
     raw_code = data.get("error") if data else None
     code = redactor.text(raw_code, _MAX_ERROR_CODE) if isinstance(raw_code, str) else None
     if (
@@ -341,13 +309,7 @@ def _error_from(status: int, body: bytes, what: str, redactor: Redactor) -> Prov
     return ProviderError(message, **details)
 
 
-def _parse_token_response(body: bytes, scope_separator: str) -> TokenResponse:
-    data = _json_object(body)
-    if data is None:
-        raise ProviderError(
-            "the provider's token endpoint answered 200 without a JSON object",
-            error="invalid_response",
-        )
+def _parse_token_response(data: Mapping[str, Any], scope_separator: str) -> TokenResponse:
     access_token = data.get("access_token")
     token_type = data.get("token_type")
     if not isinstance(access_token, str) or not access_token:
