@@ -414,12 +414,12 @@ def test_remove_while_attached_is_refused_with_a_hint(
 ) -> None:
     """connect remove refuses an attached connector (with a remedy); --disconnect-all removes it."""
     _project, uid = make_attached(broker, monkeypatch, unique("sk-"))
-    refused = cli(["connect", "remove", uid], broker.env(), monkeypatch)
+    refused = cli(["connect", "remove", uid, "--yes"], broker.env(), monkeypatch)
     assert refused.exit_code == 1
     assert refused.stderr.startswith("error[connector_linked]: ")
     assert "--disconnect-all" in refused.stderr
     removed = cli(
-        ["connect", "remove", uid, "--disconnect-all", "--format", "json"],
+        ["connect", "remove", uid, "--disconnect-all", "--yes", "--format", "json"],
         broker.env(),
         monkeypatch,
     )
@@ -478,7 +478,7 @@ def test_revoke_tokens_reports_the_counts(
         "providerFailed": 0,
     }
     assert cli(["connect", "token", uid], workload, monkeypatch).exit_code == 0
-    every = cli(["connect", "revoke-tokens", uid, "--all-tokens"], broker.env(), monkeypatch)
+    every = cli(["connect", "revoke-tokens", uid, "--all-tokens", "-y"], broker.env(), monkeypatch)
     assert every.exit_code == 0, every.stderr
     for name in ("tokensFound", "deleted", "providerRevoked", "providerSkipped", "providerFailed"):
         assert name in every.stdout
@@ -728,7 +728,7 @@ def test_keys_rotate_while_the_broker_runs(
     assert "re-wrapped" in rotated.stderr
     assert _key_ids(own_broker.data_dir) == (report["activeKek"], [report["activeKek"]])
 
-    revoked = cli(["connect", "revoke-tokens", uid, "--all-tokens"], own_broker.env(), monkeypatch)
+    revoked = cli(["connect", "revoke-tokens", uid, "--all-tokens", "-y"], own_broker.env(), monkeypatch)
     assert revoked.exit_code == 0, revoked.stderr
     assert cli(["connect", "token", uid], workload, monkeypatch).stdout == api_key + "\n"
     own_broker.stop()

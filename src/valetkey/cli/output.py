@@ -21,6 +21,7 @@ __all__ = [
     "FormatOption",
     "emit",
     "emit_fields",
+    "error_json",
     "note",
     "report_error",
     "say",
@@ -151,10 +152,38 @@ def note(message: str) -> None:
     stderr().print(message, markup=False)
 
 
-def report_error(err: ValetkeyError) -> None:
-    """``error[code]: message``, then the remedy if the error has one, on stderr."""
+def hint_of(err: ValetkeyError) -> str | None:
+    """What to do about ``err``: the CLI's own hint, the broker's (``hint`` on the wire), or the
+    class's remedy."""
+    own = getattr(err, "hint", None)
+    sent = err.details.get("hint")
+    for candidate in (own, sent, err.remedy):
+        if isinstance(candidate, str) and candidate:
+            return candidate
+    return None
+
+
+def error_json(err: ValetkeyError) -> dict[str, Any]:
+    """The stable JSON shape of a refusal: ``{"error": {"code", "message", "hint", ...}}``.
+
+    ``code``, ``message`` and ``hint`` (null when there is none) are always there; the
+    details the broker sent (``field``, ``environments``, …) follow. No secret is in any.
+    """
+    body: dict[str, Any] = {"code": err.code, "message": err.message, "hint": hint_of(err)}
+    for key, value in err.details.items():
+        body.setdefault(key, value)
+    return {"error": body}
+
+
+def report_error(err: ValetkeyError, fmt: Format = Format.table) -> None:
+    """``error[code]: message``, then the remedy if the error has one, on stderr; with
+    ``--format json``, :func:`error_json` on stderr instead."""
+    if fmt is Format.json:
+        sys.stderr.write(json.dumps(error_json(err), default=str) + "\n")
+        sys.stderr.flush()
+        return
     sys.stderr.write(f"error[{err.code}]: {err.message}\n")
-    remedy = getattr(err, "hint", None) or err.remedy
+    remedy = hint_of(err)
     if remedy:
         sys.stderr.write(f"  hint: {remedy}\n")
     sys.stderr.flush()

@@ -66,6 +66,7 @@ from valetkey.core.models import Connector, SubjectType, TokenRequest
 from valetkey.core.providers import (
     AuthorizationStart,
     Capabilities,
+    ConfigField,
     DeviceStart,
     MintedToken,
     RevokeResult,
@@ -93,6 +94,7 @@ from valetkey.providers.oauth_client import (
     request_token,
     revoke_token,
 )
+from valetkey.providers.oauth_settings import FIELDS as SETTINGS_FIELDS
 from valetkey.providers.oauth_settings import Grant, OAuthSettings
 from valetkey.providers.signing import authorization_grant, client_assertion
 
@@ -173,6 +175,7 @@ class OAuthProvider:
 
     type: ClassVar[str] = "oauth"
     services: ClassVar[tuple[str, ...]] = ("oauth",)
+    config_fields: ClassVar[tuple[ConfigField, ...]] = SETTINGS_FIELDS
 
     def __init__(self, *, metadata_ttl_seconds: float = DEFAULT_TTL_SECONDS) -> None:
         self._metadata = MetadataCache(metadata_ttl_seconds)
