@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from valetkey.errors import ValetkeyError
@@ -113,12 +114,34 @@ def emit(
     if not data:
         stderr().print(f"({empty})", markup=False)
         return
+    cells = [[cell(get(row)) for _, get in columns] for row in data]
     table = Table(title=title, title_justify="left")
     for heading, _ in columns:
         table.add_column(heading, overflow="fold")
-    for row in data:
-        table.add_row(*(cell(get(row)) for _, get in columns))
-    stdout().print(table)
+    for line in cells:
+        table.add_row(*line)
+    console = stdout()
+    natural = Measurement.get(console, console.options.update_width(1 << 16), table).maximum
+    if natural <= console.width:
+        console.print(table)
+        return
+    # Too wide for the terminal: one block per row rather than cells cut into fragments
+    # (a uid or an id in two pieces cannot be copied).
+    _records([heading for heading, _ in columns], cells, title)
+
+
+def _records(headings: Sequence[str], cells: Sequence[Sequence[str]], title: str | None) -> None:
+    """Rows as blocks: the first cell alone, then ``heading  value`` lines, never cut."""
+    if title:
+        say(title)
+    width = max(len(h) for h in headings[1:]) if len(headings) > 1 else 0
+    for i, line in enumerate(cells):
+        if i:
+            say("")
+        say(line[0])
+        for heading, value in zip(headings[1:], line[1:], strict=True):
+            if value:
+                say(f"  {heading:<{width}}  {value}")
 
 
 def emit_fields(
