@@ -906,3 +906,26 @@ def test_usage_keys_are_camel_case(broker: BrokerProcess, monkeypatch: pytest.Mo
     counters = json.loads(cli(["usage", "--format", "json"], broker.env(), monkeypatch).stdout)
     assert counters["counters"], counters
     assert all(re.fullmatch(r"[a-z]+([A-Z][a-z0-9]*)*", name) for name in counters["counters"])
+
+
+def test_configuration_docs_cli_snippet_runs_as_written(
+    broker: BrokerProcess, tmp_path: Path
+) -> None:
+    """docs/configuration.md's CLI block (--data @-, update merge, ls, rm --yes) runs verbatim."""
+    doc = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
+    section = doc.split("## The CLI", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    env = broker.env(PATH=f"{Path(VALETKEY).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", block],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "sk-from-a-pipe" not in done.stdout + done.stderr
+    assert "changed: header" in done.stderr
+    assert re.search(r"removed\s*│\s*yes", done.stdout), done.stdout
