@@ -878,6 +878,7 @@ def test_ids_links_merge_and_confirmations(
     assert answer["token"] == api_key
     assert answer["connector"] == {"id": connector_id, "uid": uid, "type": "api-key"}
     assert cli(["connect", "token", uid], env, monkeypatch).stdout == api_key + "\n"
+    assert cli(["connect", "token", connector_id], env, monkeypatch).stdout == api_key + "\n"
 
     merged = cli(["connect", "update", connector_id, "--data", '{"header": "X-Key"}'], env, monkeypatch)
     assert merged.exit_code == 0, merged.stderr

@@ -415,6 +415,7 @@ def token(
     from valetkey.sdk.client import Client
 
     user_id = _user(subject, user)
+    uid = _workload_uid(ctx, uid)
     try:
         with Client() as client:
             answer = client.get_token_response(
@@ -444,6 +445,20 @@ def token(
         shown["connector"] = answer.connector.uid
         shown["expiresAt"] = short_time(shown["expiresAt"])
     emit_fields(shown, fmt, title=f"token: {answer.connector.uid}")
+
+
+def _workload_uid(ctx: typer.Context, value: str) -> str:
+    """The uid for a workload call (the Connect API names connectors by uid): a connector id
+    is looked up with the member credential."""
+    if not is_connector_id(value):
+        return value
+    try:
+        return _uid(broker(ctx), value)
+    except CredentialsNotFound as err:
+        raise CredentialsNotFound(
+            f"{value} is a connector id; looking up its uid needs the member credential",
+            hint=f"Give the connector's uid (service/name) instead. {err.hint or ''}".strip(),
+        ) from None
 
 
 def _linked_identity(ctx: typer.Context) -> tuple[str, str] | None:
@@ -514,6 +529,7 @@ def revoke_tokens(
         from valetkey.sdk.client import Client
 
         user_id = _user(subject, user)
+        uid = _workload_uid(ctx, uid)
         with Client() as client:
             if user_id is None:
                 outcome = client.revoke_tokens(uid, subject="app")
