@@ -57,8 +57,9 @@ def _data_fields_help() -> str:
     for kind in _PROVIDERS.types():
         lines = [f"{kind}:"]
         for spec in _PROVIDERS.get(kind).config_fields:
-            marks = ("*" if spec.required is True else "") + (" secret" if spec.sensitive else "")
-            lines.append(f"  {spec.name}{marks.rstrip() and ' (' + marks.strip() + ')'}: {spec.help}")
+            marks = [m for m, on in (("*", spec.required is True), ("secret", spec.sensitive)) if on]
+            label = f"{spec.name} ({' '.join(marks)})" if marks else spec.name
+            lines.append(f"  {label}: {spec.help}")
         parts.append("\b\n" + "\n".join(lines))
     return "\n\n".join(parts)
 
