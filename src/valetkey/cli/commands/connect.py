@@ -206,26 +206,36 @@ def update(
     given = parse_data(data)
     client = broker(ctx)
     path = f"/v1/connectors/{uid_path(uid)}"
-    current = client.get(path)
-    stored: dict[str, Any] = dict(current.get("data") or {})
-    secrets = set(current.get("secretFields") or [])
+    before = client.get(path)
+    stored: dict[str, Any] = dict(before.get("data") or {})
+    secrets_before = set(before.get("secretFields") or [])
     if replace:
         config = given
-        dropped = sorted(k for k in stored if k not in given)
     else:
-        config = {**stored, **given}
-        config = {k: v for k, v in config.items() if v is not None}
-        dropped = sorted(k for k, v in given.items() if v is None and k in stored)
-    changed = sorted(
-        k for k, v in given.items() if v is not None and (k in secrets or stored.get(k) != v)
-    )
+        # null removes a field; a secret sent as null is cleared by the provider.
+        merged = {**stored, **given}
+        config = {k: v for k, v in merged.items() if v is not None or k in secrets_before}
     row = client.request("PATCH", path, body={"data": config})
     _show(row, fmt, "connector updated")
     if fmt is Format.table:
-        note(
-            f"changed: {', '.join(changed) or 'nothing'}"
-            + (f"; removed: {', '.join(dropped)}" if dropped else "")
-        )
+        note(_what_changed(stored, secrets_before, given, row))
+
+
+def _what_changed(
+    stored: Mapping[str, Any],
+    secrets_before: set[str],
+    given: Mapping[str, Any],
+    after: Mapping[str, Any],
+) -> str:
+    """``changed: a, b; removed: c``, from the configuration before and after (secret values
+    are never seen: a secret given counts as changed)."""
+    data = after.get("data") or {}
+    secrets_after = set(after.get("secretFields") or [])
+    changed = {k for k in data if stored.get(k) != data[k]}
+    changed |= {k for k, v in given.items() if v is not None and k in secrets_after}
+    removed = {k for k in stored if k not in data} | (secrets_before - secrets_after)
+    text = f"changed: {', '.join(sorted(changed)) or 'nothing'}"
+    return text + (f"; removed: {', '.join(sorted(removed))}" if removed else "")
 
 
 @app.command("remove")
