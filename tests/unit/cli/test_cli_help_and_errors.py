@@ -214,3 +214,30 @@ def test_tables_do_not_break_values_at_80_columns(
     emit([{"uid": "api-key/s", "id": "con_1"}], columns[:1] + columns[3:4], Format.table)
     small = capsys.readouterr().out
     assert "┃ uid       ┃ id    ┃" in small
+
+
+def test_prompt_asks_only_for_the_secrets_a_payload_needs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a terminal, oauth asks for clientSecret unless private_key_jwt, never for the PEM
+    privateKey (a file), never for a field given; without a terminal it asks nothing."""
+    from valetkey.cli.prompts import prompt_secrets
+
+    asked: list[str] = []
+
+    def answer(text: str, **options: object) -> str:
+        assert options["hide_input"] is True
+        asked.append(text)
+        return "typed"
+
+    monkeypatch.setattr("valetkey.cli.prompts.typer.prompt", answer)
+    monkeypatch.setattr("valetkey.cli.prompts.interactive", lambda: True)
+    fields = OAuthProvider.config_fields
+    data: dict[str, object] = {"clientId": "c"}
+    assert prompt_secrets(fields, data, dict(data)) == ["clientSecret"]
+    assert data["clientSecret"] == "typed"
+    assert asked == ["clientSecret (for client_secret_basic / client_secret_post, hidden)"]
+    jwt: dict[str, object] = {"clientId": "c", "authMethod": "private_key_jwt"}
+    assert prompt_secrets(fields, jwt, dict(jwt)) == []
+    given: dict[str, object] = {"clientId": "c", "clientSecret": "s"}
+    assert prompt_secrets(fields, given, dict(given)) == []
+    monkeypatch.setattr("valetkey.cli.prompts.interactive", lambda: False)
+    assert prompt_secrets(ApiKeyProvider.config_fields, {}, {}) == []
