@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import secrets
 import socket
 import stat
@@ -414,12 +415,12 @@ def test_remove_while_attached_is_refused_with_a_hint(
 ) -> None:
     """connect remove refuses an attached connector (with a remedy); --disconnect-all removes it."""
     _project, uid = make_attached(broker, monkeypatch, unique("sk-"))
-    refused = cli(["connect", "remove", uid], broker.env(), monkeypatch)
+    refused = cli(["connect", "remove", uid, "--yes"], broker.env(), monkeypatch)
     assert refused.exit_code == 1
     assert refused.stderr.startswith("error[connector_linked]: ")
     assert "--disconnect-all" in refused.stderr
     removed = cli(
-        ["connect", "remove", uid, "--disconnect-all", "--format", "json"],
+        ["connect", "remove", uid, "--disconnect-all", "--yes", "--format", "json"],
         broker.env(),
         monkeypatch,
     )
@@ -478,7 +479,7 @@ def test_revoke_tokens_reports_the_counts(
         "providerFailed": 0,
     }
     assert cli(["connect", "token", uid], workload, monkeypatch).exit_code == 0
-    every = cli(["connect", "revoke-tokens", uid, "--all-tokens"], broker.env(), monkeypatch)
+    every = cli(["connect", "revoke-tokens", uid, "--all-tokens", "-y"], broker.env(), monkeypatch)
     assert every.exit_code == 0, every.stderr
     for name in ("tokensFound", "deleted", "providerRevoked", "providerSkipped", "providerFailed"):
         assert name in every.stdout
@@ -728,7 +729,7 @@ def test_keys_rotate_while_the_broker_runs(
     assert "re-wrapped" in rotated.stderr
     assert _key_ids(own_broker.data_dir) == (report["activeKek"], [report["activeKek"]])
 
-    revoked = cli(["connect", "revoke-tokens", uid, "--all-tokens"], own_broker.env(), monkeypatch)
+    revoked = cli(["connect", "revoke-tokens", uid, "--all-tokens", "-y"], own_broker.env(), monkeypatch)
     assert revoked.exit_code == 0, revoked.stderr
     assert cli(["connect", "token", uid], workload, monkeypatch).stdout == api_key + "\n"
     own_broker.stop()
@@ -762,3 +763,170 @@ def test_records_written_after_rotation_survive_a_restart(
     result = cli(["connect", "token", uid], workload, monkeypatch)
     assert result.stderr == ""  # today: error[...] from the broker (unknown_kek after the restart)
     assert result.stdout == api_key + "\n"
+
+
+def test_create_asks_for_a_missing_secret_on_a_terminal_and_reads_stdin(
+    broker: BrokerProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """connect create asks for a secret field left out of --data with hidden input (never echoed)
+    when stdin is a terminal; --data @- reads the JSON from stdin; the broker stores both."""
+    env = {**dict.fromkeys(_OUR_VARIABLES), **broker.env()}
+    typed, piped = unique("sk-typed-"), unique("sk-piped-")
+    monkeypatch.setattr("valetkey.cli.prompts.interactive", lambda: True)
+    asked = CliRunner().invoke(
+        app,
+        ["connect", "create", "api-key", "--name", unique("p-"), "--data", '{"header": "X-Key"}'],
+        env=env,
+        input=typed + "\n",
+    )
+    assert asked.exit_code == 0, asked.stderr
+    assert "apiKey (the key, hidden):" in asked.stderr
+    assert typed not in asked.stdout + asked.stderr
+    monkeypatch.setattr("valetkey.cli.prompts.interactive", lambda: False)
+    name = unique("s-")
+    from_stdin = CliRunner().invoke(
+        app,
+        ["connect", "create", "api-key", "--name", name, "--data", "@-", "--format", "json"],
+        env=env,
+        input=json.dumps({"apiKey": piped}),
+    )
+    assert from_stdin.exit_code == 0, from_stdin.stderr
+    assert json.loads(from_stdin.stdout)["secretFields"] == ["apiKey"]
+    assert piped not in from_stdin.stdout + from_stdin.stderr
+    # Without a terminal nothing is asked: the broker names the missing field.
+    bare = cli(["connect", "create", "api-key", "--name", unique("b-")], broker.env(), monkeypatch)
+    assert bare.stderr.startswith("error[invalid_request]: apiKey is required"), bare.stderr
+
+
+def test_refusals_point_at_the_fix(broker: BrokerProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unknown connector, unknown environment, a service with no type, an existing connector and
+    a misspelt field each say what to do; with --format json the same, as JSON on stderr."""
+    env = broker.env()
+    project, uid = make_attached(broker, monkeypatch, unique("sk-"))
+    missing = cli(["connect", "show", "api-key/nope"], env, monkeypatch)
+    assert missing.stderr == (
+        "error[not_found]: no connector api-key/nope\n"
+        "  hint: `valetkey connect list` (GET /v1/connectors) lists the connectors.\n"
+    )
+    no_env = cli(["connect", "attach", uid, "-p", project, "-e", "dev"], env, monkeypatch)
+    assert no_env.stderr == (
+        f"error[not_found]: project {project} has no environment dev; "
+        "its environments: development, preview, production\n"
+        f"  hint: `valetkey environments create dev --project {project}` adds one.\n"
+    )
+    service = cli(["connect", "create", "github", "--name", "x"], env, monkeypatch)
+    assert service.stderr == (
+        "error[invalid_request]: no connector type is implied by service 'github': name the type "
+        "(one of api-key, oauth)\n"
+        "  hint: With the CLI: `valetkey connect create github --type oauth --name NAME "
+        '--data …`; over the API: "type" in the body.\n'
+    )
+    name = uid.split("/")[1]
+    exists = cli(
+        ["connect", "create", "api-key", "--name", name, "--data", '{"apiKey": "k"}'],
+        env,
+        monkeypatch,
+    )
+    assert exists.stderr == (
+        f"error[conflict]: connector {uid} exists\n"
+        f"  hint: To change its configuration: `valetkey connect update {uid} --data …` "
+        f"(PATCH /v1/connectors/{uid}).\n"
+    )
+    typo = cli(
+        ["connect", "create", "oauth", "--name", unique("o-"), "--format", "json", "--data",
+         '{"tokenURL": "https://a.example/t", "clientId": "c", "clientSecret": "s"}'],
+        env,
+        monkeypatch,
+    )
+    assert typo.exit_code == 1
+    error = json.loads(typo.stderr)["error"]
+    assert error["code"] == "invalid_request"
+    assert error["message"].startswith(
+        "unknown configuration field 'tokenURL' (did you mean 'tokenUrl'?); known fields: "
+    )
+    assert (error["field"], error["suggestion"]) == ("tokenURL", "tokenUrl")
+    assert error["hint"] == "Rename 'tokenURL' to 'tokenUrl'."
+
+
+def test_ids_links_merge_and_confirmations(
+    broker: BrokerProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connector id (con_…) works where a uid does; attach, detach and token default to the
+    linked project; update merges (naming what changed) unless --replace."""
+    env = broker.env()
+    project, name, api_key = unique("l-"), unique("m-"), unique("sk-")
+    assert cli(["projects", "create", project], env, monkeypatch).exit_code == 0
+    made = cli(
+        ["connect", "create", "api-key", "--name", name, "--format", "json", "--data",
+         json.dumps({"apiKey": api_key, "description": "first"})],
+        env,
+        monkeypatch,
+    )
+    connector_id, uid = json.loads(made.stdout)["id"], f"api-key/{name}"
+    assert connector_id.startswith("con_")
+    shown = json.loads(cli(["connect", "show", connector_id, "--format", "json"], env, monkeypatch).stdout)
+    assert shown["uid"] == uid
+    assert cli(["link", "--project", project], env, monkeypatch, cwd=tmp_path).exit_code == 0
+    attached = cli(["connect", "attach", connector_id, "-e", "development", "--format", "json"], env, monkeypatch)
+    assert attached.exit_code == 0, attached.stderr
+    assert json.loads(attached.stdout)["project"] == project
+
+    # No .env here: connect token asks for a development identity of the linked project.
+    token = cli(["connect", "token", uid, "--format", "json"], env, monkeypatch)
+    assert token.exit_code == 0, token.stderr
+    answer = json.loads(token.stdout)
+    assert answer["token"] == api_key
+    assert answer["connector"] == {"id": connector_id, "uid": uid, "type": "api-key"}
+    assert cli(["connect", "token", uid], env, monkeypatch).stdout == api_key + "\n"
+    assert cli(["connect", "token", connector_id], env, monkeypatch).stdout == api_key + "\n"
+
+    merged = cli(["connect", "update", connector_id, "--data", '{"header": "X-Key"}'], env, monkeypatch)
+    assert merged.exit_code == 0, merged.stderr
+    assert "changed: header" in merged.stderr
+    data = json.loads(cli(["connect", "show", uid, "--format", "json"], env, monkeypatch).stdout)["data"]
+    assert data == {"header": "X-Key", "description": "first"}
+    replaced = cli(["connect", "update", uid, "--replace", "--data", '{"header": "X-Other"}'], env, monkeypatch)
+    assert "changed: header; removed: description" in replaced.stderr
+    data = json.loads(cli(["connect", "show", uid, "--format", "json"], env, monkeypatch).stdout)["data"]
+    assert data == {"header": "X-Other"}
+    assert cli(["connect", "token", uid], env, monkeypatch).stdout == api_key + "\n"  # secret kept
+
+    refused = cli(["connect", "detach", connector_id], env, monkeypatch)
+    assert refused.stderr.startswith("error[confirmation_required]: ")
+    detached = cli(["connect", "detach", connector_id, "--yes", "--format", "json"], env, monkeypatch)
+    assert json.loads(detached.stdout)["connector"] == uid
+    removed = cli(["connect", "rm", connector_id, "-y", "--format", "json"], env, monkeypatch)
+    assert json.loads(removed.stdout) == {"uid": uid, "removed": True, "detached": 0}
+
+
+def test_usage_keys_are_camel_case(broker: BrokerProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    """valetkey usage --format json gives the management wire's camelCase metric names."""
+    project, uid = make_attached(broker, monkeypatch, unique("sk-"))
+    workload = clean_env(VALETKEY_URL=broker.url, VALETKEY_TOKEN=dev_identity(broker, project))
+    assert cli(["connect", "token", uid], workload, monkeypatch).exit_code == 0
+    counters = json.loads(cli(["usage", "--format", "json"], broker.env(), monkeypatch).stdout)
+    assert counters["counters"], counters
+    assert all(re.fullmatch(r"[a-z]+([A-Z][a-z0-9]*)*", name) for name in counters["counters"])
+
+
+def test_configuration_docs_cli_snippet_runs_as_written(
+    broker: BrokerProcess, tmp_path: Path
+) -> None:
+    """docs/configuration.md's CLI block (--data @-, update merge, ls, rm --yes) runs verbatim."""
+    doc = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
+    section = doc.split("## The CLI", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    env = broker.env(PATH=f"{Path(VALETKEY).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", block],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "sk-from-a-pipe" not in done.stdout + done.stderr
+    assert "changed: header" in done.stderr
+    assert re.search(r"removed\s*│\s*yes", done.stdout), done.stdout

@@ -24,6 +24,8 @@ NEVER_SENT: dict[type[errors.ValetkeyError], str] = {
     cli_errors.CredentialsNotFound: "raised by the CLI itself",
     cli_errors.ProjectNotLinked: "raised by the CLI itself",
     cli_errors.DatabaseUnreachable: "raised by the CLI itself",
+    cli_errors.UsageError: "raised by the CLI itself",
+    cli_errors.ConfirmationRequired: "raised by the CLI itself",
     InsecureStorage: "raised while the broker starts",
     ProviderPluginError: "raised while the broker loads its providers",
 }

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
+
+try:  # Typer ≥ 0.2x carries its own copy of click; older ones use click itself.
+    from typer._click.exceptions import UsageError as ClickUsageError
+except ImportError:  # pragma: no cover - depends on the installed Typer
+    from click.exceptions import UsageError as ClickUsageError  # type: ignore[assignment]
 
 from valetkey.cli.commands import (
     audit,
@@ -21,22 +27,63 @@ from valetkey.cli.commands import (
     trust,
     workdir,
 )
-from valetkey.cli.output import report_error
+from valetkey.cli.errors import UsageError
+from valetkey.cli.output import Format, report_error
 from valetkey.cli.state import state
 from valetkey.errors import ValetkeyError
 
 __all__ = ["app"]
 
+_JSON_ERRORS = "valetkey.json_errors"
+
+
+def _asks_json(args: Sequence[str]) -> bool:
+    """Whether the command line asks for ``--format json`` (so refusals are JSON too)."""
+    for i, arg in enumerate(args):
+        if arg == "--":
+            return False
+        if arg == "--format=json" or (arg == "--format" and args[i + 1 : i + 2] == ["json"]):
+            return True
+    return False
+
+
+def _quiet_flags(command: Any, ctx: Any) -> None:
+    """Flags take no value: show no ``<bool>`` type next to them in ``--help``."""
+    for param in command.params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    help_option = command.get_help_option(ctx)
+    if help_option is not None:
+        help_option.metavar = ""
+    if isinstance(command, TyperGroup):
+        for sub in command.commands.values():
+            _quiet_flags(sub, ctx)
+
 
 class _Root(TyperGroup):
-    """Every ValetkeyError raised by a command becomes ``error[code]: message`` and exit code 1."""
+    """Every ValetkeyError raised by a command becomes ``error[code]: message`` and exit code 1;
+    with ``--format json``, a JSON object on stderr (usage errors too, exit 2)."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        ctx.meta[_JSON_ERRORS] = _asks_json(args)
+        _quiet_flags(self, ctx)
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: Any) -> Any:
+        fmt = Format.json if ctx.meta.get(_JSON_ERRORS) else Format.table
         try:
             return super().invoke(ctx)
         except ValetkeyError as err:
-            report_error(err)
+            report_error(err, fmt)
             raise typer.Exit(1) from None
+        except ClickUsageError as err:
+            if fmt is not Format.json:
+                raise
+            where = err.ctx.command_path if err.ctx is not None else "valetkey"
+            report_error(
+                UsageError(err.format_message(), hint=f"See `{where} --help`."), fmt
+            )
+            raise typer.Exit(2) from None
 
 
 def _version() -> str:

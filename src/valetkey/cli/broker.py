@@ -24,7 +24,7 @@ from urllib.parse import quote
 import httpx
 
 from valetkey.cli.errors import CredentialsNotFound
-from valetkey.core.models import parse_uid
+from valetkey.core.models import is_connector_id, parse_uid
 from valetkey.error_codes import error_for_code
 from valetkey.errors import BrokerUnavailable, InvalidBrokerResponse, ValetkeyError
 from valetkey.server.settings import default_data_dir
@@ -102,8 +102,10 @@ def seg(value: str) -> str:
 
 
 def uid_path(uid: str) -> str:
-    """A connector uid in a management path (``service/name`` keeps its slash); checked first."""
-    parse_uid(uid)
+    """A connector uid (``service/name`` keeps its slash) or id (``con_…``) in a management
+    path; checked first."""
+    if not is_connector_id(uid):
+        parse_uid(uid)
     return quote(uid, safe="/")
 
 

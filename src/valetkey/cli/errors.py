@@ -6,7 +6,14 @@ from typing import Any
 
 from valetkey.errors import ValetkeyError
 
-__all__ = ["CliError", "CredentialsNotFound", "DatabaseUnreachable", "ProjectNotLinked"]
+__all__ = [
+    "CliError",
+    "ConfirmationRequired",
+    "CredentialsNotFound",
+    "DatabaseUnreachable",
+    "ProjectNotLinked",
+    "UsageError",
+]
 
 
 class CliError(ValetkeyError):
@@ -36,3 +43,15 @@ class DatabaseUnreachable(CliError):
     """The database named by --database-url / VALETKEY_DATABASE_URL does not answer."""
 
     code = "database_unreachable"
+
+
+class UsageError(CliError):
+    """The command line itself is wrong (a missing option, a bad value): exit code 2."""
+
+    code = "usage_error"
+
+
+class ConfirmationRequired(CliError):
+    """A destructive command was not confirmed: no terminal to ask, and no ``--yes``."""
+
+    code = "confirmation_required"

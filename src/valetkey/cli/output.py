@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from valetkey.errors import ValetkeyError
@@ -21,6 +22,7 @@ __all__ = [
     "FormatOption",
     "emit",
     "emit_fields",
+    "error_json",
     "note",
     "report_error",
     "say",
@@ -112,12 +114,34 @@ def emit(
     if not data:
         stderr().print(f"({empty})", markup=False)
         return
+    cells = [[cell(get(row)) for _, get in columns] for row in data]
     table = Table(title=title, title_justify="left")
     for heading, _ in columns:
         table.add_column(heading, overflow="fold")
-    for row in data:
-        table.add_row(*(cell(get(row)) for _, get in columns))
-    stdout().print(table)
+    for line in cells:
+        table.add_row(*line)
+    console = stdout()
+    natural = Measurement.get(console, console.options.update_width(1 << 16), table).maximum
+    if natural <= console.width:
+        console.print(table)
+        return
+    # Too wide for the terminal: one block per row rather than cells cut into fragments
+    # (a uid or an id in two pieces cannot be copied).
+    _records([heading for heading, _ in columns], cells, title)
+
+
+def _records(headings: Sequence[str], cells: Sequence[Sequence[str]], title: str | None) -> None:
+    """Rows as blocks: the first cell alone, then ``heading  value`` lines, never cut."""
+    if title:
+        say(title)
+    width = max(len(h) for h in headings[1:]) if len(headings) > 1 else 0
+    for i, line in enumerate(cells):
+        if i:
+            say("")
+        say(line[0])
+        for heading, value in zip(headings[1:], line[1:], strict=True):
+            if value:
+                say(f"  {heading:<{width}}  {value}")
 
 
 def emit_fields(
@@ -151,10 +175,38 @@ def note(message: str) -> None:
     stderr().print(message, markup=False)
 
 
-def report_error(err: ValetkeyError) -> None:
-    """``error[code]: message``, then the remedy if the error has one, on stderr."""
+def hint_of(err: ValetkeyError) -> str | None:
+    """What to do about ``err``: the CLI's own hint, the broker's (``hint`` on the wire), or the
+    class's remedy."""
+    own = getattr(err, "hint", None)
+    sent = err.details.get("hint")
+    for candidate in (own, sent, err.remedy):
+        if isinstance(candidate, str) and candidate:
+            return candidate
+    return None
+
+
+def error_json(err: ValetkeyError) -> dict[str, Any]:
+    """The stable JSON shape of a refusal: ``{"error": {"code", "message", "hint", ...}}``.
+
+    ``code``, ``message`` and ``hint`` (null when there is none) are always there; the
+    details the broker sent (``field``, ``environments``, …) follow. No secret is in any.
+    """
+    body: dict[str, Any] = {"code": err.code, "message": err.message, "hint": hint_of(err)}
+    for key, value in err.details.items():
+        body.setdefault(key, value)
+    return {"error": body}
+
+
+def report_error(err: ValetkeyError, fmt: Format = Format.table) -> None:
+    """``error[code]: message``, then the remedy if the error has one, on stderr; with
+    ``--format json``, :func:`error_json` on stderr instead."""
+    if fmt is Format.json:
+        sys.stderr.write(json.dumps(error_json(err), default=str) + "\n")
+        sys.stderr.flush()
+        return
     sys.stderr.write(f"error[{err.code}]: {err.message}\n")
-    remedy = getattr(err, "hint", None) or err.remedy
+    remedy = hint_of(err)
     if remedy:
         sys.stderr.write(f"  hint: {remedy}\n")
     sys.stderr.flush()

@@ -54,6 +54,14 @@ def check_slug(value: str, what: str) -> str:
     return value
 
 
+_CONNECTOR_ID = re.compile(r"^con_[A-Za-z0-9_-]{1,64}$")
+
+
+def is_connector_id(value: object) -> bool:
+    """Whether ``value`` names a connector by its id (``con_…``) rather than by its uid."""
+    return isinstance(value, str) and _CONNECTOR_ID.match(value) is not None
+
+
 def parse_uid(uid: str) -> tuple[str, str]:
     """Split a connector uid ``service/name`` and validate both halves."""
     if not isinstance(uid, str) or uid.count("/") != 1:

@@ -18,7 +18,7 @@ Every contract below says what it checks and what it leaves to its caller.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Protocol, TypeVar
@@ -32,6 +32,7 @@ __all__ = [
     "AuthorizationCodeFlow",
     "AuthorizationStart",
     "Capabilities",
+    "ConfigField",
     "DeviceFlow",
     "DeviceStart",
     "ExchangeFlow",
@@ -44,6 +45,7 @@ __all__ = [
     "UserFlows",
     "UserTokenRevocation",
     "ValidatedConfig",
+    "field_names",
     "require_user_flows",
 ]
 
@@ -69,6 +71,33 @@ class Capabilities:
             "shortLived": self.short_lived,
             "revocation": self.revocation,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigField:
+    """One field of a connector type's configuration (``data``), as the provider declares it.
+
+    The declaration is what ``validate_config`` accepts (it refuses any other field) and what
+    people are shown (``valetkey connect create --help``, the CLI's prompt for secrets). It does
+    **not** check values: ``validate_config`` does.
+    """
+
+    name: str
+    help: str
+    #: Stored encrypted and never shown again; the CLI asks for it with hidden input.
+    sensitive: bool = False
+    #: A multi-line value (a PEM key): given in a file, never typed at a prompt.
+    multiline: bool = False
+    #: Whether a payload needs it: always, never, or depending on the rest of the payload.
+    required: bool | Callable[[Mapping[str, Any]], bool] = False
+
+    def needed(self, data: Mapping[str, Any]) -> bool:
+        """Whether ``data`` (a create payload) needs this field."""
+        return self.required(data) if callable(self.required) else self.required
+
+
+def field_names(fields: tuple[ConfigField, ...]) -> tuple[str, ...]:
+    return tuple(f.name for f in fields)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +207,8 @@ class Provider(Protocol):
     type: ClassVar[str]
     #: Services whose connectors default to this provider, e.g. ("api-key",).
     services: ClassVar[tuple[str, ...]]
+    #: The configuration fields ``validate_config`` accepts, each with its help text.
+    config_fields: ClassVar[tuple[ConfigField, ...]]
 
     def capabilities(self, connector: Connector) -> Capabilities:
         """What ``connector`` can do. Pure (no I/O); the exchange asks once per connector view.

@@ -23,17 +23,24 @@ from typing import Any, ClassVar
 from valetkey.core.models import Connector, SubjectType, TokenRequest
 from valetkey.core.providers import (
     Capabilities,
+    ConfigField,
     MintedToken,
     ProviderContext,
     RevokeResult,
     ValidatedConfig,
+    field_names,
 )
 from valetkey.errors import InvalidRequest, ProviderError, UnsupportedOperation
 from valetkey.providers.config import optional_str, refuse_unknown, require_mapping, secret_str
 
 __all__ = ["ApiKeyProvider"]
 
-_FIELDS = ("apiKey", "header", "description")
+FIELDS = (
+    ConfigField("apiKey", "the key", sensitive=True, required=True),
+    ConfigField("header", 'the HTTP header the app sends it in (default "Authorization")'),
+    ConfigField("description", "free text"),
+)
+_FIELDS = field_names(FIELDS)
 # RFC 9110 §5.1: a field name is a token.
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$")
 _NARROWING_REFUSED = "api-key connectors hold a static secret: it cannot be narrowed"
@@ -44,6 +51,7 @@ class ApiKeyProvider:
 
     type: ClassVar[str] = "api-key"
     services: ClassVar[tuple[str, ...]] = ("api-key",)
+    config_fields: ClassVar[tuple[ConfigField, ...]] = FIELDS
     subjects: ClassVar[tuple[SubjectType, ...]] = ("app",)
 
     def capabilities(self, connector: Connector) -> Capabilities:

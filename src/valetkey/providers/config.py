@@ -6,6 +6,7 @@ details, and never puts the refused value in the message (it may be a secret).
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping
@@ -48,10 +49,23 @@ def refuse_unknown(data: Mapping[str, Any], allowed: Iterable[str]) -> None:
     known = set(allowed)
     unknown = sorted(set(data) - known)
     if unknown:
+        name = unknown[0]
+        near = _nearest(name, known)
+        guess = f" (did you mean {near!r}?)" if near else ""
+        details: dict[str, Any] = {"field": name, "knownFields": sorted(known)}
+        if near:
+            details.update(suggestion=near, hint=f"Rename {name!r} to {near!r}.")
         raise InvalidRequest(
-            f"unknown configuration field {unknown[0]!r}; known fields: {', '.join(sorted(known))}",
-            field=unknown[0],
+            f"unknown configuration field {name!r}{guess}; known fields: {', '.join(sorted(known))}",
+            **details,
         )
+
+
+def _nearest(name: str, known: Iterable[str]) -> str | None:
+    """The known field ``name`` most likely means (``tokenURL`` → ``tokenUrl``), if one is close."""
+    by_lower = {k.lower(): k for k in known}
+    found = difflib.get_close_matches(name[:200].lower(), list(by_lower), n=1, cutoff=0.75)
+    return by_lower[found[0]] if found else None
 
 
 def require_str(data: Mapping[str, Any], name: str, *, max_length: int = MAX_FIELD_LENGTH) -> str:

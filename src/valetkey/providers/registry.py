@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, ClassVar
 
-from valetkey.core.providers import Provider
+from valetkey.core.providers import ConfigField, Provider
 from valetkey.errors import InvalidRequest, ValetkeyError
 
 __all__ = ["ENTRY_POINT_GROUP", "ProviderPluginError", "ProviderRegistry"]
@@ -128,3 +128,10 @@ def _check_shape(provider: object) -> None:
     for method in _METHODS:
         if not callable(getattr(provider, method, None)):
             raise ProviderPluginError(f"provider {kind!r} has no {method}()", type=kind)
+    fields = getattr(provider, "config_fields", None)
+    if not isinstance(fields, tuple) or not all(isinstance(f, ConfigField) for f in fields):
+        raise ProviderPluginError(
+            f"provider {kind!r}: config_fields must be a tuple of ConfigField "
+            "(the configuration fields it accepts)",
+            type=kind,
+        )

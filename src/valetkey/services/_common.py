@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from valetkey.core.audit import AuditEvent, AuditLog
 from valetkey.core.clock import Clock
-from valetkey.core.models import STANDARD_ENVIRONMENTS, Member, Role, parse_uid
+from valetkey.core.models import (
+    STANDARD_ENVIRONMENTS,
+    Member,
+    Role,
+    is_connector_id,
+    parse_uid,
+)
 from valetkey.core.ports import InvalidationBus
 from valetkey.errors import Forbidden, InvalidRequest, NotFound
 from valetkey.store import tables as t
@@ -81,14 +88,26 @@ class Service:
     async def _project(self, team_id: str, slug: str) -> t.Project:
         row = await self._store.project(team_id, slug)
         if row is None:
-            raise NotFound(f"no project {slug}", project=slug)
+            raise NotFound(
+                f"no project {slug}",
+                project=slug,
+                hint="`valetkey projects list` (GET /v1/projects) lists the projects.",
+            )
         return row
 
     async def _connector(self, team_id: str, uid: str) -> t.Connector:
-        parse_uid(uid)
-        row = await self._store.connector(team_id, uid)
+        """A connector named by its uid (``service/name``) or its id (``con_…``)."""
+        if is_connector_id(uid):
+            row = await self._store.connector_by_id(team_id, uid)
+        else:
+            parse_uid(uid)
+            row = await self._store.connector(team_id, uid)
         if row is None:
-            raise NotFound(f"no connector {uid}", connector=uid)
+            raise NotFound(
+                f"no connector {uid}",
+                connector=uid,
+                hint="`valetkey connect list` (GET /v1/connectors) lists the connectors.",
+            )
         return row
 
     async def _environments(self, project_id: str) -> list[str]:
@@ -100,10 +119,26 @@ class Service:
     async def _check_environments(
         self, project_id: str, project: str, environments: Sequence[str]
     ) -> None:
-        known = set(await self._environments(project_id))
+        known = await self._environments(project_id)
         for env in environments:
             if env not in known:
-                raise NotFound(f"project {project} has no environment {env}", environment=env)
+                raise NotFound(
+                    f"project {project} has no environment {env}; "
+                    f"its environments: {', '.join(known)}",
+                    environment=env,
+                    environments=known,
+                    hint=f"`valetkey environments create {_printable(env)} --project {project}` "
+                    "adds one.",
+                )
+
+
+def _printable(value: str) -> str:
+    """A short, shell-safe rendering of a name the caller gave (for a hint)."""
+    return value if _SLUGGISH.match(value) else "SLUG"
+
+
+_SLUGGISH = re.compile(r"^[a-z0-9-]{1,40}$")
+
 
 
 def string_list(values: Any, what: str) -> list[str]:

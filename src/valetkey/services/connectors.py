@@ -97,9 +97,15 @@ class ConnectorsService(Service):
         parse_uid(uid)
         kind = type_ or self._providers.type_for_service(service)
         if kind is None:
+            types = self._providers.types()
             raise InvalidRequest(
-                f"no provider handles service {service!r}; pass a type ({', '.join(self._providers.types())})",
+                f"no connector type is implied by service {service!r}: name the type "
+                f"(one of {', '.join(types)})",
                 field="type",
+                knownTypes=list(types),
+                hint=f"With the CLI: `valetkey connect create {service} --type "
+                f"{'oauth' if 'oauth' in types else 'TYPE'} --name NAME --data …`; "
+                'over the API: "type" in the body.',
             )
         provider = self._providers.get(kind)
         if not isinstance(data, Mapping):
@@ -116,7 +122,12 @@ class ConnectorsService(Service):
             secrets=validated.secrets,
             now=self._clock.now(),
         ):
-            raise Conflict(f"connector {uid} exists", connector=uid)
+            raise Conflict(
+                f"connector {uid} exists",
+                connector=uid,
+                hint=f"To change its configuration: `valetkey connect update {uid} --data …` "
+                f"(PATCH /v1/connectors/{uid}).",
+            )
         self._audit(actor, "connector.create", connector_uid=uid, type=kind)
         await self._bus.publish(Invalidation(kind="connector", team_id=actor.team_id, uid=uid))
         return await self.get_connector(actor, uid)
@@ -146,6 +157,7 @@ class ConnectorsService(Service):
     ) -> ConnectorRecord:
         require(actor)
         row = await self._connector(actor.team_id, uid)
+        uid = row.uid  # named by id or uid: the uid from here on
         if not isinstance(data, Mapping):
             raise InvalidRequest("data must be a JSON object", field="data")
         provider = self._providers.get(row.type)
@@ -165,6 +177,7 @@ class ConnectorsService(Service):
     ) -> ConnectorRemoved:
         require(actor)
         row = await self._connector(actor.team_id, uid)
+        uid = row.uid  # named by id or uid: the uid from here on
 
         def unless_linked(links: int) -> None:
             if links and not disconnect_all:

@@ -61,6 +61,7 @@ class LinksService(Service):
     async def attach(self, actor: Member, uid: str, project: str, request: LinkRequest) -> Attached:
         require(actor)
         row = await self._connector(actor.team_id, uid)
+        uid = row.uid  # named by id or uid: the uid from here on
         prj = await self._project(actor.team_id, project)
         envs = string_list(request.environments, "environments")
         if not envs:
@@ -146,6 +147,7 @@ class LinksService(Service):
     ) -> Detached:
         require(actor)
         row = await self._connector(actor.team_id, uid)
+        uid = row.uid  # named by id or uid: the uid from here on
         prj = await self._project(actor.team_id, project)
         remaining = await self._store.remove_link(row.id, prj.id, environments, self._clock.now())
         if remaining is None:

@@ -267,12 +267,23 @@ class ManagementRepository:
     # -- connectors -----------------------------------------------------------------------
 
     async def connector(self, team_id: str, uid: str) -> t.Connector | None:
-        """A live (not removed) connector of the team."""
+        """A live (not removed) connector of the team, by uid."""
         async with self.db.session() as s:
             return await s.scalar(
                 select(t.Connector).where(
                     t.Connector.team_id == team_id,
                     t.Connector.uid == uid,
+                    t.Connector.deleted_at.is_(None),
+                )
+            )
+
+    async def connector_by_id(self, team_id: str, connector_id: str) -> t.Connector | None:
+        """A live (not removed) connector of the team, by id (``con_…``)."""
+        async with self.db.session() as s:
+            return await s.scalar(
+                select(t.Connector).where(
+                    t.Connector.team_id == team_id,
+                    t.Connector.id == connector_id,
                     t.Connector.deleted_at.is_(None),
                 )
             )

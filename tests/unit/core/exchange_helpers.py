@@ -23,6 +23,7 @@ from valetkey.core.models import (
 from valetkey.core.ports import CachedMint, ConnectorView, LocalBus, RevocationTarget
 from valetkey.core.providers import (
     Capabilities,
+    ConfigField,
     MintedToken,
     ProviderContext,
     RevokeResult,
@@ -163,6 +164,7 @@ class CountingProvider:
 
     type: ClassVar[str] = "counting"
     services: ClassVar[tuple[str, ...]] = ("counting",)
+    config_fields: ClassVar[tuple[ConfigField, ...]] = ()
 
     def __init__(
         self,

@@ -21,6 +21,7 @@ from valetkey.core.models import Connector, Subject, SubjectType, TokenRequest
 from valetkey.core.providers import (
     AuthorizationStart,
     Capabilities,
+    ConfigField,
     DeviceStart,
     MintedToken,
     ProviderContext,
@@ -281,6 +282,7 @@ class UserProvider:
     clock: Clock
     type: ClassVar[str] = "users"
     services: ClassVar[tuple[str, ...]] = ("users",)
+    config_fields: ClassVar[tuple[ConfigField, ...]] = ()
     refreshes: list[TokenSet | Exception] = field(default_factory=list)
     device_answers: list[TokenSet | Exception] = field(default_factory=list)
     device_endpoint: bool = True

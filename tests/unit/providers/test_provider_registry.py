@@ -82,7 +82,13 @@ def test_register_refuses_a_service_claimed_by_another_type() -> None:
 
 @pytest.mark.parametrize(
     ("attribute", "value"),
-    [("type", ""), ("services", ["list"]), ("mint", None), ("user_flows", None)],
+    [
+        ("type", ""),
+        ("services", ["list"]),
+        ("mint", None),
+        ("user_flows", None),
+        ("config_fields", ["apiKey"]),
+    ],
 )
 def test_register_refuses_objects_that_are_not_providers(attribute: str, value: Any) -> None:
     """Something missing a type, a services tuple, an operation or its declaration of user flows

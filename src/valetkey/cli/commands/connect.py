@@ -9,26 +9,91 @@ from typing import Annotated, Any
 
 import typer
 
-from valetkey.cli.broker import seg, uid_path
+from valetkey.cli.broker import BrokerClient, seg, uid_path
 from valetkey.cli.commands import consent
+from valetkey.cli.commands.workdir import find_link
+from valetkey.cli.errors import CredentialsNotFound, ProjectNotLinked
 from valetkey.cli.output import Format, FormatOption, emit, emit_fields, field, note, short_time
 from valetkey.cli.parsing import parse_data, parse_list
+from valetkey.cli.prompts import confirm, prompt_secrets
 from valetkey.cli.state import broker
+from valetkey.core.models import is_connector_id
+from valetkey.core.providers import ConfigField
+from valetkey.errors import IdentityNotFound
+from valetkey.providers.registry import ProviderRegistry
 
 __all__ = ["app"]
 
 app = typer.Typer(no_args_is_help=True)
 
 UidArg = Annotated[
-    str, typer.Argument(help="The connector's uid, service/name (like api-key/search).")
+    str,
+    typer.Argument(
+        help="The connector's uid, service/name (like api-key/search), or its id (con_…)."
+    ),
 ]
 DataOption = Annotated[
     str,
     typer.Option(
-        "--data", help="Configuration as inline JSON, @path to a JSON file, or @- for stdin."
+        "--data",
+        help="Configuration as inline JSON, @path to a JSON file, or @- for stdin "
+        "(keeps secrets out of shell history).",
     ),
 ]
-ProjectOption = Annotated[str, typer.Option("--project", "-p", help="The project's slug.")]
+ProjectOption = Annotated[
+    str | None,
+    typer.Option(
+        "--project", "-p", help="The project's slug (default: the one `valetkey link` set here)."
+    ),
+]
+YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+
+_PROVIDERS = ProviderRegistry.load()
+
+
+def _data_fields_help() -> str:
+    """The --data fields of every installed connector type, from each provider's declaration."""
+    parts = ["The --data fields of each connector type (* required, secret: stored encrypted):"]
+    for kind in _PROVIDERS.types():
+        lines = [f"{kind}:"]
+        for spec in _PROVIDERS.get(kind).config_fields:
+            marks = [m for m, on in (("*", spec.required is True), ("secret", spec.sensitive)) if on]
+            label = f"{spec.name} ({' '.join(marks)})" if marks else spec.name
+            lines.append(f"  {label}: {spec.help}")
+        parts.append("\b\n" + "\n".join(lines))
+    return "\n\n".join(parts)
+
+
+_DATA_FIELDS_HELP = _data_fields_help()
+
+
+def _fields_for(service: str, type_: str | None) -> tuple[ConfigField, ...]:
+    """The fields of the type a new connector gets (none when no installed provider knows it)."""
+    kind = type_ or _PROVIDERS.type_for_service(service)
+    if kind is None or kind not in _PROVIDERS:
+        return ()
+    return _PROVIDERS.get(kind).config_fields
+
+
+def _project(project: str | None) -> str:
+    """``--project``, else the project this directory is linked to."""
+    if project is not None:
+        return project
+    try:
+        return find_link()[1]["project"]
+    except ProjectNotLinked as err:
+        raise ProjectNotLinked(
+            f"no --project given, and {err.message}",
+            hint="Pass --project SLUG, or run `valetkey link --project SLUG` in this directory.",
+        ) from None
+
+
+def _uid(client: BrokerClient, value: str) -> str:
+    """A connector's uid, when it was named by its id (``con_…``)."""
+    if not is_connector_id(value):
+        return value
+    uid: str = client.get(f"/v1/connectors/{uid_path(value)}")["uid"]
+    return uid
 
 
 def _links(row: Mapping[str, Any]) -> str:
@@ -69,7 +134,7 @@ def _show(row: Mapping[str, Any], fmt: Format, title: str) -> None:
     emit_fields(display, fmt, title=title, fields=_FIELDS)
 
 
-@app.command("create")
+@app.command("create", epilog=_DATA_FIELDS_HELP)
 def create(
     ctx: typer.Context,
     service: Annotated[
@@ -85,14 +150,21 @@ def create(
     ] = None,
     fmt: FormatOption = Format.table,
 ) -> None:
-    """Create a connector. Secret fields in --data are stored encrypted and never shown again."""
-    body: dict[str, Any] = {"service": service, "name": name, "data": parse_data(data)}
+    """Create a connector. Secret fields in --data are stored encrypted and never shown again.
+
+    Secret fields left out of --data are asked for with hidden input when stdin is a terminal;
+    or pass --data @- and the JSON on stdin, or --data @FILE."""
+    given = parse_data(data)
+    config = dict(given)
+    prompt_secrets(_fields_for(service, type_), config, given)
+    body: dict[str, Any] = {"service": service, "name": name, "data": config}
     if type_ is not None:
         body["type"] = type_
     _show(broker(ctx).post("/v1/connectors", body), fmt, "connector created")
 
 
 @app.command("list")
+@app.command("ls", hidden=True)
 def list_connectors(
     ctx: typer.Context,
     service: Annotated[str | None, typer.Option("--service", help="Only this service.")] = None,
@@ -113,18 +185,61 @@ def show(ctx: typer.Context, uid: UidArg, fmt: FormatOption = Format.table) -> N
     _show(broker(ctx).get(f"/v1/connectors/{uid_path(uid)}"), fmt, uid)
 
 
-@app.command("update")
+@app.command("update", epilog=_DATA_FIELDS_HELP)
 def update(
-    ctx: typer.Context, uid: UidArg, data: DataOption, fmt: FormatOption = Format.table
+    ctx: typer.Context,
+    uid: UidArg,
+    data: DataOption,
+    replace: Annotated[
+        bool,
+        typer.Option(
+            "--replace",
+            help="Replace the whole configuration with --data (fields left out are dropped; "
+            "secret fields left out keep their stored value).",
+        ),
+    ] = False,
+    fmt: FormatOption = Format.table,
 ) -> None:
-    """Replace a connector's configuration (secret fields left out keep their stored value)."""
-    row = broker(ctx).request(
-        "PATCH", f"/v1/connectors/{uid_path(uid)}", body={"data": parse_data(data)}
-    )
+    """Change a connector's configuration: --data is merged in (--replace: replaces it).
+
+    A field set to null in --data is removed. Secret fields left out keep their stored value."""
+    given = parse_data(data)
+    client = broker(ctx)
+    path = f"/v1/connectors/{uid_path(uid)}"
+    before = client.get(path)
+    stored: dict[str, Any] = dict(before.get("data") or {})
+    secrets_before = set(before.get("secretFields") or [])
+    if replace:
+        config = given
+    else:
+        # null removes a field; a secret sent as null is cleared by the provider.
+        merged = {**stored, **given}
+        config = {k: v for k, v in merged.items() if v is not None or k in secrets_before}
+    row = client.request("PATCH", path, body={"data": config})
     _show(row, fmt, "connector updated")
+    if fmt is Format.table:
+        note(_what_changed(stored, secrets_before, given, row))
+
+
+def _what_changed(
+    stored: Mapping[str, Any],
+    secrets_before: set[str],
+    given: Mapping[str, Any],
+    after: Mapping[str, Any],
+) -> str:
+    """``changed: a, b; removed: c``, from the configuration before and after (secret values
+    are never seen: a secret given counts as changed)."""
+    data = after.get("data") or {}
+    secrets_after = set(after.get("secretFields") or [])
+    changed = {k for k in data if stored.get(k) != data[k]}
+    changed |= {k for k, v in given.items() if v is not None and k in secrets_after}
+    removed = {k for k in stored if k not in data} | (secrets_before - secrets_after)
+    text = f"changed: {', '.join(sorted(changed)) or 'nothing'}"
+    return text + (f"; removed: {', '.join(sorted(removed))}" if removed else "")
 
 
 @app.command("remove")
+@app.command("rm", hidden=True)
 def remove(
     ctx: typer.Context,
     uid: UidArg,
@@ -134,9 +249,13 @@ def remove(
             "--disconnect-all", help="Also detach it from every project it is attached to."
         ),
     ] = False,
+    yes: YesOption = False,
     fmt: FormatOption = Format.table,
 ) -> None:
-    """Remove a connector (refused while attached, unless --disconnect-all)."""
+    """Remove a connector (refused while attached, unless --disconnect-all); asks first."""
+    uid_path(uid)
+    also = " and detach it from every project" if disconnect_all else ""
+    confirm(yes, f"Remove connector {uid}{also}? Its tokens stop being served.")
     params = {"disconnectAll": "true"} if disconnect_all else None
     result = broker(ctx).request("DELETE", f"/v1/connectors/{uid_path(uid)}", params=params)
     emit_fields(result, fmt, title="connector removed")
@@ -146,7 +265,8 @@ def remove(
 def attach(
     ctx: typer.Context,
     uid: UidArg,
-    project: ProjectOption,
+    project: ProjectOption = None,
+    *,
     environments: Annotated[
         list[str],
         typer.Option(
@@ -206,7 +326,7 @@ def attach(
     fmt: FormatOption = Format.table,
 ) -> None:
     """Attach a connector to a project's environments, with a policy (re-attaching replaces it)."""
-    body: dict[str, Any] = {"project": project, "environments": parse_list(environments)}
+    body: dict[str, Any] = {"project": _project(project), "environments": parse_list(environments)}
     if subjects is not None:
         body["subjects"] = parse_list(subjects)
     if scopes is not None:
@@ -233,19 +353,25 @@ def attach(
 def detach(
     ctx: typer.Context,
     uid: UidArg,
-    project: ProjectOption,
+    project: ProjectOption = None,
     environments: Annotated[
         list[str] | None,
         typer.Option(
             "--environment", "--environments", "-e", help="Only these environments (default: all)."
         ),
     ] = None,
+    yes: YesOption = False,
     fmt: FormatOption = Format.table,
 ) -> None:
-    """Detach a connector from a project (or from some of its environments)."""
-    body: dict[str, Any] = {"project": project}
-    if environments is not None:
-        body["environments"] = parse_list(environments)
+    """Detach a connector from a project (or from some of its environments); asks first."""
+    uid_path(uid)
+    slug = _project(project)
+    body: dict[str, Any] = {"project": slug}
+    envs = parse_list(environments)
+    if envs is not None:
+        body["environments"] = envs
+    where = f"{slug} ({', '.join(envs)})" if envs else slug
+    confirm(yes, f"Detach {uid} from {where}? Its workloads there stop getting tokens.")
     emit_fields(
         broker(ctx).post(f"/v1/connectors/{uid_path(uid)}/detach", body), fmt, title="detached"
     )
@@ -269,6 +395,7 @@ def _user(subject: SubjectChoice | None, user: str | None) -> str | None:
 
 @app.command("token")
 def token(
+    ctx: typer.Context,
     uid: UidArg,
     subject: Annotated[
         SubjectChoice | None, typer.Option("--subject", help="app (default) or user.")
@@ -280,18 +407,85 @@ def token(
     no_newline: Annotated[
         bool, typer.Option("--no-newline", "-n", help="Do not end the output with a newline.")
     ] = False,
+    fmt: Annotated[
+        Format | None,
+        typer.Option(
+            "--format",
+            help="table or json: the token with its expiry and connector (default: the token "
+            "alone).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Print a provider token (and nothing else) for shell use.
 
     The workload identity is found the way the SDK finds it
-    (VALETKEY_TOKEN, VALETKEY_OIDC_TOKEN, …, or the .env written by `valetkey env pull`)."""
+    (VALETKEY_TOKEN, VALETKEY_OIDC_TOKEN, …, or the .env written by `valetkey env pull`).
+    Without one, in a directory `valetkey link` tied to a project, a short development
+    identity for that project is asked for with the member credential."""
     from valetkey.sdk.client import Client
 
     user_id = _user(subject, user)
-    with Client() as client:
-        value = client.get_token(uid, user=user_id, scopes=parse_list(scopes), no_cache=True)
-    sys.stdout.write(value if no_newline else value + "\n")
-    sys.stdout.flush()
+    uid = _workload_uid(ctx, uid)
+    try:
+        with Client() as client:
+            answer = client.get_token_response(
+                uid, user=user_id, scopes=parse_list(scopes), no_cache=True
+            )
+    except IdentityNotFound:
+        linked = _linked_identity(ctx)
+        if linked is None:
+            raise
+        with Client(base_url=linked[0], identity=linked[1]) as client:
+            answer = client.get_token_response(
+                uid, user=user_id, scopes=parse_list(scopes), no_cache=True
+            )
+    if fmt is None:
+        sys.stdout.write(answer.token if no_newline else answer.token + "\n")
+        sys.stdout.flush()
+        return
+    shown: dict[str, Any] = {
+        "token": answer.token,
+        "expiresAt": None if answer.expires_at is None else answer.expires_at.isoformat(),
+        "tokenId": answer.token_id,
+        "connector": {"id": answer.connector.id, "uid": answer.connector.uid, "type": answer.connector.type},
+    }
+    if answer.metadata:
+        shown["metadata"] = dict(answer.metadata)
+    if fmt is Format.table:
+        shown["connector"] = answer.connector.uid
+        shown["expiresAt"] = short_time(shown["expiresAt"])
+    emit_fields(shown, fmt, title=f"token: {answer.connector.uid}")
+
+
+def _workload_uid(ctx: typer.Context, value: str) -> str:
+    """The uid for a workload call (the Connect API names connectors by uid): a connector id
+    is looked up with the member credential."""
+    if not is_connector_id(value):
+        return value
+    try:
+        return _uid(broker(ctx), value)
+    except CredentialsNotFound as err:
+        raise CredentialsNotFound(
+            f"{value} is a connector id; looking up its uid needs the member credential",
+            hint=f"Give the connector's uid (service/name) instead. {err.hint or ''}".strip(),
+        ) from None
+
+
+def _linked_identity(ctx: typer.Context) -> tuple[str, str] | None:
+    """(broker URL, a five-minute development identity) for the linked project, when this
+    directory is linked and a member credential is at hand; else None."""
+    try:
+        _, linked = find_link()
+        client = broker(ctx)
+    except (ProjectNotLinked, CredentialsNotFound):
+        return None
+    if linked.get("url") and linked["url"].rstrip("/") != client.url:
+        return None
+    answer = client.post(
+        f"/v1/projects/{seg(linked['project'])}/development-identity", {"ttlSeconds": 300}
+    )
+    return str(answer.get("url") or client.url), str(answer["token"])
 
 
 _REVOKE_FIELDS = ["tokensFound", "deleted", "providerRevoked", "providerSkipped", "providerFailed"]
@@ -320,6 +514,9 @@ def revoke_tokens(
     user: Annotated[
         str | None, typer.Option("--user", help="With --my-tokens: this user's tokens.")
     ] = None,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="With --all-tokens: do not ask for confirmation.")
+    ] = False,
     fmt: FormatOption = Format.table,
 ) -> None:
     """Revoke issued tokens, at the provider where it supports revocation."""
@@ -333,13 +530,17 @@ def revoke_tokens(
             raise typer.BadParameter(
                 "--all-tokens takes no --subject or --user", param_hint="--all-tokens"
             )
-        result: dict[str, Any] = broker(ctx).request(
+        members = broker(ctx)
+        uid = _uid(members, uid)
+        confirm(yes, f"Revoke every token of {uid}, for every project and user?")
+        result: dict[str, Any] = members.request(
             "DELETE", f"/v1/connect/connectors/{seg(uid)}/tokens", body={"allTokens": True}
         )
     else:
         from valetkey.sdk.client import Client
 
         user_id = _user(subject, user)
+        uid = _workload_uid(ctx, uid)
         with Client() as client:
             if user_id is None:
                 outcome = client.revoke_tokens(uid, subject="app")

@@ -35,6 +35,7 @@ _COLUMNS = [
 
 
 @app.command("list")
+@app.command("ls", hidden=True)
 def list_jobs(
     ctx: typer.Context,
     status: Annotated[

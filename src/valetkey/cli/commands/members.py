@@ -58,6 +58,7 @@ def create(
 
 
 @app.command("list")
+@app.command("ls", hidden=True)
 def list_members(ctx: typer.Context, fmt: FormatOption = Format.table) -> None:
     """List the team's members."""
     columns = [

@@ -40,6 +40,7 @@ def create_project(
 
 
 @projects.command("list")
+@projects.command("ls", hidden=True)
 def list_projects(ctx: typer.Context, fmt: FormatOption = Format.table) -> None:
     """List the team's projects."""
     emit(
@@ -63,6 +64,7 @@ def create_environment(
 
 
 @environments.command("list")
+@environments.command("ls", hidden=True)
 def list_environments(
     ctx: typer.Context, project: ProjectOption, fmt: FormatOption = Format.table
 ) -> None:

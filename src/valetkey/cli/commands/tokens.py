@@ -65,6 +65,7 @@ def create(
 
 
 @app.command("list")
+@app.command("ls", hidden=True)
 def list_tokens(
     ctx: typer.Context,
     project: Annotated[

@@ -74,6 +74,7 @@ def create(
 
 
 @app.command("list")
+@app.command("ls", hidden=True)
 def list_bindings(
     ctx: typer.Context,
     project: Annotated[
@@ -91,6 +92,7 @@ def list_bindings(
 
 
 @app.command("delete")
+@app.command("rm", hidden=True)
 def delete(
     ctx: typer.Context,
     binding_id: Annotated[str, typer.Argument(metavar="ID")],

@@ -6,7 +6,13 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from valetkey.core.models import Connector, TokenRequest
-from valetkey.core.providers import Capabilities, MintedToken, UserFlows, ValidatedConfig
+from valetkey.core.providers import (
+    Capabilities,
+    ConfigField,
+    MintedToken,
+    UserFlows,
+    ValidatedConfig,
+)
 from valetkey.errors import InvalidRequest
 from valetkey.providers.context import HttpContext
 from valetkey.providers.oauth.authorization_code import AuthorizationCodeGrant
@@ -15,6 +21,7 @@ from valetkey.providers.oauth.device import DeviceGrant
 from valetkey.providers.oauth.jwt_bearer import JwtBearerGrant
 from valetkey.providers.oauth.refresh import RefreshGrant
 from valetkey.providers.oauth.revocation import Revocation
+from valetkey.providers.oauth.settings import FIELDS as SETTINGS_FIELDS
 from valetkey.providers.oauth.settings import OAuthSettings
 from valetkey.providers.oauth.token_exchange import TokenExchangeGrant
 
@@ -34,6 +41,7 @@ class OAuthProvider(
 
     type: ClassVar[str] = "oauth"
     services: ClassVar[tuple[str, ...]] = ("oauth",)
+    config_fields: ClassVar[tuple[ConfigField, ...]] = SETTINGS_FIELDS
 
     def capabilities(self, connector: Connector) -> Capabilities:
         """Subjects follow ``grants``; revocation is expected with a revocation URL or an issuer."""

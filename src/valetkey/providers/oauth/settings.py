@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from valetkey.core.models import SUBJECT_TYPES, Connector, SubjectType
-from valetkey.core.providers import ValidatedConfig
+from valetkey.core.providers import ConfigField, ValidatedConfig, field_names
 from valetkey.errors import InvalidRequest, ProviderError
 from valetkey.providers.config import (
     optional_str,
@@ -31,27 +31,47 @@ Grant = Literal[
 ]
 GRANTS: tuple[Grant, ...] = get_args(Grant)
 
-_FIELDS = (
-    "issuer",
-    "tokenUrl",
-    "authorizationUrl",
-    "deviceAuthorizationUrl",
-    "revocationUrl",
-    "jwksUri",
-    "clientId",
-    "clientSecret",
-    "privateKey",
-    "privateKeyId",
-    "authMethod",
-    "grants",
-    "scopes",
-    "userScopes",
-    "scopeSeparator",
-    "authorizationParams",
-    "tokenParams",
-    "audienceParam",
-    "description",
+def _signs(data: Mapping[str, Any]) -> bool:
+    grants = data.get("grants")
+    return data.get("authMethod") == "private_key_jwt" or (
+        isinstance(grants, list) and "jwt_bearer" in grants
+    )
+
+
+#: The configuration the ``oauth`` type takes (``parse`` refuses any other field).
+FIELDS = (
+    ConfigField("issuer", "discover the endpoints from this issuer (RFC 8414, then OIDC)"),
+    ConfigField("tokenUrl", "the token endpoint (required without issuer)"),
+    ConfigField("authorizationUrl", "the authorization endpoint (overrides discovery)"),
+    ConfigField("deviceAuthorizationUrl", "the RFC 8628 endpoint (overrides discovery)"),
+    ConfigField("revocationUrl", "the RFC 7009 endpoint (overrides discovery)"),
+    ConfigField("jwksUri", "the issuer's keys for ID tokens (needs issuer)"),
+    ConfigField("clientId", "the client's id", required=True),
+    ConfigField(
+        "clientSecret",
+        "for client_secret_basic / client_secret_post",
+        sensitive=True,
+        required=lambda data: data.get("authMethod", "client_secret_basic") != "private_key_jwt",
+    ),
+    ConfigField(
+        "privateKey",
+        "PEM (RSA ≥ 2048 or EC P-256); signs private_key_jwt and jwt_bearer",
+        sensitive=True,
+        multiline=True,
+        required=_signs,
+    ),
+    ConfigField("privateKeyId", "the key's kid"),
+    ConfigField("authMethod", "client_secret_basic (default), client_secret_post, private_key_jwt"),
+    ConfigField("grants", f"a list from {', '.join(GRANTS)} (default client_credentials)"),
+    ConfigField("scopes", "the scope ceiling, a list"),
+    ConfigField("userScopes", "scopes asked for in consent (default: scopes)"),
+    ConfigField("scopeSeparator", '" " (default) or ","'),
+    ConfigField("authorizationParams", "extra authorization-request parameters, {name: value}"),
+    ConfigField("tokenParams", "extra token-request parameters, {name: value}"),
+    ConfigField("audienceParam", "the token parameter that carries a request's audience"),
+    ConfigField("description", "free text"),
 )
+_FIELDS = field_names(FIELDS)
 _SEPARATORS = (" ", ",")
 # RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ); the separators are excluded too.
 _SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")
