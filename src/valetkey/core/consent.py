@@ -502,6 +502,53 @@ class ConsentService:
         if pending.status == "completed":
             # Completed, but the grant is gone since.
             raise consent_needed(connector, user_id, issuer=issuer)
+        await self._advance(connector, provider, pending)
+
+    async def watch(
+        self, identity: Identity, connector: Connector, provider: UserFlows, request_id: str
+    ) -> PendingAuthorization:
+        """The state of one authorization request, ``request_id``, polling the provider for a
+        device request: returned once it completed; its typed state raised otherwise.
+
+        Unlike ``poll`` it looks at this request only: a grant the user already holds (from an
+        earlier consent) does not make a pending request complete.
+        """
+        pending = await self._store.get_authorization(request_id)
+        if (
+            pending is None
+            or pending.connector_id != connector.id
+            or pending.project_id != identity.project_id
+            or pending.environment != identity.environment
+        ):
+            raise NotFound(
+                f"no authorization request {request_id} for this connector and environment"
+            )
+        if pending.status == "completed":
+            return pending
+        if pending.status == "confirming":
+            raise AuthorizationPending(
+                "the user has consented; the app must confirm the request",
+                request=pending.id,
+                interval=pending.interval,
+            )
+        if pending.mode != "device" and pending.status == "pending":
+            if pending.expires_at <= self._clock.now():
+                raise AuthorizationExpired(
+                    "the authorization request expired before the user finished", request=pending.id
+                )
+            raise AuthorizationPending(
+                "waiting for the user to finish in the browser",
+                request=pending.id,
+                interval=pending.interval,
+            )
+        await self._advance(connector, provider, pending)
+        return replace(pending, status="completed")
+
+    async def _advance(
+        self, connector: Connector, provider: UserFlows, pending: PendingAuthorization
+    ) -> None:
+        """One step of a device authorization: returns once its grant is made; raises its state."""
+        now = self._clock.now()
         if pending.status == "denied":
             raise AccessDenied("the user refused the authorization request", request=pending.id)
         if pending.status in ("expired", "failed"):

@@ -194,6 +194,10 @@ def confirm_path(uid: str) -> str:
     return authorize_path(uid) + "/confirm"
 
 
+def status_path(uid: str) -> str:
+    return authorize_path(uid) + "/status"
+
+
 _REVOKE_FIELDS = {
     "tokensFound": "tokens_found",
     "deleted": "deleted",
