@@ -40,8 +40,9 @@ typecheck: setup
 	$(BIN)/mypy src
 
 # A local OAuth/OIDC server (the tests' oidc-provider) for the README walkthroughs, on 127.0.0.1:9400.
+# It registers the callback of the broker the CLI finds; DEMO_ARGS="--broker-url URL" names another.
 demo-oauth: setup peers
-	$(BIN)/python scripts/demo_oauth_server.py
+	$(BIN)/python scripts/demo_oauth_server.py $(DEMO_ARGS)
 
 bench: setup
 	$(BIN)/python bench/bench_exchange.py

@@ -207,21 +207,6 @@ def stage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stage]:
     demo_port, broker_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not _OURS.match(k)}
     env.update(VALETKEY_DATA_DIR=str(home / "data"), PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
-    demo_log = home / "demo.log"
-    with open(demo_log, "wb") as log:
-        demo = subprocess.Popen(
-            [
-                sys.executable,
-                str(ROOT / "scripts" / "demo_oauth_server.py"),
-                "--port",
-                str(demo_port),
-                "--redirect-uri",
-                f"http://127.0.0.1:{broker_port}/v1/connect/callback",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
     broker_log = home / "broker.log"
     with open(broker_log, "wb") as log:
         broker = subprocess.Popen(
@@ -229,7 +214,7 @@ def stage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stage]:
                 str(BIN / "valetkey"),
                 "serve",
                 "--allow-private-networks",  # as make serve runs it
-                "--port",
+                "--port",  # not the default: the demo server must follow (cli.json)
                 str(broker_port),
                 "--log-level",
                 "warning",
@@ -238,8 +223,8 @@ def stage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stage]:
             stderr=subprocess.STDOUT,
             env=env,
         )
+    demo: subprocess.Popen[bytes] | None = None
     try:
-        _wait_for(demo_log, "Ctrl-C stops it", demo)
         url = f"http://127.0.0.1:{broker_port}"
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -248,6 +233,17 @@ def stage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stage]:
                     break
             except httpx.HTTPError:
                 time.sleep(0.05)
+        demo_log = home / "demo.log"
+        with open(demo_log, "wb") as log:
+            # `make demo-oauth`: it registers the callback of the broker the CLI finds, no flag.
+            demo = subprocess.Popen(
+                [sys.executable, str(ROOT / "scripts" / "demo_oauth_server.py"), "--port", str(demo_port)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        _wait_for(demo_log, "Ctrl-C stops it", demo)
+        assert f"{url}/v1/connect/callback" in demo_log.read_text()
         work = home / "app"
         work.mkdir()
         peer = OidcProviderPeer(f"http://127.0.0.1:{demo_port}", demo, demo_log)  # type: ignore[arg-type]
@@ -257,7 +253,8 @@ def stage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stage]:
         yield staged
     finally:
         _stop(broker)
-        _stop(demo)
+        if demo is not None:
+            _stop(demo)
 
 
 def test_readme_acting_for_a_user_works_as_written(stage: Stage) -> None:
