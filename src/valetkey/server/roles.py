@@ -99,7 +99,6 @@ NO_MEMBER_CREDENTIAL: Mapping[tuple[str, str], str] = {
     ("GET", "/openapi.json"): "public document",
     ("GET", "/docs"): "public document",
     ("GET", "/docs/oauth2-redirect"): "public document",
-    ("GET", "/redoc"): "public document",
 }
 
 #: Methods a route answers implicitly (Starlette adds HEAD to GET routes).
