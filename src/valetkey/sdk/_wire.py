@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import re
 import math
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -69,12 +69,13 @@ def _sdk_wording(code: str, text: str, details: dict[str, Any]) -> str:
     if code != "user_authorization_required":
         return text
     user = details.get("user")
+    if not isinstance(user, str):
+        return text
     for pattern, call in _ROUTE_CALLS:
         found = pattern.search(text)
-        if found and isinstance(user, str):
-            return pattern.sub(
-                lambda m: f"start consent with {call}({m.group(1)!r}, user={user!r})", text
-            )
+        if found:
+            named = f"start consent with {call}({found.group(1)!r}, user={user!r})"
+            return text[: found.start()] + named + text[found.end() :]
     return text
 
 
