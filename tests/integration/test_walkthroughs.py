@@ -270,6 +270,7 @@ def stage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stage]:
             )
         _wait_for(demo_log, "Ctrl-C stops it", demo)
         assert f"{url}/v1/connect/callback" in demo_log.read_text()
+        assert "Unsupported runtime" not in demo_log.read_text()  # the peer supports Node >= 18
         work = home / "app"
         work.mkdir()
         peer = OidcProviderPeer(f"http://127.0.0.1:{demo_port}", demo, demo_log)  # type: ignore[arg-type]
