@@ -431,3 +431,20 @@ def test_import_refuses_two_stdin_secrets(broker: RunningBroker, identity: str) 
         stdin="a\nb\n",
     )
     assert result.exit_code == 2, result.output
+
+
+def test_connect_wait_with_a_timeout_says_the_request_is_still_pending(
+    broker: RunningBroker, identity: str
+) -> None:
+    """`connect wait --timeout` gives up with the resume command; the request is not ended."""
+    env = _env(broker, identity)
+    started = cli(["connect", "authorize", "oauth/acme", "--user", "mona", "--device"], env)
+    assert started.exit_code == 0, started.output
+    request = _printed(started.stdout)["request"]
+    waited = cli(
+        ["connect", "wait", "oauth/acme", "--user", "mona", "--request", request, "--timeout", "1"],
+        env,
+    )
+    assert waited.exit_code == 1, waited.output
+    assert f"stopped waiting after 1s: request {request} is still pending" in waited.stderr
+    assert f"valetkey connect wait oauth/acme --user mona --request {request}" in waited.stderr

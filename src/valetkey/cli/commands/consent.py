@@ -193,7 +193,14 @@ def _resume_command(uid: str, user: str, request: str) -> str:
 
 
 def _wait_for_request(
-    client: Any, uid: str, user: str, request: str, deadline: float, fmt: Format
+    client: Any,
+    uid: str,
+    user: str,
+    request: str,
+    deadline: float,
+    fmt: Format,
+    *,
+    timeout: int | None = None,
 ) -> None:
     """Wait for consent ``request`` (and only it); on Ctrl-C say how to resume, exit 130."""
     line = StatusLine()
@@ -201,6 +208,14 @@ def _wait_for_request(
         _wait_for_grant(
             lambda: client.check_authorization(uid, request=request), deadline, status=line
         )
+    except WaitedTooLong:
+        if timeout is None:
+            raise
+        line.done()
+        raise CliError(
+            f"stopped waiting after {timeout}s: request {request} is still pending",
+            hint=f"To wait again: {_resume_command(uid, user, request)}",
+        ) from None
     except KeyboardInterrupt:
         line.done()
         note(
@@ -230,7 +245,13 @@ def wait(
 
     uid_path(uid)
     with Client() as client:
-        _wait_for_request(client, uid, user, request, time.monotonic() + timeout, fmt)
+        _wait_for_request(
+            client, uid, user, request, time.monotonic() + timeout, fmt, timeout=timeout
+        )
+
+
+class WaitedTooLong(AuthorizationExpired):
+    """The wait's own deadline passed (the broker may still hold the request pending)."""
 
 
 class StatusLine:
@@ -280,7 +301,7 @@ def _wait_for_grant(
         now = time.monotonic()
         if now + interval > deadline:
             line.done()
-            raise AuthorizationExpired("the device code expired before the user approved it")
+            raise WaitedTooLong("the device code expired before the user approved it")
         line.show(
             f"waiting for the user to approve… {int(now - started)}s (checking every {int(interval)}s)"
         )
