@@ -25,7 +25,12 @@ from valetkey.cli.errors import CliError
 from valetkey.cli.output import Format, FormatOption, emit_fields, note, say, short_time
 from valetkey.cli.parsing import parse_list
 from valetkey.cli.state import broker
-from valetkey.errors import AuthorizationExpired, AuthorizationPending, InvalidRequest
+from valetkey.errors import (
+    AuthorizationExpired,
+    AuthorizationPending,
+    InvalidRequest,
+    ValetkeyError,
+)
 
 __all__ = ["read_secret", "register"]
 
@@ -204,18 +209,19 @@ def _wait_for_request(
 ) -> None:
     """Wait for consent ``request`` (and only it); on Ctrl-C say how to resume, exit 130."""
     line = StatusLine()
-    try:
-        _wait_for_grant(
-            lambda: client.check_authorization(uid, request=request), deadline, status=line
-        )
-    except WaitedTooLong:
-        if timeout is None:
-            raise
-        line.done()
-        raise CliError(
+    gave_up = None
+    if timeout is not None:
+        gave_up = CliError(
             f"stopped waiting after {timeout}s: request {request} is still pending",
             hint=f"To wait again: {_resume_command(uid, user, request)}",
-        ) from None
+        )
+    try:
+        _wait_for_grant(
+            lambda: client.check_authorization(uid, request=request),
+            deadline,
+            status=line,
+            gave_up=gave_up,
+        )
     except KeyboardInterrupt:
         line.done()
         note(
@@ -250,10 +256,6 @@ def wait(
         )
 
 
-class WaitedTooLong(AuthorizationExpired):
-    """The wait's own deadline passed (the broker may still hold the request pending)."""
-
-
 class StatusLine:
     """One status line on stderr, rewritten in place on a terminal; elsewhere printed once."""
 
@@ -284,8 +286,10 @@ def _wait_for_grant(
     deadline: float,
     sleep: Callable[[float], None] = time.sleep,
     status: StatusLine | None = None,
+    gave_up: ValetkeyError | None = None,
 ) -> None:
-    """Poll ``fetch`` until the request completed, the user refuses, or time runs out."""
+    """Poll ``fetch`` until the request completed, the user refuses, or time runs out (then
+    ``gave_up``, by default ``AuthorizationExpired``)."""
     line = status or StatusLine()
     started = time.monotonic()
     interval = DEFAULT_INTERVAL
@@ -301,7 +305,9 @@ def _wait_for_grant(
         now = time.monotonic()
         if now + interval > deadline:
             line.done()
-            raise WaitedTooLong("the device code expired before the user approved it")
+            raise gave_up or AuthorizationExpired(
+                "the device code expired before the user approved it"
+            )
         line.show(
             f"waiting for the user to approve… {int(now - started)}s (checking every {int(interval)}s)"
         )
