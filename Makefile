@@ -22,9 +22,13 @@ setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Valetkey needs Python >= 3.11")'
+	@echo "==> [1/3] creating the virtualenv $(VENV)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[server,dev]'
+	@echo "==> [2/3] upgrading pip"
+	$(BIN)/python -m pip install --upgrade --progress-bar on pip
+	@echo "==> [3/3] installing Valetkey and its dependencies (about a minute on first run)"
+	$(BIN)/python -m pip install --progress-bar on -e '.[server,dev]'
+	@echo "==> installed; next time this step is skipped"
 	touch $@
 
 peers: $(PEERS)/node_modules/.installed
@@ -40,8 +44,9 @@ typecheck: setup
 	$(BIN)/mypy src
 
 # A local OAuth/OIDC server (the tests' oidc-provider) for the README walkthroughs, on 127.0.0.1:9400.
+# It registers the callback of the broker the CLI finds; DEMO_ARGS="--broker-url URL" names another.
 demo-oauth: setup peers
-	$(BIN)/python scripts/demo_oauth_server.py
+	$(BIN)/python scripts/demo_oauth_server.py $(DEMO_ARGS)
 
 bench: setup
 	$(BIN)/python bench/bench_exchange.py

@@ -4,12 +4,15 @@ It is the test suite's peer (panva's certified ``oidc-provider``, tests/peers/oi
 with one demo client, listening on 127.0.0.1 only. Sign-in accepts any name and password.
 Never use it for anything but local tries.
 
-    python scripts/demo_oauth_server.py [--port 9400] [--redirect-uri URL ...]
+    python scripts/demo_oauth_server.py [--port 9400] [--broker-url URL] [--redirect-uri URL ...]
 
 The client ``demo-client`` / ``demo-secret`` may use client credentials, authorization code
 (+ PKCE), the device authorization grant and refresh tokens (rotated on every use), with the
-scopes ``read`` and ``write``. Its redirect URI is the local broker's callback,
-http://127.0.0.1:8787/v1/connect/callback, unless ``--redirect-uri`` names others.
+scopes ``read`` and ``write``. Its redirect URI is the broker's callback,
+``<broker URL>/v1/connect/callback``, where the broker URL is found as the CLI finds it:
+``--broker-url``, else ``VALETKEY_URL``, else the ``url`` in ``<data dir>/cli.json`` (which
+``valetkey serve`` keeps current; data dir: ``--data-dir``, else ``VALETKEY_DATA_DIR``, else the
+default), else http://127.0.0.1:8787. ``--redirect-uri`` names the redirect URIs instead.
 It runs until Ctrl-C.
 """
 
@@ -31,6 +34,14 @@ READY = "VALETKEY_PEER_READY "
 DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 
 
+def _cli_broker_url(data_dir: Path | None) -> str:
+    try:
+        from valetkey.cli.broker import broker_url
+    except ImportError:  # run without the package installed: the default broker
+        return "http://127.0.0.1:8787"
+    return broker_url(data_dir)
+
+
 def peer_config(args: argparse.Namespace) -> dict[str, Any]:
     """The peer's configuration (see tests/peers/oidc.py for the fields)."""
     return {
@@ -46,7 +57,7 @@ def peer_config(args: argparse.Namespace) -> dict[str, Any]:
                     DEVICE_CODE_GRANT,
                 ],
                 "response_types": ["code"],
-                "redirect_uris": args.redirect_uri or ["http://127.0.0.1:8787/v1/connect/callback"],
+                "redirect_uris": args.redirect_uri or [f"{args.broker_url}/v1/connect/callback"],
                 "token_endpoint_auth_method": "client_secret_basic",
                 "scope": "openid offline_access read write",
             }
@@ -65,7 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         "--redirect-uri", action="append", help="Allowed redirect URIs (repeatable)."
     )
     parser.add_argument("--access-token-ttl", type=int, default=300, help="Seconds.")
+    parser.add_argument("--broker-url", help="The broker's URL (default: as the CLI finds it).")
+    parser.add_argument("--data-dir", type=Path, help="The broker's data directory (for cli.json).")
     args = parser.parse_args(argv)
+    args.broker_url = (args.broker_url or _cli_broker_url(args.data_dir)).rstrip("/")
 
     node = shutil.which("node")
     if node is None:
@@ -106,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             ("client id", args.client_id),
             ("client secret", args.client_secret),
             ("redirect URIs", " ".join(config["redirect_uris"])),
+            ("for broker", args.broker_url if not args.redirect_uri else "(--redirect-uri)"),
             ("grants", "client_credentials authorization_code device_code refresh_token"),
             ("scopes", "read write"),
         ):

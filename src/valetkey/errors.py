@@ -222,6 +222,10 @@ class UnsupportedOperation(InvalidRequest):
 class UserAuthorizationRequired(ValetkeyError):
     """This user has not consented yet, or must consent again."""
 
+    # The one class that says "the user must act: start a new consent". Its subclasses say why
+    # the last consent ended (AccessDenied: the user refused; AuthorizationExpired: it expired),
+    # so `except UserAuthorizationRequired` starts a new consent in every case (docs/errors.md).
+
     code = "user_authorization_required"
     status = 403
 
@@ -240,14 +244,14 @@ class AuthorizationPending(ValetkeyError):
     status = 400
 
 
-class AccessDenied(ValetkeyError):
+class AccessDenied(UserAuthorizationRequired):
     """The user refused the authorization request."""
 
     code = "access_denied"
     status = 403
 
 
-class AuthorizationExpired(ValetkeyError):
+class AuthorizationExpired(UserAuthorizationRequired):
     """The authorization request expired before the user finished it."""
 
     code = "expired_token"

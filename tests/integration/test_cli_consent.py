@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -280,6 +282,53 @@ def test_device_wait_stops_when_the_user_refuses(
     assert "error[access_denied]" in err
 
 
+def test_device_wait_watches_its_own_request_not_an_earlier_grant(
+    broker: RunningBroker, identity: str, oidc_peer: OidcProviderPeer
+) -> None:
+    """A user who already holds a grant: --device --wait stays pending until this request is approved."""
+    tokens = _pair(oidc_peer, "kira")
+    imported = cli(
+        ["connect", "import", "oauth/acme", "--user", "kira", "--access-token", "@-"],
+        _env(broker, identity),
+        stdin=tokens["access_token"],
+    )
+    assert imported.exit_code == 0, imported.output
+    process = _device_command(broker, identity, "kira")
+    code, _ = _user_code(process)
+    with pytest.raises(subprocess.TimeoutExpired):
+        process.wait(timeout=3)  # nobody approved: still waiting, not "connected"
+    oidc_peer.approve_device(code, login="kira")
+    out, err = _finish(process)
+    assert process.returncode == 0, out + err
+    assert "connected: kira authorized oauth/acme" in out
+    assert err.count("waiting for the user to approve") == 1  # one status line, not one per poll
+
+
+def test_device_wait_interrupted_says_how_to_resume_and_wait_resumes(
+    broker: RunningBroker, identity: str, oidc_peer: OidcProviderPeer
+) -> None:
+    """Ctrl-C: the request is still pending, and the printed command waits for it again."""
+    process = _device_command(broker, identity, "lena")
+    code, head = _user_code(process)
+    request = _printed(head + process.stdout.readline())["request"]  # type: ignore[union-attr]
+    time.sleep(1)
+    process.send_signal(signal.SIGINT)
+    out, err = _finish(process)
+    assert process.returncode == 130, out + err
+    resume = f"valetkey connect wait oauth/acme --user lena --request {request}"
+    assert f"request {request} is still pending" in err
+    assert resume in err
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VALETKEY_")}
+    env.update(VALETKEY_URL=broker.url, VALETKEY_TOKEN=identity)
+    again = subprocess.Popen(
+        [VALETKEY, *resume.split()[1:]], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    oidc_peer.approve_device(code, login="lena")
+    out, err = _finish(again)
+    assert again.returncode == 0, out + err
+    assert "connected: lena authorized oauth/acme" in out
+
+
 def test_wait_respects_the_interval_and_the_deadline() -> None:
     """The wait sleeps the interval the broker names, and gives up with expired_token past the deadline."""
     sleeps: list[float] = []
@@ -382,3 +431,20 @@ def test_import_refuses_two_stdin_secrets(broker: RunningBroker, identity: str) 
         stdin="a\nb\n",
     )
     assert result.exit_code == 2, result.output
+
+
+def test_connect_wait_with_a_timeout_says_the_request_is_still_pending(
+    broker: RunningBroker, identity: str
+) -> None:
+    """`connect wait --timeout` gives up with the resume command; the request is not ended."""
+    env = _env(broker, identity)
+    started = cli(["connect", "authorize", "oauth/acme", "--user", "mona", "--device"], env)
+    assert started.exit_code == 0, started.output
+    request = _printed(started.stdout)["request"]
+    waited = cli(
+        ["connect", "wait", "oauth/acme", "--user", "mona", "--request", request, "--timeout", "1"],
+        env,
+    )
+    assert waited.exit_code == 1, waited.output
+    assert f"stopped waiting after 1s: request {request} is still pending" in waited.stderr
+    assert f"valetkey connect wait oauth/acme --user mona --request {request}" in waited.stderr

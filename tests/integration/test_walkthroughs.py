@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests.integration.consent_support import authorization_code_tokens
 from tests.peers.oidc import OidcProviderPeer
 
 from valetkey.testing import free_port
@@ -49,6 +50,28 @@ def code_blocks(document: Path, heading: Callable[[str], bool]) -> list[tuple[st
     return blocks
 
 
+#: A snippet no test can run marks itself so, on the line before its fence (rare; each says why).
+NOT_RUN = re.compile(r"^<!-- not run: .+ -->$")
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def snippets(document: Path) -> list[tuple[str, str, bool]]:
+    """``(language, text, marked not run)`` of every ``python`` and ``sh`` block of ``document``."""
+    found: list[tuple[str, str, bool]] = []
+    language, lines, marked, previous = None, [], False, ""
+    for line in document.read_text().splitlines():
+        if language is None and line.startswith("```"):
+            language, lines, marked = line[3:].strip(), [], bool(NOT_RUN.match(previous))
+        elif language is not None and line.startswith("```"):
+            if language in ("python", "sh"):
+                found.append((language, "\n".join(lines), marked))
+            language = None
+        elif language is not None:
+            lines.append(line)
+        previous = line
+    return found
+
+
 def shell_commands(block: str) -> list[str]:
     """The commands of a ``sh`` block: comments dropped, quoted and ``\\``-continued lines joined."""
     commands, pending = [], ""
@@ -73,6 +96,8 @@ class Stage:
     work: Path
     env: dict[str, str]
     consent: dict[str, str] = field(default_factory=dict)
+    #: Every block run, to check that no snippet of the docs is left out.
+    ran: list[str] = field(default_factory=list)
 
     def localize(self, command: str) -> str:
         return command.replace("127.0.0.1:9400", f"127.0.0.1:{self.demo_port}")
@@ -104,9 +129,10 @@ class Stage:
         return done.stdout.split()
 
     def run(self, language: str, block: str) -> None:
+        self.ran.append(block)
         if language == "python":
             printed = self.python(block)
-            if 'user="alice"' in block:
+            if 'print(valetkey.get_token("oauth/acme", user="alice"))' in block:
                 assert len(printed) == 1
                 info = self.demo.introspect(printed[0], DEMO_CLIENT, DEMO_SECRET)
                 assert info["active"] is True, info
@@ -207,21 +233,6 @@ def stage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stage]:
     demo_port, broker_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not _OURS.match(k)}
     env.update(VALETKEY_DATA_DIR=str(home / "data"), PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
-    demo_log = home / "demo.log"
-    with open(demo_log, "wb") as log:
-        demo = subprocess.Popen(
-            [
-                sys.executable,
-                str(ROOT / "scripts" / "demo_oauth_server.py"),
-                "--port",
-                str(demo_port),
-                "--redirect-uri",
-                f"http://127.0.0.1:{broker_port}/v1/connect/callback",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
     broker_log = home / "broker.log"
     with open(broker_log, "wb") as log:
         broker = subprocess.Popen(
@@ -229,7 +240,7 @@ def stage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stage]:
                 str(BIN / "valetkey"),
                 "serve",
                 "--allow-private-networks",  # as make serve runs it
-                "--port",
+                "--port",  # not the default: the demo server must follow (cli.json)
                 str(broker_port),
                 "--log-level",
                 "warning",
@@ -238,8 +249,8 @@ def stage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stage]:
             stderr=subprocess.STDOUT,
             env=env,
         )
+    demo: subprocess.Popen[bytes] | None = None
     try:
-        _wait_for(demo_log, "Ctrl-C stops it", demo)
         url = f"http://127.0.0.1:{broker_port}"
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -248,6 +259,18 @@ def stage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stage]:
                     break
             except httpx.HTTPError:
                 time.sleep(0.05)
+        demo_log = home / "demo.log"
+        with open(demo_log, "wb") as log:
+            # `make demo-oauth`: it registers the callback of the broker the CLI finds, no flag.
+            demo = subprocess.Popen(
+                [sys.executable, str(ROOT / "scripts" / "demo_oauth_server.py"), "--port", str(demo_port)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        _wait_for(demo_log, "Ctrl-C stops it", demo)
+        assert f"{url}/v1/connect/callback" in demo_log.read_text()
+        assert "Unsupported runtime" not in demo_log.read_text()  # the peer supports Node >= 18
         work = home / "app"
         work.mkdir()
         peer = OidcProviderPeer(f"http://127.0.0.1:{demo_port}", demo, demo_log)  # type: ignore[arg-type]
@@ -257,7 +280,8 @@ def stage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stage]:
         yield staged
     finally:
         _stop(broker)
-        _stop(demo)
+        if demo is not None:
+            _stop(demo)
 
 
 def test_readme_acting_for_a_user_works_as_written(stage: Stage) -> None:
@@ -274,3 +298,79 @@ def test_user_consent_doc_walkthroughs_work_as_written(stage: Stage) -> None:
     assert sum(1 for lang, _ in blocks if lang == "sh") == 5
     for language, block in blocks:
         stage.run(language, block)
+
+
+def test_user_consent_doc_sdk_import_and_revoke_snippets_work_as_written(stage: Stage) -> None:
+    """The rest of docs/user-consent.md, in order: the SDK pattern (it starts a new consent for a
+    user who refused the last one), importing tokens, and revoking them."""
+    blocks = code_blocks(ROOT / "docs" / "user-consent.md", lambda h: not h.startswith("Walkthrough"))
+    intro, before, sdk, imported, revoke = [b for lang, b in blocks if lang in ("python", "sh")]
+    stage.run("python", intro)
+    stage.run("sh", before)  # make demo-oauth: the demo server runs already
+
+    # A user whose device consent was refused: the SDK pattern starts a new consent for them.
+    started = stage.python(
+        "import valetkey.sync as valetkey\n"
+        "s = valetkey.start_authorization('oauth/acme', user='bob', device_code=True)\n"
+        "print(s.device_code)"
+    )
+    _deny_device(stage.demo, started[0])
+    stage.run("python", sdk)
+    session = stage.python(
+        sdk + "\n\nsession: dict = {}\n"
+        "assert calendar_token('bob', session) is None\n"
+        "print(session['consent_url'], session['valetkey_request'])\n"
+        "print(calendar_token('alice', {}))\n"
+    )
+    assert session[0].startswith(stage.demo.authorization_url + "?"), session
+    assert stage.demo.introspect(session[2], DEMO_CLIENT, DEMO_SECRET)["sub"] == "alice"
+
+    # Tokens alice already has elsewhere, in the two files the import names.
+    tokens = authorization_code_tokens(
+        stage.demo,
+        client_id=DEMO_CLIENT,
+        client_secret=DEMO_SECRET,
+        redirect_uri=f"{stage.broker_url}/v1/connect/callback",
+    )
+    (stage.work / "access.txt").write_text(tokens["access_token"])
+    (stage.work / "refresh.txt").write_text(tokens["refresh_token"])
+    stage.run("sh", imported)
+    # (The broker may still serve the access token of alice's earlier grant while it is fresh:
+    # its stored mint cache is keyed by the request, not the grant. Either is alice's.)
+    now = stage.python(intro + "\nprint(token)")
+    assert stage.demo.introspect(now[0], DEMO_CLIENT, DEMO_SECRET)["sub"] == "alice"
+
+    stage.run("sh", revoke)
+    gone = stage.python(
+        "import valetkey.sync as valetkey\nfrom valetkey import UserAuthorizationRequired\n"
+        "try:\n    valetkey.get_token('oauth/acme', user='alice')\n"
+        "except UserAuthorizationRequired as exc:\n    print(exc.code)"
+    )
+    assert gone == ["user_authorization_required"]
+
+
+def test_every_python_and_shell_snippet_of_the_docs_is_run(stage: Stage) -> None:
+    """No ``python`` or ``sh`` block of the README or docs/ escapes these tests unless it is marked
+    ``<!-- not run: why -->``, and the markings stay rare."""
+    marked, missed = [], []
+    for document in DOCUMENTS:
+        for _language, block, not_run in snippets(document):
+            where = f"{document.name}: {block.splitlines()[0] if block else ''}"
+            if not_run:
+                marked.append(where)
+            elif block not in stage.ran:
+                missed.append(where)
+    assert not missed, f"snippets no test runs (run them, or mark them <!-- not run: why -->): {missed}"
+    assert len(marked) <= 3, marked
+
+
+def _deny_device(peer: OidcProviderPeer, user_code: str) -> None:
+    """Press [ Abort ] on the demo server's device page."""
+    with httpx.Client() as browser:
+        page = browser.get(f"{peer.issuer}/device")
+        xsrf = re.search(r'name="xsrf" value="([^"]+)"', page.text)
+        assert xsrf is not None, page.text
+        browser.post(
+            f"{peer.issuer}/device",
+            data={"xsrf": xsrf.group(1), "user_code": user_code, "abort": "yes"},
+        )

@@ -117,3 +117,12 @@ def test_the_table_does_not_depend_on_what_is_imported() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == [["TokenExpired", "DecryptionError", "VerificationFailed"], []]
+
+
+def test_every_error_that_asks_the_user_to_consent_again_is_a_user_authorization_required() -> None:
+    """A refused or expired consent is caught by `except UserAuthorizationRequired` (docs/user-consent.md);
+    a pending one is not (the app waits instead of starting another)."""
+    for cls in (errors.AccessDenied, errors.AuthorizationExpired):
+        assert issubclass(cls, errors.UserAuthorizationRequired), cls
+        assert type(error_for_code(cls.code, "m", cls.status, {})) is cls
+    assert not issubclass(errors.AuthorizationPending, errors.UserAuthorizationRequired)

@@ -29,7 +29,15 @@ from valetkey.error_codes import error_for_code
 from valetkey.errors import BrokerUnavailable, InvalidBrokerResponse, ValetkeyError
 from valetkey.server.settings import default_data_dir
 
-__all__ = ["BrokerClient", "Credentials", "find_credentials", "seg", "uid_path", "write_cli_file"]
+__all__ = [
+    "BrokerClient",
+    "Credentials",
+    "broker_url",
+    "find_credentials",
+    "seg",
+    "uid_path",
+    "write_cli_file",
+]
 
 DEFAULT_URL = "http://127.0.0.1:8787"
 TIMEOUT = 30.0
@@ -55,6 +63,16 @@ def _read_cli_file(path: Path) -> dict[str, Any] | None:
             hint="Delete it and restart `valetkey serve`.",
         ) from exc
     return data if isinstance(data, dict) else None
+
+
+def broker_url(data_dir: Path | None = None, environ: Mapping[str, str] | None = None) -> str:
+    """The broker's URL as the CLI finds it: ``VALETKEY_URL``, else ``cli.json``'s, else the default."""
+    env = os.environ if environ is None else environ
+    url = env.get("VALETKEY_URL", "").strip()
+    if not url:
+        saved = _read_cli_file((data_dir or default_data_dir()) / "cli.json") or {}
+        url = str(saved.get("url") or DEFAULT_URL)
+    return url.rstrip("/")
 
 
 def find_credentials(

@@ -32,16 +32,16 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
-from valetkey.core.audit import AuditEvent, AuditLog
+from valetkey.core.audit import AuditLog
 from valetkey.core.authorizations import Mode, PendingAuthorization, Status
 from valetkey.core.clock import Clock
+from valetkey.core.consent_device import MAX_LIFETIME, ConsentSteps
 from valetkey.core.consent_values import (
     CallbackResult,
     Started,
     authorization_code_flow,
     check_return_url,
     check_webhook_url,
-    consent_needed,
     digest,
     display_user_code,
     new_user_code,
@@ -49,32 +49,25 @@ from valetkey.core.consent_values import (
     with_query,
 )
 from valetkey.core.gate import ProviderGate
-from valetkey.core.grants import GrantScope
 from valetkey.core.models import Connector, Identity
 from valetkey.core.ports import ConnectorLookup, ConsentStore, GrantStore, Notifier
 from valetkey.core.providers import (
     ProviderContext,
-    TokenSet,
     UserFlows,
     UserTokenRevocation,
 )
 from valetkey.errors import (
-    AccessDenied,
     AuthorizationExpired,
-    AuthorizationPending,
-    InvalidGrant,
     InvalidRequest,
     NotFound,
-    UnsupportedOperation,
     ValetkeyError,
     VerificationFailed,
 )
 
 DEFAULT_LIFETIME = timedelta(minutes=10)
-MAX_LIFETIME = timedelta(hours=1)
 
 
-class ConsentService:
+class ConsentService(ConsentSteps):
     def __init__(
         self,
         *,
@@ -460,149 +453,3 @@ class ConsentService:
                     continue  # the connector is gone: nothing to revoke with
                 await self._discard(connector, provider, pending)
         return ended
-
-    async def _activate(self, pending: PendingAuthorization, tokens: TokenSet) -> None:
-        await self._grants.save_grant(self._scope(pending), tokens, source="consent")
-        await self._store.update_authorization(
-            pending.id, status="completed", tokens=None, completed_at=self._clock.now()
-        )
-        self._record(pending, "authorization.complete", "allowed", pending.mode)
-
-    def _scope(self, pending: PendingAuthorization) -> GrantScope:
-        return GrantScope(
-            pending.team_id,
-            pending.connector_id,
-            pending.project_id,
-            pending.environment,
-            pending.subject,
-        )
-
-    # -- device polling -------------------------------------------------------------------------
-
-    async def poll(
-        self,
-        identity: Identity,
-        connector: Connector,
-        provider: UserFlows,
-        user_id: str,
-        *,
-        issuer: str | None = None,
-    ) -> None:
-        """No grant yet for (``issuer``, ``user_id``): report the device authorization's state,
-        polling the provider.
-
-        Returns when a grant now exists; raises the typed state otherwise.
-        """
-        pending = await self._store.latest_device_authorization(
-            connector.id, identity.project_id, identity.environment, user_id, issuer
-        )
-        now = self._clock.now()
-        if pending is None or pending.created_at + MAX_LIFETIME * 2 < now:
-            raise consent_needed(connector, user_id, issuer=issuer)
-        if pending.status == "completed":
-            # Completed, but the grant is gone since.
-            raise consent_needed(connector, user_id, issuer=issuer)
-        if pending.status == "denied":
-            raise AccessDenied("the user refused the authorization request", request=pending.id)
-        if pending.status in ("expired", "failed"):
-            raise AuthorizationExpired(
-                "the device authorization expired or failed; start a new one", request=pending.id
-            )
-        if pending.expires_at <= now:
-            await self._store.update_authorization(pending.id, expect=["pending"], status="expired")
-            raise AuthorizationExpired(
-                "the device code expired before the user finished", request=pending.id
-            )
-        if (
-            pending.device_code is None
-        ):  # the broker's own device page: the callback makes the grant
-            raise AuthorizationPending(
-                "waiting for the user to finish on the device page",
-                request=pending.id,
-                interval=pending.interval,
-            )
-        device = provider.device
-        if device is None:
-            raise UnsupportedOperation(f"{connector.type} connectors have no device grant")
-        if pending.next_poll_at is not None and now < pending.next_poll_at:
-            raise AuthorizationPending(
-                "waiting for the user", request=pending.id, interval=pending.interval
-            )
-        claimed = await self._store.update_authorization(
-            pending.id,
-            expect=["pending"],
-            due_by=now,
-            next_poll_at=now + timedelta(seconds=pending.interval),
-        )
-        if not claimed:
-            raise AuthorizationPending(
-                "waiting for the user", request=pending.id, interval=pending.interval
-            )
-        try:
-            tokens = await self._gate.call(
-                connector.id,
-                functools.partial(
-                    device.poll_device,
-                    self._ctx,
-                    connector,
-                    device_code=pending.device_code,
-                ),
-            )
-        except AuthorizationPending as exc:
-            interval = (
-                int(exc.details.get("interval", pending.interval + 5))
-                if exc.details.get("slowDown")
-                else pending.interval
-            )
-            await self._store.update_authorization(
-                pending.id, interval=interval, next_poll_at=now + timedelta(seconds=interval)
-            )
-            raise AuthorizationPending(
-                exc.message,
-                request=pending.id,
-                interval=interval,
-                slowDown=bool(exc.details.get("slowDown")),
-            ) from None
-        except AccessDenied:
-            await self._store.update_authorization(
-                pending.id, status="denied", error="access_denied", completed_at=now
-            )
-            self._record(pending, "authorization.device", "denied", "access_denied")
-            raise
-        except AuthorizationExpired:
-            await self._store.update_authorization(pending.id, status="expired", completed_at=now)
-            raise
-        except InvalidGrant as exc:  # the provider no longer knows this device code
-            await self._store.update_authorization(
-                pending.id, status="failed", error="invalid_grant", completed_at=now
-            )
-            self._record(pending, "authorization.device", "denied", "invalid_grant")
-            raise AuthorizationExpired(
-                "the provider refused this device authorization; start a new one", request=pending.id
-            ) from exc
-        await self._activate(pending, tokens)
-
-    # -- audit ----------------------------------------------------------------------------------
-
-    def _record(
-        self, pending: PendingAuthorization, action: str, decision: str, reason: str
-    ) -> None:
-        self._audit.record(
-            AuditEvent(
-                team_id=pending.team_id,
-                at=self._clock.now(),
-                actor="broker",
-                action=action,
-                decision=decision,
-                reason=reason,
-                connector_uid=None,
-                project_id=pending.project_id,
-                environment=pending.environment,
-                subject=pending.subject.key(),
-                details={
-                    "request": pending.id,
-                    "mode": pending.mode,
-                    "connectorId": pending.connector_id,
-                },
-            )
-        )

@@ -1,4 +1,4 @@
-"""The consent use cases the routes call: start a user's consent, confirm it, import tokens.
+"""The consent use cases the routes call: start a user's consent, watch it, confirm it, import tokens.
 
 Each resolves the connector the app named, checks the link's policy and the provider's
 capabilities, runs the flow (``ConsentService``), saves grants, publishes the invalidations
@@ -124,6 +124,23 @@ class ConsentCases:
         done = await self._consent.confirm(
             identity, view.connector, request_id, verifier, provider=flows
         )
+        await self._bus.publish(
+            Invalidation(
+                kind="tokens", connector_id=view.connector.id, subject_key=done.subject.key()
+            )
+        )
+        return done
+
+    async def watch(
+        self, identity: Identity, uid: str, request_id: str
+    ) -> PendingAuthorization:
+        """The state of the app's authorization request ``request_id``: returned once completed,
+        raised (``AuthorizationPending``, ``AccessDenied``, ``AuthorizationExpired``) otherwise."""
+        view = await self._connectors.connector_view(identity.team_id, uid)
+        if view is None:
+            raise NotFound(f"no connector {uid}", connector=uid)
+        flows = require_user_flows(self._providers.get(view.connector.type), view.connector)
+        done = await self._consent.watch(identity, view.connector, flows, request_id)
         await self._bus.publish(
             Invalidation(
                 kind="tokens", connector_id=view.connector.id, subject_key=done.subject.key()

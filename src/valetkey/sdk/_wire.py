@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -51,8 +52,31 @@ def unavailable(base_url: str, exc: httpx.HTTPError) -> BrokerUnavailable:
     """The error for a request that never got an HTTP answer (credentials in the URL dropped)."""
     shown = str(httpx.URL(base_url).copy_with(username=None, password=None))
     return BrokerUnavailable(
-        f"could not reach the broker at {shown} ({type(exc).__name__})", base_url=shown
+        f"could not reach the broker at {shown} ({type(exc).__name__}); is `valetkey serve` "
+        "running, and is VALETKEY_URL (or the .env's) its URL?",
+        base_url=shown,
     )
+
+
+#: A refusal's text that names a Connect route, and the SDK call a Python app makes instead.
+_ROUTE_CALLS = (
+    (re.compile(r"start consent with POST /v1/connect/authorize/(\S+)"), "start_authorization"),
+)
+
+
+def _sdk_wording(code: str, text: str, details: dict[str, Any]) -> str:
+    """The broker's words for every client, with an HTTP route named as the SDK call to make."""
+    if code != "user_authorization_required":
+        return text
+    user = details.get("user")
+    if not isinstance(user, str):
+        return text
+    for pattern, call in _ROUTE_CALLS:
+        found = pattern.search(text)
+        if found:
+            named = f"start consent with {call}({found.group(1)!r}, user={user!r})"
+            return text[: found.start()] + named + text[found.end() :]
+    return text
 
 
 def error_from_response(response: httpx.Response) -> ValetkeyError:
@@ -68,7 +92,7 @@ def error_from_response(response: httpx.Response) -> ValetkeyError:
         message = envelope.get("message")
         details = {k: v for k, v in envelope.items() if k not in ("code", "message")}
         text = message if isinstance(message, str) and message else response.reason_phrase
-        return error_for_code(code, text or code, status, details)
+        return error_for_code(code, _sdk_wording(code, text or code, details), status, details)
     if isinstance(data, dict) and isinstance(envelope, str) and envelope:
         # OAuth-shaped body: {"error": "invalid_grant", "error_description": "..."}.
         description = data.get("error_description")
@@ -192,6 +216,10 @@ def confirmation(data: dict[str, Any]) -> Confirmation:
 
 def confirm_path(uid: str) -> str:
     return authorize_path(uid) + "/confirm"
+
+
+def status_path(uid: str) -> str:
+    return authorize_path(uid) + "/status"
 
 
 _REVOKE_FIELDS = {

@@ -209,6 +209,17 @@ class Client(_Base):
         response = self._send("POST", _wire.confirm_path(uid), self._identity(), body)
         return _wire.confirmation(_wire.json_object(response, "confirmation"))
 
+    def check_authorization(self, uid: str, *, request: str) -> Confirmation:
+        """The consent ``request`` (from ``start_authorization``), once it completed.
+
+        Raises ``AuthorizationPending`` (``details["interval"]``: seconds before asking again)
+        while the user has not finished, ``AccessDenied`` or ``AuthorizationExpired`` once it
+        ended otherwise. Only this request counts: a grant the user already held does not.
+        """
+        _wire.check_uid(uid)
+        response = self._send("POST", _wire.status_path(uid), self._identity(), {"request": request})
+        return _wire.confirmation(_wire.json_object(response, "authorization status"))
+
     def revoke_tokens(
         self,
         uid: str,
@@ -399,6 +410,13 @@ class AsyncClient(_Base):
         body = {"request": request, "verifier": verifier}
         response = await self._send("POST", _wire.confirm_path(uid), await self._identity(), body)
         return _wire.confirmation(_wire.json_object(response, "confirmation"))
+
+    async def check_authorization(self, uid: str, *, request: str) -> Confirmation:
+        """The consent ``request``, once it completed (see ``Client.check_authorization``)."""
+        _wire.check_uid(uid)
+        body = {"request": request}
+        response = await self._send("POST", _wire.status_path(uid), await self._identity(), body)
+        return _wire.confirmation(_wire.json_object(response, "authorization status"))
 
     async def revoke_tokens(
         self,

@@ -349,7 +349,25 @@ def discover_identity(
         return GitHubActionsIdentity(request_url, request_token, audience, clock=clock)
     if dotenv is not None and _read_dotenv(dotenv).get("VALETKEY_TOKEN", "").strip():
         return FileIdentity(dotenv, f".env ({dotenv})", dotenv_key="VALETKEY_TOKEN")
-    raise IdentityNotFound("no identity found to present to the Valetkey broker")
+    raise IdentityNotFound(_not_found(dotenv))
+
+
+def _not_found(dotenv: Path | None) -> str:
+    """What was searched, in order, and where a development identity would have been."""
+    if dotenv is not None:
+        where = f"{dotenv} (it has no VALETKEY_TOKEN)"
+    else:
+        try:
+            here = str(Path.cwd())
+        except OSError:
+            here = "the working directory"
+        where = f"no .env with a VALETKEY_ key in {here} or any directory above it"
+    return (
+        "no identity found to present to the Valetkey broker. Searched: the identity argument, "
+        "VALETKEY_TOKEN, VALETKEY_OIDC_TOKEN, VALETKEY_OIDC_TOKEN_FILE, GitHub Actions "
+        f"(ACTIONS_ID_TOKEN_REQUEST_URL and _TOKEN), then a .env: {where}. For development, run "
+        "`valetkey link --project P` and `valetkey env pull` in the app's directory."
+    )
 
 
 def dotenv_for_url(source: IdentitySource | None, dotenv: Path | None) -> Path | None:

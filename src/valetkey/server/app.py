@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from valetkey.core.audit import AuditLog
 from valetkey.core.clock import Clock
 from valetkey.errors import InvalidRequest, ValetkeyError
-from valetkey.server import connect, consent, errors, management, metrics, openapi, roles
+from valetkey.server import api_docs, connect, consent, errors, management, metrics, openapi, roles
 from valetkey.server.broker import Broker
 from valetkey.server.connect import json_response
 from valetkey.server.settings import Settings
@@ -148,6 +148,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None, broker: Broker
         summary="A self-hostable runtime credential broker for agents and apps",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # api_docs serves /docs from the package, not a CDN
+        redoc_url=None,
     )
     app.state.broker = the_broker
     errors.install(app)
@@ -155,6 +157,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, broker: Broker
     app.include_router(connect.router)
     app.include_router(management.router)
     metrics.install(app, the_broker)  # GET /metrics (Prometheus), a registry per app
+    api_docs.install(app)  # GET /docs, Swagger UI with its assets from the package
 
     @app.get("/.well-known/openid-configuration", tags=["identity"], include_in_schema=True)
     async def openid_configuration() -> Response:

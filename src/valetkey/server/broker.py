@@ -270,6 +270,8 @@ class Broker:
                 self.settings.cli_credentials_path,
                 {"url": self.settings.issuer_url, "token": self.bootstrap_result.owner_token},
             )
+        else:
+            self._follow_url_in_cli_file()
         shadowed = await self.repo.shadowed_bindings()
         if shadowed:
             log.warning(
@@ -280,6 +282,17 @@ class Broker:
             )
         self.worker.start()
         return self.bootstrap_result
+
+    def _follow_url_in_cli_file(self) -> None:
+        """A restart on another port or URL: ``cli.json`` names where the broker now is, so the
+        CLI and ``make demo-oauth`` on this machine follow it (the credential is kept)."""
+        path = self.settings.cli_credentials_path
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return  # absent or hand-edited: the CLI reports it when it reads it
+        if isinstance(saved, dict) and saved.get("url") != self.settings.issuer_url:
+            write_private_json(path, {**saved, "url": self.settings.issuer_url})
 
     async def connector_flows(self, team_id: str, connector_id: str) -> tuple[Connector, UserFlows]:
         """A connector by id with its provider's user flows (for callbacks and sweeps)."""

@@ -15,7 +15,7 @@ from valetkey.core.consent_cases import ConsentRequest, TokenImport
 from valetkey.core.models import Connector
 from valetkey.errors import InvalidRequest, ValetkeyError
 from valetkey.server.connect import DirectRoute, bearer, broker_of, json_response
-from valetkey.server.openapi import AUTHORIZE_BODY, CONFIRM_BODY, IMPORT_BODY
+from valetkey.server.openapi import AUTHORIZE_BODY, CONFIRM_BODY, IMPORT_BODY, STATUS_BODY
 from valetkey.server.roles import authorize_member
 from valetkey.server.wire import parse_json_object, parse_subject, parse_token_request
 
@@ -80,6 +80,23 @@ async def confirm(uid: str, request: Request) -> Response:
     request_id = limits.check_text(data.get("request"), "request", 64)
     verifier = limits.check_text(data.get("verifier"), "verifier", 256)
     done = await broker.consent_cases.confirm(identity, uid, request_id, verifier)
+    body = {"request": done.id, "status": done.status, "user": done.user_id}
+    if done.user_issuer is not None:
+        body["issuer"] = done.user_issuer
+    return json_response(body)
+
+
+@router.post(
+    "/v1/connect/authorize/{uid:path}/status",
+    summary="The state of one consent request (a device request is polled at the provider)",
+    openapi_extra=STATUS_BODY,
+)
+async def status(uid: str, request: Request) -> Response:
+    broker = broker_of(request)
+    identity = await broker.verifier.verify(bearer(request))
+    data = parse_json_object(await request.body())
+    request_id = limits.check_text(data.get("request"), "request", 64)
+    done = await broker.consent_cases.watch(identity, uid, request_id)
     body = {"request": done.id, "status": done.status, "user": done.user_id}
     if done.user_issuer is not None:
         body["issuer"] = done.user_issuer

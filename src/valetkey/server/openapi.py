@@ -15,6 +15,7 @@ __all__ = [
     "CONFIRM_BODY",
     "IMPORT_BODY",
     "REVOKE_BODY",
+    "STATUS_BODY",
     "TOKEN_BODY",
     "document_errors",
 ]
@@ -123,6 +124,7 @@ CONFIRM_BODY = _body(
     },
     ["request", "verifier"],
 )
+STATUS_BODY = _body({"request": {"type": "string", "minLength": 1, "maxLength": 64}}, ["request"])
 IMPORT_BODY = _body(
     {
         "subject": _USER,

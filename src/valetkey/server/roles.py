@@ -86,6 +86,7 @@ NO_MEMBER_CREDENTIAL: Mapping[tuple[str, str], str] = {
     ("GET", "/v1/connect/connectors/{uid:path}"): "workload identity",
     ("POST", "/v1/connect/authorize/{uid:path}"): "workload identity",
     ("POST", "/v1/connect/authorize/{uid:path}/confirm"): "workload identity",
+    ("POST", "/v1/connect/authorize/{uid:path}/status"): "workload identity",
     ("GET", "/v1/connect/callback"): "the provider's browser redirect (single-use state)",
     ("GET", "/device"): "the user's browser (single-use user code)",
     ("POST", "/device"): "the user's browser (single-use user code)",
@@ -98,7 +99,6 @@ NO_MEMBER_CREDENTIAL: Mapping[tuple[str, str], str] = {
     ("GET", "/openapi.json"): "public document",
     ("GET", "/docs"): "public document",
     ("GET", "/docs/oauth2-redirect"): "public document",
-    ("GET", "/redoc"): "public document",
 }
 
 #: Methods a route answers implicitly (Starlette adds HEAD to GET routes).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -16,6 +17,7 @@ from valetkey.errors import (
     AuthorizationExpired,
     AuthorizationPending,
     InvalidRequest,
+    NotFound,
     VerificationFailed,
 )
 
@@ -174,3 +176,38 @@ async def test_device_code_expires() -> None:
         await core.consent.poll(IDENTITY, CONNECTOR, flows(core), "alice")
     assert core.store.requests[started.authorization.id].status == "expired"
     assert "poll_device" not in core.provider.calls
+
+
+async def test_watch_follows_its_own_request_not_an_earlier_grant() -> None:
+    """A user with a grant already: watching a new device request stays pending until the
+    provider approves that request; another project's request is not found."""
+    core = build_core()
+    await core.grants.save_grant(
+        ALICE, TokenSet("at-old", core.clock.now() + timedelta(hours=1), "rt-old"), source="import"
+    )
+    started = await start(core, device=True)
+    request = started.authorization.id
+    with pytest.raises(AuthorizationPending):
+        await core.consent.watch(IDENTITY, CONNECTOR, flows(core), request)
+    core.provider.device_answers.append(
+        TokenSet("at-new", core.clock.now() + timedelta(hours=1), "rt-new")
+    )
+    core.clock.advance(5)
+    done = await core.consent.watch(IDENTITY, CONNECTOR, flows(core), request)
+    assert done.status == "completed"
+    grant = await core.grants.get_grant(ALICE)
+    assert grant is not None
+    assert grant.tokens.access_token == "at-new"
+    again = await core.consent.watch(IDENTITY, CONNECTOR, flows(core), request)
+    assert again.status == "completed"
+    other = replace(IDENTITY, project_id="prj_other")
+    with pytest.raises(NotFound):
+        await core.consent.watch(other, CONNECTOR, flows(core), request)
+
+
+async def test_watch_reports_a_browser_request_pending_until_it_is_confirmed() -> None:
+    """A browser request is pending while the user has not come back, and while it awaits confirm."""
+    core = build_core()
+    started = await start(core)
+    with pytest.raises(AuthorizationPending):
+        await core.consent.watch(IDENTITY, CONNECTOR, flows(core), started.authorization.id)

@@ -1,4 +1,4 @@
-"""``valetkey connect authorize | confirm | import``: a user's consent, from the command line.
+"""``valetkey connect authorize | wait | confirm | import``: a user's consent, from the command line.
 
 ``authorize`` and ``confirm`` act as the workload (the identity the SDK finds: VALETKEY_TOKEN,
 VALETKEY_OIDC_TOKEN, …, or the ``.env`` written by ``valetkey env pull``), exactly as an app
@@ -25,7 +25,12 @@ from valetkey.cli.errors import CliError
 from valetkey.cli.output import Format, FormatOption, emit_fields, note, say, short_time
 from valetkey.cli.parsing import parse_list
 from valetkey.cli.state import broker
-from valetkey.errors import AuthorizationExpired, AuthorizationPending, InvalidRequest
+from valetkey.errors import (
+    AuthorizationExpired,
+    AuthorizationPending,
+    InvalidRequest,
+    ValetkeyError,
+)
 
 __all__ = ["read_secret", "register"]
 
@@ -170,9 +175,7 @@ def authorize(
                 if started.expires_at is None
                 else max(started.expires_at.timestamp() - time.time(), 0) + 5
             )
-            _wait_for_grant(lambda: client.get_token(uid, user=user, no_cache=True), deadline)
-            if fmt is Format.table:
-                say(f"connected: {user} authorized {uid}")
+            _wait_for_request(client, uid, user, started.request, deadline, fmt)
 
 
 def _print_started(shown: Mapping[str, Any], uid: str, user: str) -> None:
@@ -190,15 +193,109 @@ def _print_started(shown: Mapping[str, Any], uid: str, user: str) -> None:
         note(_VERIFIER_NOTE.format(uid=uid, request=shown["request"], user=user))
 
 
-def _wait_for_grant(
-    fetch: Callable[[], str], deadline: float, sleep: Callable[[float], None] = time.sleep
+def _resume_command(uid: str, user: str, request: str) -> str:
+    return f"valetkey connect wait {uid} --user {user} --request {request}"
+
+
+def _wait_for_request(
+    client: Any,
+    uid: str,
+    user: str,
+    request: str,
+    deadline: float,
+    fmt: Format,
+    *,
+    timeout: int | None = None,
 ) -> None:
-    """Poll ``fetch`` (a token request) until the grant exists, the user refuses, or time runs out."""
+    """Wait for consent ``request`` (and only it); on Ctrl-C say how to resume, exit 130."""
+    line = StatusLine()
+    gave_up = None
+    if timeout is not None:
+        gave_up = CliError(
+            f"stopped waiting after {timeout}s: request {request} is still pending",
+            hint=f"To wait again: {_resume_command(uid, user, request)}",
+        )
+    try:
+        _wait_for_grant(
+            lambda: client.check_authorization(uid, request=request),
+            deadline,
+            status=line,
+            gave_up=gave_up,
+        )
+    except KeyboardInterrupt:
+        line.done()
+        note(
+            f"Stopped waiting: request {request} is still pending until it expires. "
+            f"To wait again: {_resume_command(uid, user, request)}"
+        )
+        raise typer.Exit(130) from None
+    finally:
+        line.done()
+    if fmt is Format.table:
+        say(f"connected: {user} authorized {uid}")
+
+
+def wait(
+    uid: UidArg,
+    user: UserOption,
+    request: Annotated[
+        str, typer.Option("--request", help="The request id authorize printed.")
+    ],
+    timeout: Annotated[
+        int, typer.Option("--timeout", min=1, max=3600, help="Give up after this many seconds.")
+    ] = 900,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """Wait until the user finishes consent REQUEST (started by authorize --device)."""
+    from valetkey.sdk.client import Client
+
+    uid_path(uid)
+    with Client() as client:
+        _wait_for_request(
+            client, uid, user, request, time.monotonic() + timeout, fmt, timeout=timeout
+        )
+
+
+class StatusLine:
+    """One status line on stderr, rewritten in place on a terminal; elsewhere printed once."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self._stream = stream or sys.stderr
+        self._tty = self._stream.isatty()
+        self._shown = False
+
+    def show(self, text: str) -> None:
+        if self._tty:
+            self._stream.write("\r\x1b[K" + text)
+        elif not self._shown:
+            self._stream.write(text + "\n")
+        self._stream.flush()
+        self._shown = True
+
+    def done(self) -> None:
+        """End the line (on a terminal) so what follows starts on its own."""
+        if self._tty and self._shown:
+            self._stream.write("\n")
+            self._stream.flush()
+        self._shown = False
+        self._tty = False
+
+
+def _wait_for_grant(
+    fetch: Callable[[], object],
+    deadline: float,
+    sleep: Callable[[float], None] = time.sleep,
+    status: StatusLine | None = None,
+    gave_up: ValetkeyError | None = None,
+) -> None:
+    """Poll ``fetch`` until the request completed, the user refuses, or time runs out (then
+    ``gave_up``, by default ``AuthorizationExpired``)."""
+    line = status or StatusLine()
     started = time.monotonic()
     interval = DEFAULT_INTERVAL
     while True:
         try:
-            fetch()  # the token itself is never shown
+            fetch()  # a token, if any, is never shown
             return
         except AuthorizationPending as pending:
             given = pending.details.get("interval")
@@ -207,9 +304,12 @@ def _wait_for_grant(
         # AccessDenied (the user refused) and AuthorizationExpired end the wait as they are.
         now = time.monotonic()
         if now + interval > deadline:
-            raise AuthorizationExpired("the device code expired before the user approved it")
-        note(
-            f"waiting for the user to approve… {int(now - started)}s (next check in {int(interval)}s)"
+            line.done()
+            raise gave_up or AuthorizationExpired(
+                "the device code expired before the user approved it"
+            )
+        line.show(
+            f"waiting for the user to approve… {int(now - started)}s (checking every {int(interval)}s)"
         )
         sleep(interval)
 
@@ -301,4 +401,5 @@ def register(app: typer.Typer) -> None:
     """Add the consent commands to ``valetkey connect``."""
     app.command("authorize")(authorize)
     app.command("confirm")(confirm)
+    app.command("wait")(wait)
     app.command("import")(import_tokens)

@@ -54,6 +54,7 @@ def serve(
 ) -> None:
     """Run the broker (SQLite in the data directory unless --database-url says otherwise)."""
     from valetkey.cli.local import check_database
+    from valetkey.server.run import BrokerStartError
     from valetkey.server.run import serve as run_broker
     from valetkey.server.settings import Settings
 
@@ -71,7 +72,10 @@ def serve(
         allow_private_networks=allow_private_networks or None,
     )
     asyncio.run(check_database(settings))
-    run_broker(settings, log_level=level)
+    try:
+        run_broker(settings, log_level=level)
+    except BrokerStartError as exc:
+        raise CliError(exc.message, hint=exc.hint) from None
 
 
 def register(app: typer.Typer) -> None:
