@@ -481,3 +481,43 @@ def test_a_user_request_naming_no_scopes_is_served_the_grant_as_consented(
     served = app.token("alice", None, **body)
     assert served.status_code == 200, served.text
     assert served.json()["token"] == "tok-read"
+
+
+def _cached_rows(broker: RunningBroker, user: str) -> int:
+    """Stored mint-cache rows of tokens issued for ``user``."""
+
+    async def read() -> int:
+        issued, cached = tables.IssuedToken, tables.CachedToken
+        async with broker.broker.repo.db.session() as s:
+            count = await s.scalar(
+                sa.select(sa.func.count())
+                .select_from(cached)
+                .join(issued, issued.id == cached.issued_token_id)
+                .where(issued.subject_id == user)
+            )
+        return int(count or 0)
+
+    return broker.run(read())
+
+
+@pytest.mark.parametrize("issuer", [None, ISSUER_A])
+@pytest.mark.parametrize("user", IDS)
+def test_a_new_grant_replaces_the_old_grants_cached_token(
+    broker: RunningBroker, oidc_peer: OidcProviderPeer, user: str, issuer: str | None
+) -> None:
+    """After a new grant (an import here; a consent again saves the same way) the user is served
+    the new grant's token at once, not the old one from the stored mint cache; another user's
+    cache, and the same id under another issuer, are untouched."""
+    other_issuer = ISSUER_B if issuer is not None else ISSUER_A
+    app = new_app(broker, oidc_peer, issuers=[ISSUER_A, ISSUER_B] if issuer else None)
+    neighbours = [("bob", issuer)] + ([(user, other_issuer)] if issuer is not None else [])
+    for who, iss in [(user, issuer), *neighbours]:
+        assert app.import_grant(who, iss, f"old-{who[:8]}-{iss}").status_code == 201
+        assert app.served(who, iss) == f"old-{who[:8]}-{iss}"
+    assert _cached_rows(broker, user) >= 1
+
+    assert app.import_grant(user, issuer, "new-grant-token").status_code == 201
+    assert app.served(user, issuer) == "new-grant-token"
+    assert app.served(user, issuer) == "new-grant-token"
+    for who, iss in neighbours:
+        assert app.served(who, iss) == f"old-{who[:8]}-{iss}"

@@ -160,6 +160,31 @@ class ConsentRepository:
             t.Grant.subject_issuer == (scope.subject.issuer or ""),
         )
 
+    @staticmethod
+    def _forget_minted(scope: GrantScope) -> Any:
+        """Drop the stored mint cache of every token issued for this grant's scope.
+
+        A new grant (a consent again, possibly with another provider account, or an import)
+        replaces the old one: a cached token of the old grant must not be served on. The
+        in-memory caches are dropped by the "tokens" invalidation the use case publishes.
+        """
+        issued = t.IssuedToken
+        issuer = scope.subject.issuer or ""
+        same_issuer = (
+            or_(issued.subject_issuer.is_(None), issued.subject_issuer == "")
+            if not issuer
+            else issued.subject_issuer == issuer
+        )
+        of_scope = select(issued.id).where(
+            issued.connector_id == scope.connector_id,
+            issued.project_id == scope.project_id,
+            issued.environment == scope.environment,
+            issued.subject_type == scope.subject.type,
+            issued.subject_id == (scope.subject.id or ""),
+            same_issuer,
+        )
+        return delete(t.CachedToken).where(t.CachedToken.issued_token_id.in_(of_scope))
+
     async def save_grant(self, scope: GrantScope, tokens: TokenSet, *, source: str) -> Grant:
         now = self.clock.now()
         for _attempt in range(3):
@@ -191,6 +216,7 @@ class ConsentRepository:
                     row.refresh_claim = None
                     row.claim_expires_at = None
                     row.updated_at = now
+                    await s.execute(self._forget_minted(scope))
                     await s.flush()
                     return self._grant(row)
             except IntegrityError:  # created concurrently: update it instead
