@@ -335,9 +335,9 @@ def test_user_consent_doc_sdk_import_and_revoke_snippets_work_as_written(stage: 
     (stage.work / "access.txt").write_text(tokens["access_token"])
     (stage.work / "refresh.txt").write_text(tokens["refresh_token"])
     stage.run("sh", imported)
-    # (The broker may still serve the access token of alice's earlier grant while it is fresh:
-    # its stored mint cache is keyed by the request, not the grant. Either is alice's.)
+    # The imported grant replaces the earlier one at once: its token is served, not the old one.
     now = stage.python(intro + "\nprint(token)")
+    assert now[0] == tokens["access_token"]
     assert stage.demo.introspect(now[0], DEMO_CLIENT, DEMO_SECRET)["sub"] == "alice"
 
     stage.run("sh", revoke)
@@ -347,6 +347,14 @@ def test_user_consent_doc_sdk_import_and_revoke_snippets_work_as_written(stage: 
         "except UserAuthorizationRequired as exc:\n    print(exc.code)"
     )
     assert gone == ["user_authorization_required"]
+
+
+def test_configuration_doc_cli_snippet_works_as_written(stage: Stage) -> None:
+    """docs/configuration.md's CLI block runs verbatim here too (test_cli.py checks its output)."""
+    blocks = code_blocks(ROOT / "docs" / "configuration.md", lambda h: h == "The CLI")
+    assert [lang for lang, _ in blocks] == ["sh"]
+    for language, block in blocks:
+        stage.run(language, block)
 
 
 def test_every_python_and_shell_snippet_of_the_docs_is_run(stage: Stage) -> None:
