@@ -296,6 +296,7 @@ class OAuthProvider:
         scopes: tuple[str, ...] | None,
         resources: tuple[str, ...] | None = None,
         login_hint: str | None = None,
+        prompt: str | None = None,
     ) -> AuthorizationStart:
         """Build an authorization-code request with PKCE S256, and a nonce for OpenID Connect."""
         settings = OAuthSettings.from_connector(connector)
@@ -336,7 +337,11 @@ class OAuthProvider:
         params.extend(("resource", resource) for resource in resources or ())
         if login_hint:
             params.append(("login_hint", login_hint))
-        params.extend(settings.authorization_params.items())
+        extra = settings.authorization_params
+        if prompt:  # the app's prompt for this request wins over a configured default
+            params.append(("prompt", prompt))
+            extra = {k: v for k, v in extra.items() if k != "prompt"}
+        params.extend(extra.items())
         return AuthorizationStart(
             url=_with_query(endpoints.authorization, params), code_verifier=verifier, nonce=nonce
         )
