@@ -384,7 +384,9 @@ def returned(response: httpx.Response) -> dict[str, str]:
 
 
 def error_code(response: httpx.Response) -> str:
-    code: str = response.json()["error"]["code"]
+    """Valetkey's precise code: ``valetkeyCode`` where the official clients' ``code`` differs."""
+    error = response.json()["error"]
+    code: str = error.get("valetkeyCode", error["code"])
     return code
 
 
@@ -595,7 +597,8 @@ def test_request_lifetime_bounds_and_an_expired_callback(
         ({"returnUrl": "http://example.com/back"}, "returnUrl"),
         ({"returnUrl": "https://user:pw@example.com/back"}, "returnUrl"),
         ({"webhook": "http://127.0.0.1:9/hook"}, "webhook"),
-        ({"returnUrl": RETURN_URL, "deviceCode": True}, "returnUrl"),
+        ({"returnUrl": "http://example.com/back", "deviceCode": True}, "returnUrl"),
+        ({"returnUrl": RETURN_URL, "webhook": "http://127.0.0.1:9/hook"}, "webhook"),
         ({}, "returnUrl"),
         ({"returnUrl": RETURN_URL, "surprise": 1}, "surprise"),
     ],
@@ -603,8 +606,8 @@ def test_request_lifetime_bounds_and_an_expired_callback(
 def test_start_refuses_bad_destinations(
     broker: RunningBroker, oidc_peer: OidcProviderPeer, body: dict[str, Any], field: str
 ) -> None:
-    """http:// off localhost, credentials in the URL, an http webhook, several ways to finish
-    or none, and unknown fields are each invalid_request naming the field."""
+    """http:// off localhost, credentials in the URL, an http webhook (alone or next to another
+    channel), no way to finish, and unknown fields are each invalid_request naming the field."""
     refused = new_app(broker, oidc_peer).authorize(**body)
     assert refused.status_code == 400, refused.text
     assert (error_code(refused), refused.json()["error"]["field"]) == ("invalid_request", field)
@@ -744,6 +747,7 @@ def test_a_failed_refresh_is_reported_to_the_webhook(
     seen = len(receiver.deliveries)
     refused = app.user_token(user)
     assert error_code(refused) == "user_authorization_required"
+    assert refused.json()["error"]["code"] == "no_token"  # the official clients' NoValidTokenError
     assert refused.json()["error"]["reason"] == "grant_failed"
     delivery = receiver.wait(seen + 1)[seen]
     event = json.loads(delivery.body)

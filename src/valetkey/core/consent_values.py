@@ -15,7 +15,12 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 from valetkey.core.authorizations import PendingAuthorization
 from valetkey.core.models import Connector
 from valetkey.core.providers import AuthorizationCodeFlow, UserFlows
-from valetkey.errors import InvalidRequest, UnsupportedOperation, UserAuthorizationRequired
+from valetkey.errors import (
+    InstallationRequired,
+    InvalidRequest,
+    UnsupportedOperation,
+    UserAuthorizationRequired,
+)
 
 _USER_CODE_ALPHABET = "BCDFGHJKLMNPQRSTVWXZ"  # RFC 8628 §6.1: no vowels, no look-alikes
 
@@ -110,7 +115,25 @@ def consent_needed(
 ) -> UserAuthorizationRequired:
     err = _consent_needed(connector, user_id, issuer)
     err.details.update(details)
+    if details.get("reason") in _GRANT_UNUSABLE:
+        err.wire_code = "no_token"  # the official clients' NoValidTokenError: consent again
     return err
+
+
+#: Reasons a user must consent again because the grant they had became unusable (the official
+#: clients' ``no_token``), as opposed to never having consented (``user_authorization_required``).
+_GRANT_UNUSABLE = frozenset({"grant_failed", "expired_without_refresh_token"})
+
+
+def no_installations(connector: Connector) -> InstallationRequired:
+    """The refusal of an ``installationId``: no connector type here has installations to choose."""
+    return InstallationRequired(
+        f"{connector.uid} has no installations to choose from ({connector.type} connectors have "
+        "none); drop installationId from the request",
+        connector=connector.uid,
+        field="installationId",
+        reason="installations_not_supported",
+    )
 
 
 def authorization_code_flow(flows: UserFlows, connector: Connector) -> AuthorizationCodeFlow:

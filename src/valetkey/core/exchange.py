@@ -23,7 +23,7 @@ from typing import Any
 from valetkey.core.audit import AuditEvent, AuditLog
 from valetkey.core.clock import Clock
 from valetkey.core.consent import ConsentService
-from valetkey.core.consent_values import consent_needed
+from valetkey.core.consent_values import consent_needed, no_installations
 from valetkey.core.exchange_cache import (
     MAX_CACHED_TOKEN_BYTES,
     MAX_LOADS,
@@ -206,6 +206,8 @@ class ExchangeService:
                     subject=request.subject.type,
                 ),
             )
+        if request.installation_id is not None:
+            raise self._deny(identity, uid, request, no_installations(connector))
         link = view.links[identity.project_id]
         # Tokens are minted at the ceiling when no scopes are named (absent or []); a user's grant
         # is served as it was consented (narrowed to the ceiling only where it holds more, see

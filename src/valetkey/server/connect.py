@@ -19,6 +19,7 @@ from valetkey.errors import (
     ConnectorNotLinked,
     EnvironmentNotLinked,
     IdentityError,
+    InstallationRequired,
     InvalidRequest,
     NotFound,
 )
@@ -178,7 +179,8 @@ async def connector_metadata(uid: str, request: Request) -> Response:
     link = view.links.get(identity.project_id)
     if link is None:
         raise ConnectorNotLinked(
-            f"connector {uid} is not attached to project {identity.project_slug}",
+            f"connector is not linked to this project: {uid} is not attached "
+            f"to project {identity.project_slug}",
             connector=uid,
             project=identity.project_slug,
         )
@@ -223,8 +225,16 @@ async def revoke_tokens(uid: str, request: Request) -> Response:
     unknown = set(data) - {"subject", "installationId", "allTokens"}
     if unknown:
         raise InvalidRequest(f"unknown field {sorted(unknown)[0]}", field=sorted(unknown)[0])
-    if data.get("installationId") is not None:  # accepted for compatibility, not used
+    if data.get("installationId") is not None:
         check_text(data["installationId"], "installationId", SUBJECT_ID)
+        # No connector type has installations: revoking "only installation X" cannot be honoured.
+        raise InstallationRequired(
+            f"{uid} has no installations to choose from; drop installationId to revoke "
+            "the subject's tokens",
+            connector=uid,
+            field="installationId",
+            reason="installations_not_supported",
+        )
     all_tokens = data.get("allTokens", False)
     if not isinstance(all_tokens, bool):
         raise InvalidRequest("allTokens must be a boolean", field="allTokens")

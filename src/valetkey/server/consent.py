@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -65,7 +66,18 @@ _AUTHORIZE_FIELDS = {
     "expiresInMs",
     "installationId",
     "loginHint",
+    "prompt",
+    # The token parameters the official clients' adapters spread into the request (wire.py parses
+    # them as a token request's): resources are forwarded, audience is checked against the link,
+    # authorizationDetails refused, validityBufferMs (a client-side cache margin) ignored.
+    "audience",
+    "resources",
+    "authorizationDetails",
+    "validityBufferMs",
 }
+#: OpenID Connect Core §3.1.2.1: space-separated values (``none``, ``login``, ``consent``,
+#: ``select_account``, or a provider's own such as ``create``).
+_PROMPT = re.compile(r"^[A-Za-z0-9_-]{1,40}( [A-Za-z0-9_-]{1,40}){0,7}$")
 
 
 @router.post(
@@ -103,7 +115,20 @@ async def authorize(uid: str, request: Request) -> Response:
         raise InvalidRequest(
             'consent is for a user subject: {"type": "user", "id": ...}', field="subject.type"
         )
-    scopes = parse_token_request({"subject": {"type": "app"}, "scopes": data.get("scopes")}).scopes
+    targets = parse_token_request(
+        {"subject": {"type": "app"}}
+        | {
+            k: data[k]
+            for k in ("scopes", "audience", "resources", "authorizationDetails", "validityBufferMs")
+            if k in data
+        }
+    )
+    prompt = data.get("prompt")
+    if prompt is not None and (not isinstance(prompt, str) or not _PROMPT.fullmatch(prompt)):
+        raise InvalidRequest(
+            "prompt must be OpenID Connect prompt values separated by spaces (e.g. consent)",
+            field="prompt",
+        )
     return_url = data.get("returnUrl") or data.get("callbackUrl")
     webhook = data.get("webhook")
     device = data.get("deviceCode", False)
@@ -132,12 +157,16 @@ async def authorize(uid: str, request: Request) -> Response:
         uid,
         ConsentRequest(
             subject=subject,
-            scopes=scopes,
+            scopes=targets.scopes,
             return_url=return_url,
             webhook_url=webhook,
             device=device,
             lifetime=lifetime,
             login_hint=data.get("loginHint"),
+            prompt=prompt,
+            resources=targets.resources,
+            audience=targets.audience,
+            installation_id=data.get("installationId"),
         ),
     )
     started = began.started

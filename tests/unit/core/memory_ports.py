@@ -324,6 +324,7 @@ class UserProvider:
         scopes: tuple[str, ...] | None,
         resources: tuple[str, ...] | None = None,
         login_hint: str | None = None,
+        prompt: str | None = None,
     ) -> AuthorizationStart:
         self._count("start_authorization")
         self.states.append(state)
