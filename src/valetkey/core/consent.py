@@ -29,7 +29,7 @@ import functools
 import hmac
 import secrets
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from valetkey.core.audit import AuditEvent, AuditLog
@@ -39,6 +39,7 @@ from valetkey.core.consent_values import (
     CallbackResult,
     Started,
     authorization_code_flow,
+    awaiting_confirmation,
     check_return_url,
     check_webhook_url,
     consent_needed,
@@ -481,6 +482,19 @@ class ConsentService:
             pending.subject,
         )
 
+    async def _awaiting_confirmation(
+        self, identity: Identity, connector: Connector, user_id: str, issuer: str | None, now: datetime
+    ) -> None:
+        """Raise, naming the link setting, when the user consented in the browser and only the
+        app's confirm call is missing: an app on Vercel Connect's SDKs never makes it."""
+        for mode in ("callback", "webhook"):
+            pending = await self._store.latest_device_authorization(
+                connector.id, identity.project_id, identity.environment, user_id, issuer, mode=mode
+            )
+            if pending is None or pending.status != "confirming" or pending.expires_at <= now:
+                continue
+            raise awaiting_confirmation(connector, identity, user_id, issuer, pending.id)
+
     # -- device polling -------------------------------------------------------------------------
 
     async def poll(
@@ -502,6 +516,7 @@ class ConsentService:
         )
         now = self._clock.now()
         if pending is None or pending.created_at + MAX_LIFETIME * 2 < now:
+            await self._awaiting_confirmation(identity, connector, user_id, issuer, now)
             raise consent_needed(connector, user_id, issuer=issuer)
         if pending.status == "completed":
             # Completed, but the grant is gone since.

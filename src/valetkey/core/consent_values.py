@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from valetkey.core.authorizations import PendingAuthorization
-from valetkey.core.models import Connector
+from valetkey.core.models import Connector, Identity
 from valetkey.core.providers import AuthorizationCodeFlow, UserFlows
 from valetkey.errors import (
     InstallationRequired,
@@ -123,6 +123,30 @@ def consent_needed(
 #: Reasons a user must consent again because the grant they had became unusable (the official
 #: clients' ``no_token``), as opposed to never having consented (``user_authorization_required``).
 _GRANT_UNUSABLE = frozenset({"grant_failed", "expired_without_refresh_token"})
+
+
+def awaiting_confirmation(
+    connector: Connector, identity: Identity, user_id: str, issuer: str | None, request_id: str
+) -> UserAuthorizationRequired:
+    """The user consented in the browser; only the app's confirm call is missing. The message
+    names the link setting, since an app on Vercel Connect's SDKs never calls confirm."""
+    err = UserAuthorizationRequired(
+        f"user {user_id} consented to {connector.uid} (request {request_id}), but the app has "
+        f"not confirmed it. Confirm with POST /v1/connect/authorize/{connector.uid}/confirm; an "
+        "app on the Vercel Connect SDKs cannot: the operator can turn confirmation off for this "
+        f"link with `valetkey connect attach {connector.uid} --project {identity.project_slug} "
+        f'-e {identity.environment} --no-confirm-consent` ("confirmConsent": false; see '
+        "docs/vercel-sdks.md), or the app can ask for a device code (deviceCode: true)",
+        connector=connector.uid,
+        user=user_id,
+        authorizeUrl=f"/v1/connect/authorize/{connector.uid}",
+        reason="awaiting_confirmation",
+        request=request_id,
+        setting="confirmConsent",
+    )
+    if issuer is not None:
+        err.details["issuer"] = issuer
+    return err
 
 
 def no_installations(connector: Connector) -> InstallationRequired:

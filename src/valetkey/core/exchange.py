@@ -36,7 +36,14 @@ from valetkey.core.exchange_cache import (
 )
 from valetkey.core.flight import SingleFlight
 from valetkey.core.gate import ProviderGate
-from valetkey.core.grants import Grant, GrantScope, minted_token, needs_narrowing, within_ceiling
+from valetkey.core.grants import (
+    Grant,
+    GrantScope,
+    external_subject,
+    minted_token,
+    needs_narrowing,
+    within_ceiling,
+)
 from valetkey.core.models import Connector, Identity, Member, Policy, Subject, TokenRequest
 from valetkey.core.policy import Allowed, evaluate
 from valetkey.core.ports import (
@@ -90,6 +97,11 @@ class Issued:
     cached: bool
     #: The provider did not state the granted scopes (``scopes`` is what was asked for).
     scope_unknown: bool = False
+    #: Who the credential acts for at the provider, where the broker knows it: the ``sub`` of a
+    #: verified ID token from the user's consent, or the ``sub`` a jwt-bearer assertion named.
+    external_subject: str | None = None
+    #: Whether ``external_subject`` is a verified ID token's ``sub`` (then also sent as a claim).
+    subject_verified: bool = False
 
 
 @dataclass(slots=True)
@@ -250,6 +262,7 @@ class ExchangeService:
             installation_id=entry.token.installation_id,
             cached=cached,
             scope_unknown=entry.token.metadata.get(SCOPE_METADATA) == UNKNOWN,
+            **external_subject(entry.token, effective),
         )
 
     def _fresh(self, entry: CachedMint, now: datetime) -> bool:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
-from valetkey.core.authorizations import PendingAuthorization, Status
+from valetkey.core.authorizations import Mode, PendingAuthorization, Status
 from valetkey.core.grants import Grant, GrantScope, Refresher, RefreshNeeded
 from valetkey.core.models import Connector, Identity, Link, Subject, TokenRequest
 from valetkey.core.providers import MintedToken, Provider, TokenSet, UserFlows
@@ -230,9 +230,10 @@ class ConsentStore(Protocol):
         environment: str,
         user_id: str,
         issuer: str | None = None,
+        mode: Mode = "device",
     ) -> PendingAuthorization | None:
-        """The newest device-mode request for the user (``issuer``, ``user_id``), whatever its
-        status."""
+        """The newest request in ``mode`` (device unless named) for the user (``issuer``,
+        ``user_id``), whatever its status."""
         ...
 
     async def update_authorization(

@@ -13,9 +13,8 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from valetkey.core import limits
 from valetkey.core.consent_cases import ConsentRequest, TokenImport
-from valetkey.core.models import Connector
 from valetkey.errors import InvalidRequest, ValetkeyError
-from valetkey.server.connect import DirectRoute, bearer, broker_of, json_response
+from valetkey.server.connect import DirectRoute, bearer, broker_of, connector_ref, json_response
 from valetkey.server.openapi import AUTHORIZE_BODY, CONFIRM_BODY, IMPORT_BODY
 from valetkey.server.roles import authorize_member
 from valetkey.server.wire import parse_json_object, parse_subject, parse_token_request
@@ -47,10 +46,6 @@ def page(
         title=title, message=message, error=error, form=form, user_code=user_code
     )
     return HTMLResponse(html, status, headers=_SECURITY_HEADERS)
-
-
-def _connector_ref(c: Connector) -> dict[str, str]:
-    return {"id": c.id, "uid": c.uid, "type": c.type, "name": c.name, "service": c.service}
 
 
 #: Far above the consent service's own ceiling (1 hour), which gives the exact refusal.
@@ -175,7 +170,7 @@ async def authorize(uid: str, request: Request) -> Response:
         "request": started.authorization.id,
         "verifier": started.verifier,
         "expiresAt": int(started.authorization.expires_at.timestamp() * 1000),
-        "connector": _connector_ref(began.connector),
+        "connector": connector_ref(began.connector),
     }
     if started.user_code is not None:
         body["deviceCode"] = started.user_code
