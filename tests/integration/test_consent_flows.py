@@ -323,8 +323,10 @@ def new_app(
     data: dict[str, Any] | None = None,
     subjects: tuple[str, ...] = ("user",),
     link: dict[str, Any] | None = None,
+    service: str = "oauth",
 ) -> App:
-    """A fresh project and ``oauth`` connector (web-app at the peer, unless ``data`` says)."""
+    """A fresh project and ``oauth`` connector (web-app at the peer, unless ``data`` says), created
+    under ``service`` (``oauth`` unless named)."""
     name = f"c{secrets.token_hex(4)}"
     project = f"p{secrets.token_hex(4)}"
     config = data or {
@@ -338,10 +340,14 @@ def new_app(
     with broker.admin() as admin:
         for method, path, body in (
             ("POST", "/v1/projects", {"slug": project}),
-            ("POST", "/v1/connectors", {"service": "oauth", "name": name, "data": config}),
             (
                 "POST",
-                f"/v1/connectors/oauth/{name}/links",
+                "/v1/connectors",
+                {"service": service, "name": name, "type": "oauth", "data": config},
+            ),
+            (
+                "POST",
+                f"/v1/connectors/{service}/{name}/links",
                 {
                     "project": project,
                     "environments": ["development"],
@@ -353,7 +359,7 @@ def new_app(
         ):
             response = admin.request(method, path, json=body)
             assert response.status_code < 300, f"{path}: {response.text}"
-    return App(broker, response.json()["token"], f"oauth/{name}")
+    return App(broker, response.json()["token"], f"{service}/{name}")
 
 
 def consent_at_peer(peer: OidcProviderPeer, url: str, login: str) -> str:

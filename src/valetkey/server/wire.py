@@ -212,9 +212,14 @@ def parse_token_request(data: Mapping[str, Any]) -> TokenRequest:
         audience = audiences[0] if audiences else None
     check_validity_buffer(data.get("validityBufferMs"))
     details = data.get("authorizationDetails")
-    if details is not None and not isinstance(details, list):
+    if details is not None and (
+        not isinstance(details, list)
+        or len(details) > _MAX_ITEMS
+        or not all(isinstance(d, Mapping) and isinstance(d.get("type"), str) for d in details)
+    ):
         raise InvalidRequest(
-            "authorizationDetails must be a list of objects", field="authorizationDetails"
+            f"authorizationDetails must be a list of at most {_MAX_ITEMS} objects with a type",
+            field="authorizationDetails",
         )
     if details:
         raise UnsupportedOperation(
