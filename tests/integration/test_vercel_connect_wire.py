@@ -10,8 +10,9 @@ The broker, the oidc-provider peer and the helpers are those of ``test_consent_f
 
 from __future__ import annotations
 
+import json
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -19,6 +20,7 @@ from tests.integration.test_consent_flows import (  # noqa: F401 - broker, oidc_
     EXCHANGER_SECRET,
     RETURN_URL,
     App,
+    WebhookReceiver,
     _key_app_config,
     broker,
     browse,
@@ -27,6 +29,7 @@ from tests.integration.test_consent_flows import (  # noqa: F401 - broker, oidc_
     introspect,
     new_app,
     oidc_peer,
+    receiver,
     returned,
     run_callback_flow,
     tls,
@@ -376,6 +379,137 @@ class TestResponseFields:
             metadata = await get_connector_metadata(app.uid, options=options(app))
         token_url = urlsplit(oidc_peer.token_url)
         assert metadata.client_url == f"{token_url.scheme}://{token_url.netloc}"
+
+
+# -- what the TypeScript package sends: validityBufferMs, prompt, several channels at once -----
+
+
+USER = {"type": "user", "id": "alice"}
+
+
+class TestTypeScriptRequestFields:
+    """The TypeScript package's extra request fields, bounded before anything stores them (the
+    package itself is driven against the broker in test_vercel_connect_ts)."""
+
+    @pytest.mark.parametrize("buffer", [0, 30_000, 86_400_000])
+    def test_validity_buffer_is_accepted(
+        self, broker: RunningBroker, oidc_peer: OidcProviderPeer, buffer: int
+    ) -> None:
+        app = new_app(broker, oidc_peer)
+        run_callback_flow(app, oidc_peer)
+        served = app.call(
+            f"/v1/connect/token/{app.uid}", {"subject": USER, "validityBufferMs": buffer}
+        )
+        assert served.status_code == 200, served.text
+        started = app.authorize(returnUrl=RETURN_URL, validityBufferMs=buffer)
+        assert started.status_code == 200, started.text
+
+    @pytest.mark.parametrize(
+        "buffer",
+        [-1, 86_400_001, 10**30, "30000", True, 1.5, None.__class__.__name__, [30000]],
+        ids=["negative", "over-a-day", "huge", "string", "bool", "float", "word", "list"],
+    )
+    def test_validity_buffer_out_of_bounds_is_invalid_request(
+        self, broker: RunningBroker, oidc_peer: OidcProviderPeer, buffer: Any
+    ) -> None:
+        app = new_app(broker, oidc_peer)
+        for path, body in (
+            (f"/v1/connect/token/{app.uid}", {"subject": USER}),
+            (f"/v1/connect/authorize/{app.uid}", {"subject": USER, "returnUrl": RETURN_URL}),
+        ):
+            refused = app.call(path, {**body, "validityBufferMs": buffer})
+            assert (refused.status_code, error_code(refused)) == (400, "invalid_request")
+            assert refused.json()["error"]["field"] == "validityBufferMs"
+
+    @pytest.mark.parametrize("prompt", ["consent", "login consent", "select_account", "none"])
+    def test_prompt_is_forwarded_to_the_provider(
+        self, broker: RunningBroker, oidc_peer: OidcProviderPeer, prompt: str
+    ) -> None:
+        app = new_app(broker, oidc_peer)
+        started = app.started(returnUrl=RETURN_URL, prompt=prompt)
+        assert parse_qs(urlsplit(started["url"]).query)["prompt"] == [prompt]
+        plain = app.started(returnUrl=RETURN_URL)
+        assert "prompt" not in parse_qs(urlsplit(plain["url"]).query)
+
+    @pytest.mark.parametrize(
+        "prompt",
+        ["", "a" * 41, "consent\n", "consent&x=1", "a b c d e f g h i", 7, ["consent"]],
+        ids=["empty", "oversize", "newline", "query", "nine-values", "number", "list"],
+    )
+    def test_bad_prompts_are_invalid_request(
+        self, broker: RunningBroker, oidc_peer: OidcProviderPeer, prompt: Any
+    ) -> None:
+        refused = new_app(broker, oidc_peer).authorize(returnUrl=RETURN_URL, prompt=prompt)
+        assert (refused.status_code, error_code(refused)) == (400, "invalid_request")
+        assert refused.json()["error"]["field"] == "prompt"
+
+    def test_token_parameters_spread_into_authorize(
+        self, broker: RunningBroker, oidc_peer: OidcProviderPeer
+    ) -> None:
+        """resources are forwarded (RFC 8707), audience is checked against the link and not
+        used; ones the link does not allow, several audiences and oversize ones are refused."""
+        api = "https://api.example.test/"
+        app = new_app(broker, oidc_peer, link={"resources": [api], "audiences": [api]})
+        refused = new_app(broker, oidc_peer).authorize(returnUrl=RETURN_URL, resources=[api])
+        assert (refused.status_code, error_code(refused)) == (403, "target_not_allowed")
+        started = app.started(
+            returnUrl=RETURN_URL,
+            scopes=["read"],
+            resources=["https://api.example.test/"],
+            audience="https://api.example.test/",
+        )
+        assert parse_qs(urlsplit(started["url"]).query)["resource"] == ["https://api.example.test/"]
+        for body, field in (
+            ({"resources": ["https://x.test/" + "a" * 2001]}, "resources"),
+            ({"resources": api}, None),
+            ({"audience": [api, "https://b.test"]}, "audience"),
+            ({"resources": [7]}, "resources"),
+        ):
+            answer = app.authorize(returnUrl=RETURN_URL, **body)
+            if field is None:  # one string is one resource, as on the token endpoint
+                assert answer.status_code == 200, answer.text
+                continue
+            assert answer.status_code == 400, answer.text
+            assert answer.json()["error"]["field"] == field
+
+    def test_return_url_webhook_and_device_code_together(
+        self,
+        broker: RunningBroker,
+        oidc_peer: OidcProviderPeer,
+        receiver: WebhookReceiver,
+    ) -> None:
+        """One request, three channels: the device code works on the broker's device page, the
+        browser comes back to the return URL, the webhook fires, and the grant is served."""
+        app = new_app(broker, oidc_peer)
+        hook = f"{receiver.url}/hooks/all-three"
+        started = app.started(returnUrl=RETURN_URL, webhook=hook, deviceCode=True)
+        assert started["deviceCode"]
+        assert started["url"].startswith(f"{broker.url}/device?user_code=")
+        seen = len(receiver.deliveries)
+        at_peer = submit_user_code(broker, started["deviceCode"])
+        back = returned(browse(consent_at_peer(oidc_peer, at_peer, "alice")))
+        assert back == {"valetkey_request": started["request"], "valetkey_status": "completed"}
+        event = json.loads(receiver.wait(seen + 1)[seen].body)
+        assert (event["type"], event["request"]) == ("authorization.completed", started["request"])
+        assert app.user_token().status_code == 200
+
+    def test_return_url_and_webhook_together_still_confirm(
+        self,
+        broker: RunningBroker,
+        oidc_peer: OidcProviderPeer,
+        receiver: WebhookReceiver,
+    ) -> None:
+        """Without a device code the browser returns with status confirm and the webhook says
+        confirmation is required: both channels, and the default link still wants the confirm."""
+        app = new_app(broker, oidc_peer)
+        seen = len(receiver.deliveries)
+        started = app.started(returnUrl=RETURN_URL, webhook=f"{receiver.url}/hooks/two")
+        back = returned(browse(consent_at_peer(oidc_peer, started["url"], "alice")))
+        assert back["valetkey_status"] == "confirm"
+        event = json.loads(receiver.wait(seen + 1)[seen].body)
+        assert event["type"] == "authorization.confirmation_required"
+        assert app.confirm(started["request"], started["verifier"]).status_code == 200
+        assert app.user_token().status_code == 200
 
 
 # -- a Vercel-SDK app and the confirm step -----------------------------------------------
