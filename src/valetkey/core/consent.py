@@ -519,7 +519,8 @@ class ConsentService:
             await self._awaiting_confirmation(identity, connector, user_id, issuer, now)
             raise consent_needed(connector, user_id, issuer=issuer)
         if pending.status == "completed":
-            # Completed, but the grant is gone since.
+            # Completed, but the grant is gone since (a browser consent may await its confirm).
+            await self._awaiting_confirmation(identity, connector, user_id, issuer, now)
             raise consent_needed(connector, user_id, issuer=issuer)
         if pending.status == "denied":
             raise AccessDenied("the user refused the authorization request", request=pending.id)
