@@ -19,8 +19,11 @@ import pytest
 from tests.integration.test_consent_flows import (  # noqa: F401 - broker, oidc_peer, tls: fixtures
     EXCHANGER_SECRET,
     RETURN_URL,
+    WEB_SECRET,
     App,
     WebhookReceiver,
+    _expire_grant_access_token,
+    _grant_tokens,
     _key_app_config,
     broker,
     browse,
@@ -49,6 +52,7 @@ from vercel.connect import (
     ConnectTokenExchangeSubject,
     ConnectUserTokenSubject,
     InvalidGrantError,
+    NoValidTokenError,
     UserAuthorizationRequiredError,
     get_connector_metadata,
     get_token,
@@ -335,6 +339,50 @@ class TestTokenSubject:
         if code == "invalid_grant":  # the peer refused it: the package's own typed error
             assert isinstance(info.value, InvalidGrantError)
         assert token[:40] not in str(info.value)
+
+
+# -- the codes the package's typed errors are chosen by -----------------------------------
+
+
+def break_the_grant(broker: RunningBroker, peer: OidcProviderPeer, user: str) -> None:
+    """Revoke ``user``'s refresh token at the peer and make the stored access token look
+    expired, so the next request must refresh and the provider refuses."""
+    held = _grant_tokens(broker, user)
+    revoked = httpx.post(
+        peer.revocation_url,
+        data={"token": held["refreshToken"], "token_type_hint": "refresh_token"},
+        auth=("web-app", WEB_SECRET),
+    )
+    assert revoked.status_code == 200
+    _expire_grant_access_token(broker, user)
+    broker.broker.exchange._tokens.clear()  # the in-memory copy of the old access token too
+
+
+class TestTypedErrors:
+    """An unusable grant is the package's NoValidTokenError (``no_token``), a grant never made its
+    UserAuthorizationRequiredError; Valetkey's precise code and reason ride along."""
+
+    async def test_a_grant_the_provider_no_longer_refreshes_is_no_valid_token(
+        self, broker: RunningBroker, oidc_peer: OidcProviderPeer
+    ) -> None:
+        user = "nvt-" + ALICE.id
+        app = new_app(broker, oidc_peer)
+        run_callback_flow(app, oidc_peer, user)
+        break_the_grant(broker, oidc_peer, user)
+        async with sdk(broker):
+            with pytest.raises(NoValidTokenError) as info:
+                await get_token(app.uid, subject=ConnectUserTokenSubject(id=user), options=options(app))
+            with pytest.raises(UserAuthorizationRequiredError) as never:
+                await get_token(
+                    app.uid, subject=ConnectUserTokenSubject(id="never"), options=options(app)
+                )
+        body = info.value.data["error"]  # type: ignore[index]
+        assert (info.value.code, body["valetkeyCode"], body["reason"]) == (
+            "no_token",
+            "user_authorization_required",
+            "grant_failed",
+        )
+        assert never.value.code == "user_authorization_required"
 
 
 # -- what the token response and metadata carry ------------------------------------------
