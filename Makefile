@@ -7,6 +7,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 PEERS  := tests/peers/oidc_provider
+TS_SDK := tests/peers/vercel_connect_ts
 
 .PHONY: serve test setup peers lint typecheck bench demo-oauth clean
 
@@ -31,10 +32,15 @@ $(VENV)/.installed: pyproject.toml
 	@echo "==> installed; next time this step is skipped"
 	touch $@
 
-peers: $(PEERS)/node_modules/.installed
+peers: $(PEERS)/node_modules/.installed $(TS_SDK)/node_modules/.installed
 
 $(PEERS)/node_modules/.installed: $(PEERS)/package.json $(PEERS)/package-lock.json
 	npm ci --prefix $(PEERS) --no-audit --no-fund --loglevel=error
+	touch $@
+
+# The official TypeScript SDK (@vercel/connect), driven against the broker by the tests.
+$(TS_SDK)/node_modules/.installed: $(TS_SDK)/package.json $(TS_SDK)/package-lock.json
+	npm ci --prefix $(TS_SDK) --no-audit --no-fund --loglevel=error
 	touch $@
 
 lint: setup
@@ -53,4 +59,4 @@ bench: setup
 	$(BIN)/python bench/bench_sdk_cache.py
 
 clean:
-	rm -rf $(VENV) $(PEERS)/node_modules .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(PEERS)/node_modules $(TS_SDK)/node_modules .pytest_cache .mypy_cache .ruff_cache

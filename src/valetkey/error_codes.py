@@ -114,6 +114,9 @@ def error_for_code(
     :class:`~valetkey.errors.ValetkeyError`) and keeps its code, so a newer broker's refusals
     stay readable and catchable.
     """
+    precise = details.get("valetkeyCode")
+    if isinstance(precise, str):  # Valetkey's precise code, next to the official clients' one
+        code, details = precise, {k: v for k, v in details.items() if k != "valetkeyCode"}
     cls = ERROR_CLASSES.get(code)
     if cls is not None:
         return cls(message, **dict(details))

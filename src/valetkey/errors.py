@@ -61,6 +61,9 @@ class ValetkeyError(Exception):
     status: ClassVar[int] = 500
     #: What a person can do about it; shown by the CLI under the message.
     remedy: ClassVar[str | None] = None
+    #: The code Vercel Connect's official clients branch on, where it is not ``code`` (set on the
+    #: class or on one error): it goes on the wire as ``code``, and ``code`` as ``valetkeyCode``.
+    wire_code: str | None = None
 
     def __init__(self, message: str | None = None, **details: Any) -> None:
         self.message = message or self.__class__.__doc__ or self.code
@@ -69,7 +72,10 @@ class ValetkeyError(Exception):
 
     def to_wire(self) -> dict[str, Any]:
         """The error envelope body: ``{"error": {"code", "message", ...details}}``."""
-        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        code = self.wire_code or self.code
+        body: dict[str, Any] = {"code": code, "message": self.message}
+        if code != self.code:
+            body["valetkeyCode"] = self.code
         for key, value in self.details.items():
             body.setdefault(key, value)
         return {"error": body}
@@ -175,6 +181,9 @@ class ConnectorNotLinked(PolicyDenied):
     """The connector is not attached to the caller's project."""
 
     code = "connector_not_linked"
+    #: The official clients' adapters recognize an unlinked connector as ``forbidden`` with
+    #: "connector is not linked to this project" in the message (and may then provision it).
+    wire_code = "forbidden"
     remedy = "Attach it: valetkey connect attach UID --project P -e ENV."
 
 

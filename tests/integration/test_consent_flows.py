@@ -323,8 +323,10 @@ def new_app(
     data: dict[str, Any] | None = None,
     subjects: tuple[str, ...] = ("user",),
     link: dict[str, Any] | None = None,
+    service: str = "oauth",
 ) -> App:
-    """A fresh project and ``oauth`` connector (web-app at the peer, unless ``data`` says)."""
+    """A fresh project and ``oauth`` connector (web-app at the peer, unless ``data`` says), created
+    under ``service`` (``oauth`` unless named)."""
     name = f"c{secrets.token_hex(4)}"
     project = f"p{secrets.token_hex(4)}"
     config = data or {
@@ -338,10 +340,14 @@ def new_app(
     with broker.admin() as admin:
         for method, path, body in (
             ("POST", "/v1/projects", {"slug": project}),
-            ("POST", "/v1/connectors", {"service": "oauth", "name": name, "data": config}),
             (
                 "POST",
-                f"/v1/connectors/oauth/{name}/links",
+                "/v1/connectors",
+                {"service": service, "name": name, "type": "oauth", "data": config},
+            ),
+            (
+                "POST",
+                f"/v1/connectors/{service}/{name}/links",
                 {
                     "project": project,
                     "environments": ["development"],
@@ -353,7 +359,7 @@ def new_app(
         ):
             response = admin.request(method, path, json=body)
             assert response.status_code < 300, f"{path}: {response.text}"
-    return App(broker, response.json()["token"], f"oauth/{name}")
+    return App(broker, response.json()["token"], f"{service}/{name}")
 
 
 def consent_at_peer(peer: OidcProviderPeer, url: str, login: str) -> str:
@@ -384,7 +390,9 @@ def returned(response: httpx.Response) -> dict[str, str]:
 
 
 def error_code(response: httpx.Response) -> str:
-    code: str = response.json()["error"]["code"]
+    """Valetkey's precise code: ``valetkeyCode`` where the official clients' ``code`` differs."""
+    error = response.json()["error"]
+    code: str = error.get("valetkeyCode", error["code"])
     return code
 
 
@@ -595,7 +603,8 @@ def test_request_lifetime_bounds_and_an_expired_callback(
         ({"returnUrl": "http://example.com/back"}, "returnUrl"),
         ({"returnUrl": "https://user:pw@example.com/back"}, "returnUrl"),
         ({"webhook": "http://127.0.0.1:9/hook"}, "webhook"),
-        ({"returnUrl": RETURN_URL, "deviceCode": True}, "returnUrl"),
+        ({"returnUrl": "http://example.com/back", "deviceCode": True}, "returnUrl"),
+        ({"returnUrl": RETURN_URL, "webhook": "http://127.0.0.1:9/hook"}, "webhook"),
         ({}, "returnUrl"),
         ({"returnUrl": RETURN_URL, "surprise": 1}, "surprise"),
     ],
@@ -603,8 +612,8 @@ def test_request_lifetime_bounds_and_an_expired_callback(
 def test_start_refuses_bad_destinations(
     broker: RunningBroker, oidc_peer: OidcProviderPeer, body: dict[str, Any], field: str
 ) -> None:
-    """http:// off localhost, credentials in the URL, an http webhook, several ways to finish
-    or none, and unknown fields are each invalid_request naming the field."""
+    """http:// off localhost, credentials in the URL, an http webhook (alone or next to another
+    channel), no way to finish, and unknown fields are each invalid_request naming the field."""
     refused = new_app(broker, oidc_peer).authorize(**body)
     assert refused.status_code == 400, refused.text
     assert (error_code(refused), refused.json()["error"]["field"]) == ("invalid_request", field)
@@ -744,6 +753,7 @@ def test_a_failed_refresh_is_reported_to_the_webhook(
     seen = len(receiver.deliveries)
     refused = app.user_token(user)
     assert error_code(refused) == "user_authorization_required"
+    assert refused.json()["error"]["code"] == "no_token"  # the official clients' NoValidTokenError
     assert refused.json()["error"]["reason"] == "grant_failed"
     delivery = receiver.wait(seen + 1)[seen]
     event = json.loads(delivery.body)

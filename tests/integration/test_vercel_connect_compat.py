@@ -160,7 +160,7 @@ def test_sync_surface(connect_sync_session: Tenant) -> None:
     assert again.token_id != response.token_id
     with pytest.raises(connect_sync.ConnectApiError) as info:
         connect_sync.get_token("api-key/other", subject=APP, options=tenant.options())
-    assert (info.value.status_code, info.value.code) == (403, "connector_not_linked")
+    assert (info.value.status_code, info.value.code) == (403, "forbidden")
 
 
 # -- connector metadata ------------------------------------------------------------------
@@ -194,7 +194,9 @@ async def test_connector_metadata_refusals(connect: Tenant) -> None:
     assert (missing.value.status_code, missing.value.code) == (404, "not_found")
     with pytest.raises(ConnectApiError) as unlinked:
         await get_connector_metadata("api-key/other", options=connect.options())
-    assert (unlinked.value.status_code, unlinked.value.code) == (403, "connector_not_linked")
+    assert (unlinked.value.status_code, unlinked.value.code) == (403, "forbidden")
+    assert "connector is not linked to this project" in str(unlinked.value)
+    assert unlinked.value.data["error"]["valetkeyCode"] == "connector_not_linked"  # type: ignore[index]
 
 
 # -- revocation and the package's client-side cache --------------------------------------
@@ -258,7 +260,7 @@ async def test_revoke_unknown_connector_is_not_found(connect: Tenant) -> None:
 @pytest.mark.parametrize(
     ("uid", "subject", "scopes", "code"),
     [
-        ("api-key/other", APP, None, "connector_not_linked"),
+        ("api-key/other", APP, None, "forbidden"),
         ("api-key/prod-only", APP, None, "environment_not_linked"),
         ("api-key/search", ConnectJwtBearerTokenSubject(sub="alice"), None, "subject_not_allowed"),
         ("api-key/app-only", ConnectUserTokenSubject(id="alice"), None, "subject_not_allowed"),

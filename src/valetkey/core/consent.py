@@ -109,17 +109,17 @@ class ConsentService(ConsentSteps):
         login_hint: str | None = None,
         confirm: bool = True,
         user_issuer: str | None = None,
+        prompt: str | None = None,
+        resources: tuple[str, ...] | None = None,
     ) -> Started:
-        modes = [
-            m
-            for m, on in (("callback", return_url), ("webhook", webhook_url), ("device", device))
-            if on
-        ]
-        if len(modes) != 1:
+        if not (return_url or webhook_url or device):
             raise InvalidRequest(
-                "give exactly one of returnUrl, webhook or deviceCode", field="returnUrl"
+                "give at least one of returnUrl, webhook or deviceCode", field="returnUrl"
             )
-        mode: Mode = modes[0]  # type: ignore[assignment]
+        # Several channels at once (as the official clients' adapters ask): the device code works,
+        # the browser returns to returnUrl and the webhook fires. The mode is the one that decides
+        # whether the app must confirm: a device code cannot be bound to the app's session.
+        mode: Mode = "device" if device else "callback" if return_url else "webhook"
         if return_url:
             check_return_url(return_url)
         if webhook_url:
@@ -150,7 +150,9 @@ class ConsentService(ConsentSteps):
             confirm=confirm,
             user_issuer=user_issuer,
         )
-        if mode == "device" and provider.device is not None:
+        if mode == "device" and provider.device is not None and not (return_url or webhook_url):
+            # The provider's own device grant has no callback to return a browser or fire a
+            # webhook from: with either asked for too, the broker's device page is used instead.
             # Without a device grant (or a device endpoint), the broker's own device page.
             device_start = await self._gate.call(
                 connector.id,
@@ -183,7 +185,9 @@ class ConsentService(ConsentSteps):
                 redirect_uri=self.callback_url,
                 state=state,
                 scopes=scopes,
+                resources=resources,
                 login_hint=login_hint,
+                prompt=prompt,
             ),
         )
         pending = replace(
@@ -306,7 +310,7 @@ class ConsentService(ConsentSteps):
                 team_id=pending.team_id,
                 dedupe_key=f"authorization:{pending.id}:{pending.status}",
             )
-        if pending.mode == "callback" and pending.return_url:
+        if pending.return_url:  # a device request may name one too: the browser returns there
             params = {"valetkey_request": pending.id, "valetkey_status": status}
             if pending.error:
                 params["valetkey_error"] = pending.error

@@ -15,7 +15,7 @@ from valetkey.core.audit import AuditEvent, AuditLog
 from valetkey.core.authorizations import PendingAuthorization
 from valetkey.core.clock import Clock
 from valetkey.core.consent import ConsentService
-from valetkey.core.consent_values import Started
+from valetkey.core.consent_values import Started, no_installations
 from valetkey.core.grants import GrantScope
 from valetkey.core.models import Connector, Identity, Policy, Subject, TokenRequest
 from valetkey.core.policy import Allowed, evaluate
@@ -32,8 +32,8 @@ from valetkey.errors import NotFound, UnsupportedOperation
 
 @dataclass(frozen=True, slots=True)
 class ConsentRequest:
-    """An app's request to start a user's consent: exactly one of ``return_url``,
-    ``webhook_url`` and ``device`` says how it finishes."""
+    """An app's request to start a user's consent: ``return_url``, ``webhook_url`` and ``device``
+    (at least one, any together) say how it finishes."""
 
     subject: Subject
     scopes: tuple[str, ...] | None = None
@@ -42,6 +42,15 @@ class ConsentRequest:
     device: bool = False
     lifetime: timedelta | None = None
     login_hint: str | None = None
+    #: OpenID Connect ``prompt``, forwarded to the provider's authorization request.
+    prompt: str | None = None
+    #: RFC 8707 resource indicators, forwarded to the provider's authorization request.
+    resources: tuple[str, ...] | None = None
+    #: Checked against the link's targets like a token request's, then not used: consent is for
+    #: scopes, and the token request names its audience.
+    audience: str | None = None
+    #: Refused: no connector type has installations (``connector_installation_required``).
+    installation_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,8 +104,15 @@ class ConsentCases:
     ) -> ConsentStarted:
         """Start ``request.subject``'s consent to connector ``uid`` (callback, webhook or device)."""
         connector, flows, effective, policy = await self._linked(
-            identity, uid, request.subject, request.scopes
+            identity,
+            uid,
+            request.subject,
+            request.scopes,
+            resources=request.resources,
+            audience=request.audience,
         )
+        if request.installation_id is not None:
+            raise no_installations(connector)
         started = await self._consent.start(
             identity,
             connector,
@@ -108,6 +124,8 @@ class ConsentCases:
             device=request.device,
             lifetime=request.lifetime,
             login_hint=request.login_hint,
+            prompt=request.prompt,
+            resources=request.resources,
             confirm=policy.confirm_consent,
             user_issuer=request.subject.issuer,
         )
@@ -177,14 +195,24 @@ class ConsentCases:
         )
 
     async def _linked(
-        self, identity: Identity, uid: str, subject: Subject, scopes: tuple[str, ...] | None
+        self,
+        identity: Identity,
+        uid: str,
+        subject: Subject,
+        scopes: tuple[str, ...] | None,
+        *,
+        resources: tuple[str, ...] | None = None,
+        audience: str | None = None,
     ) -> tuple[Connector, UserFlows, TokenRequest, Policy]:
         view = await self._connectors.connector_view(identity.team_id, uid)
         if view is None:
             raise NotFound(f"no connector {uid}", connector=uid)
         connector = view.connector
         decision = evaluate(
-            identity, connector, view.links.get(identity.project_id), TokenRequest(subject, scopes)
+            identity,
+            connector,
+            view.links.get(identity.project_id),
+            TokenRequest(subject, scopes, resources=resources, audience=audience),
         )
         if not isinstance(decision, Allowed):
             raise decision.error

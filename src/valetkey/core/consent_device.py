@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import functools
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from valetkey.core.audit import AuditEvent, AuditLog
 from valetkey.core.authorizations import PendingAuthorization
 from valetkey.core.clock import Clock
-from valetkey.core.consent_values import consent_needed
+from valetkey.core.consent_values import awaiting_confirmation, consent_needed
 from valetkey.core.gate import ProviderGate
 from valetkey.core.grants import GrantScope
 from valetkey.core.models import Connector, Identity
@@ -59,6 +59,19 @@ class ConsentSteps:
             pending.subject,
         )
 
+    async def _awaiting_confirmation(
+        self, identity: Identity, connector: Connector, user_id: str, issuer: str | None, now: datetime
+    ) -> None:
+        """Raise, naming the link setting, when the user consented in the browser and only the
+        app's confirm call is missing: an app on Vercel Connect's SDKs never makes it."""
+        for mode in ("callback", "webhook"):
+            pending = await self._store.latest_device_authorization(
+                connector.id, identity.project_id, identity.environment, user_id, issuer, mode=mode
+            )
+            if pending is None or pending.status != "confirming" or pending.expires_at <= now:
+                continue
+            raise awaiting_confirmation(connector, identity, user_id, issuer, pending.id)
+
     # -- device polling -------------------------------------------------------------------------
 
     async def poll(
@@ -80,9 +93,11 @@ class ConsentSteps:
         )
         now = self._clock.now()
         if pending is None or pending.created_at + MAX_LIFETIME * 2 < now:
+            await self._awaiting_confirmation(identity, connector, user_id, issuer, now)
             raise consent_needed(connector, user_id, issuer=issuer)
         if pending.status == "completed":
-            # Completed, but the grant is gone since.
+            # Completed, but the grant is gone since (a browser consent may await its confirm).
+            await self._awaiting_confirmation(identity, connector, user_id, issuer, now)
             raise consent_needed(connector, user_id, issuer=issuer)
         await self._advance(connector, provider, pending)
 

@@ -13,9 +13,14 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from valetkey.core.authorizations import PendingAuthorization
-from valetkey.core.models import Connector
+from valetkey.core.models import Connector, Identity
 from valetkey.core.providers import AuthorizationCodeFlow, UserFlows
-from valetkey.errors import InvalidRequest, UnsupportedOperation, UserAuthorizationRequired
+from valetkey.errors import (
+    InstallationRequired,
+    InvalidRequest,
+    UnsupportedOperation,
+    UserAuthorizationRequired,
+)
 
 _USER_CODE_ALPHABET = "BCDFGHJKLMNPQRSTVWXZ"  # RFC 8628 §6.1: no vowels, no look-alikes
 
@@ -110,7 +115,49 @@ def consent_needed(
 ) -> UserAuthorizationRequired:
     err = _consent_needed(connector, user_id, issuer)
     err.details.update(details)
+    if details.get("reason") in _GRANT_UNUSABLE:
+        err.wire_code = "no_token"  # the official clients' NoValidTokenError: consent again
     return err
+
+
+#: Reasons a user must consent again because the grant they had became unusable (the official
+#: clients' ``no_token``), as opposed to never having consented (``user_authorization_required``).
+_GRANT_UNUSABLE = frozenset({"grant_failed", "expired_without_refresh_token"})
+
+
+def awaiting_confirmation(
+    connector: Connector, identity: Identity, user_id: str, issuer: str | None, request_id: str
+) -> UserAuthorizationRequired:
+    """The user consented in the browser; only the app's confirm call is missing. The message
+    names the link setting, since an app on Vercel Connect's SDKs never calls confirm."""
+    err = UserAuthorizationRequired(
+        f"user {user_id} consented to {connector.uid} (request {request_id}), but the app has "
+        f"not confirmed it. Confirm with POST /v1/connect/authorize/{connector.uid}/confirm; an "
+        "app on the Vercel Connect SDKs cannot: the operator can turn confirmation off for this "
+        f"link with `valetkey connect attach {connector.uid} --project {identity.project_slug} "
+        f'-e {identity.environment} --no-confirm-consent` ("confirmConsent": false; see '
+        "docs/vercel-sdks.md), or the app can ask for a device code (deviceCode: true)",
+        connector=connector.uid,
+        user=user_id,
+        authorizeUrl=f"/v1/connect/authorize/{connector.uid}",
+        reason="awaiting_confirmation",
+        request=request_id,
+        setting="confirmConsent",
+    )
+    if issuer is not None:
+        err.details["issuer"] = issuer
+    return err
+
+
+def no_installations(connector: Connector) -> InstallationRequired:
+    """The refusal of an ``installationId``: no connector type here has installations to choose."""
+    return InstallationRequired(
+        f"{connector.uid} has no installations to choose from ({connector.type} connectors have "
+        "none); drop installationId from the request",
+        connector=connector.uid,
+        field="installationId",
+        reason="installations_not_supported",
+    )
 
 
 def authorization_code_flow(flows: UserFlows, connector: Connector) -> AuthorizationCodeFlow:

@@ -23,7 +23,7 @@ from typing import Any
 from valetkey.core.audit import AuditEvent, AuditLog
 from valetkey.core.clock import Clock
 from valetkey.core.consent import ConsentService
-from valetkey.core.consent_values import consent_needed
+from valetkey.core.consent_values import consent_needed, no_installations
 from valetkey.core.exchange_cache import (
     MAX_CACHED_TOKEN_BYTES,
     MAX_LOADS,
@@ -36,7 +36,14 @@ from valetkey.core.exchange_cache import (
 )
 from valetkey.core.flight import SingleFlight
 from valetkey.core.gate import ProviderGate
-from valetkey.core.grants import Grant, GrantScope, minted_token, needs_narrowing, within_ceiling
+from valetkey.core.grants import (
+    Grant,
+    GrantScope,
+    external_subject,
+    minted_token,
+    needs_narrowing,
+    within_ceiling,
+)
 from valetkey.core.models import Connector, Identity, Member, Policy, Subject, TokenRequest
 from valetkey.core.policy import Allowed, evaluate
 from valetkey.core.ports import (
@@ -90,6 +97,11 @@ class Issued:
     cached: bool
     #: The provider did not state the granted scopes (``scopes`` is what was asked for).
     scope_unknown: bool = False
+    #: Who the credential acts for at the provider, where the broker knows it: the ``sub`` of a
+    #: verified ID token from the user's consent, or the ``sub`` a jwt-bearer assertion named.
+    external_subject: str | None = None
+    #: Whether ``external_subject`` is a verified ID token's ``sub`` (then also sent as a claim).
+    subject_verified: bool = False
 
 
 @dataclass(slots=True)
@@ -206,6 +218,8 @@ class ExchangeService:
                     subject=request.subject.type,
                 ),
             )
+        if request.installation_id is not None:
+            raise self._deny(identity, uid, request, no_installations(connector))
         link = view.links[identity.project_id]
         # Tokens are minted at the ceiling when no scopes are named (absent or []); a user's grant
         # is served as it was consented (narrowed to the ceiling only where it holds more, see
@@ -248,6 +262,7 @@ class ExchangeService:
             installation_id=entry.token.installation_id,
             cached=cached,
             scope_unknown=entry.token.metadata.get(SCOPE_METADATA) == UNKNOWN,
+            **external_subject(entry.token, effective),
         )
 
     def _fresh(self, entry: CachedMint, now: datetime) -> bool:

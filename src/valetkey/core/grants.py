@@ -19,9 +19,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
-from valetkey.core.models import Connector, Subject
+from valetkey.core.models import Connector, Subject, TokenRequest
 from valetkey.core.providers import MintedToken, TokenSet
 
 GrantStatus = Literal["active", "needs_consent"]
@@ -95,6 +95,17 @@ def minted_token(tokens: TokenSet) -> MintedToken:
         metadata={"providerSubject": tokens.provider_subject} if tokens.provider_subject else {},
         scope_stated=tokens.scope_stated,
     )
+
+
+def external_subject(token: MintedToken, request: TokenRequest) -> dict[str, Any]:
+    """``Issued``'s ``external_subject`` fields: a verified ID token's ``sub`` from the user's
+    consent, else the ``sub`` a jwt-bearer assertion named; nothing for other subjects."""
+    verified = token.metadata.get("providerSubject")
+    if isinstance(verified, str) and verified:
+        return {"external_subject": verified, "subject_verified": True}
+    if request.subject.type == "jwt-bearer":
+        return {"external_subject": request.subject.id}
+    return {}
 
 
 def governed_scopes(connector: Connector, granted: tuple[str, ...]) -> set[str]:

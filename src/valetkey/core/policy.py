@@ -57,7 +57,8 @@ def evaluate(
     if link is None:
         return Denied(
             ConnectorNotLinked(
-                f"connector {connector.uid} is not attached to project {identity.project_slug}",
+                f"connector is not linked to this project: {connector.uid} is not attached "
+                f"to project {identity.project_slug}",
                 connector=connector.uid,
                 project=identity.project_slug,
             )

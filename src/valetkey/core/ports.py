@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from valetkey.core.authorizations import PendingAuthorization, Status
+from valetkey.core.authorizations import Mode, PendingAuthorization, Status
 from valetkey.core.grants import Grant, GrantScope, Refresher, RefreshNeeded
 from valetkey.core.models import Connector, Identity, Link, Subject, TokenRequest, TrustBinding
 from valetkey.core.providers import MintedToken, Provider, TokenSet, UserFlows
@@ -241,9 +241,10 @@ class ConsentStore(Protocol):
         environment: str,
         user_id: str,
         issuer: str | None = None,
+        mode: Mode = "device",
     ) -> PendingAuthorization | None:
-        """The newest device-mode request for the user (``issuer``, ``user_id``), whatever its
-        status."""
+        """The newest request in ``mode`` (device unless named) for the user (``issuer``,
+        ``user_id``), whatever its status."""
         ...
 
     async def update_authorization(

@@ -278,10 +278,12 @@ class AuthorizationCodeFlow(Protocol):
         scopes: tuple[str, ...] | None,
         resources: tuple[str, ...] | None = None,
         login_hint: str | None = None,
+        prompt: str | None = None,
     ) -> AuthorizationStart:
         """Build the authorization URL and the PKCE verifier (and an OIDC nonce).
 
         Does **not** check ``redirect_uri`` or ``state``: the consent service owns both.
+        ``prompt`` (OpenID Connect's, as the app sent it) goes to the provider where it has one.
         """
         ...
 

@@ -6,6 +6,7 @@ import inspect
 import json
 from collections.abc import Callable, Coroutine
 from typing import Any
+from urllib.parse import urlsplit
 
 import fastapi.routing
 from fastapi import APIRouter, Request
@@ -14,11 +15,12 @@ from starlette.responses import Response
 
 from valetkey.core.exchange import Issued
 from valetkey.core.limits import SUBJECT_ID, TOKEN, check_path_params, check_text
-from valetkey.core.models import Identity, Member
+from valetkey.core.models import Connector, Identity, Member
 from valetkey.errors import (
     ConnectorNotLinked,
     EnvironmentNotLinked,
     IdentityError,
+    InstallationRequired,
     InvalidRequest,
     NotFound,
 )
@@ -125,20 +127,42 @@ def _ms(issued: Issued) -> int:
     return int(issued.expires_at.timestamp() * 1000)
 
 
+def connector_ref(c: Connector) -> dict[str, str]:
+    """A connector as the wire names it. ``serviceName`` (which the official clients' adapters
+    show as "Sign in with ...") is the service the connector was created under, when that names a
+    service rather than the connector type (``github/acme``, not ``oauth/acme``)."""
+    ref = {"id": c.id, "uid": c.uid, "type": c.type, "name": c.name, "service": c.service}
+    if c.service != c.type:
+        ref["serviceName"] = c.service
+    return ref
+
+
+def client_url(c: Connector) -> str | None:
+    """The service's URL where the configuration names one: the issuer, else the origin of the
+    authorization or token endpoint. None for a connector that names no URL (an API key)."""
+    issuer = c.config.get("issuer")
+    if isinstance(issuer, str) and issuer:
+        return issuer
+    for name in ("authorizationUrl", "tokenUrl"):
+        url = c.config.get(name)
+        if isinstance(url, str) and url:
+            parts = urlsplit(url)
+            if parts.scheme and parts.netloc:
+                return f"{parts.scheme}://{parts.netloc}"
+    return None
+
+
 def token_body(issued: Issued) -> dict[str, Any]:
-    c = issued.connector
     body: dict[str, Any] = {
         "token": issued.token,
         "expiresAt": _ms(issued),
         "tokenId": issued.token_id,
-        "connector": {
-            "id": c.id,
-            "uid": c.uid,
-            "type": c.type,
-            "name": c.name,
-            "service": c.service,
-        },
+        "connector": connector_ref(issued.connector),
     }
+    if issued.external_subject is not None:
+        body["externalSubject"] = issued.external_subject
+        if issued.subject_verified:  # the one claim the broker keeps from a verified ID token
+            body["claims"] = {"sub": issued.external_subject}
     if issued.installation_id is not None:
         body["installationId"] = issued.installation_id
     if issued.scopes is not None:
@@ -178,7 +202,8 @@ async def connector_metadata(uid: str, request: Request) -> Response:
     link = view.links.get(identity.project_id)
     if link is None:
         raise ConnectorNotLinked(
-            f"connector {uid} is not attached to project {identity.project_slug}",
+            f"connector is not linked to this project: {uid} is not attached "
+            f"to project {identity.project_slug}",
             connector=uid,
             project=identity.project_slug,
         )
@@ -198,6 +223,7 @@ async def connector_metadata(uid: str, request: Request) -> Response:
             "type": c.type,
             "name": c.name,
             "service": c.service,
+            "clientUrl": client_url(c),
             "createdAt": int(c.created_at.timestamp() * 1000),
             "updatedAt": int(c.updated_at.timestamp() * 1000),
             "data": dict(c.config),
@@ -223,8 +249,16 @@ async def revoke_tokens(uid: str, request: Request) -> Response:
     unknown = set(data) - {"subject", "installationId", "allTokens"}
     if unknown:
         raise InvalidRequest(f"unknown field {sorted(unknown)[0]}", field=sorted(unknown)[0])
-    if data.get("installationId") is not None:  # accepted for compatibility, not used
+    if data.get("installationId") is not None:
         check_text(data["installationId"], "installationId", SUBJECT_ID)
+        # No connector type has installations: revoking "only installation X" cannot be honoured.
+        raise InstallationRequired(
+            f"{uid} has no installations to choose from; drop installationId to revoke "
+            "the subject's tokens",
+            connector=uid,
+            field="installationId",
+            reason="installations_not_supported",
+        )
     all_tokens = data.get("allTokens", False)
     if not isinstance(all_tokens, bool):
         raise InvalidRequest("allTokens must be a boolean", field="allTokens")

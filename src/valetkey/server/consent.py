@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -12,9 +13,8 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from valetkey.core import limits
 from valetkey.core.consent_cases import ConsentRequest, TokenImport
-from valetkey.core.models import Connector
 from valetkey.errors import InvalidRequest, ValetkeyError
-from valetkey.server.connect import DirectRoute, bearer, broker_of, json_response
+from valetkey.server.connect import DirectRoute, bearer, broker_of, connector_ref, json_response
 from valetkey.server.openapi import AUTHORIZE_BODY, CONFIRM_BODY, IMPORT_BODY, STATUS_BODY
 from valetkey.server.roles import authorize_member
 from valetkey.server.wire import parse_json_object, parse_subject, parse_token_request
@@ -48,10 +48,6 @@ def page(
     return HTMLResponse(html, status, headers=_SECURITY_HEADERS)
 
 
-def _connector_ref(c: Connector) -> dict[str, str]:
-    return {"id": c.id, "uid": c.uid, "type": c.type, "name": c.name, "service": c.service}
-
-
 #: Far above the consent service's own ceiling (1 hour), which gives the exact refusal.
 _MAX_EXPIRES_IN_MS = 86_400_000
 
@@ -65,7 +61,18 @@ _AUTHORIZE_FIELDS = {
     "expiresInMs",
     "installationId",
     "loginHint",
+    "prompt",
+    # The token parameters the official clients' adapters spread into the request (wire.py parses
+    # them as a token request's): resources are forwarded, audience is checked against the link,
+    # authorizationDetails refused, validityBufferMs (a client-side cache margin) ignored.
+    "audience",
+    "resources",
+    "authorizationDetails",
+    "validityBufferMs",
 }
+#: OpenID Connect Core §3.1.2.1: space-separated values (``none``, ``login``, ``consent``,
+#: ``select_account``, or a provider's own such as ``create``).
+_PROMPT = re.compile(r"^[A-Za-z0-9_-]{1,40}( [A-Za-z0-9_-]{1,40}){0,7}$")
 
 
 @router.post(
@@ -120,7 +127,20 @@ async def authorize(uid: str, request: Request) -> Response:
         raise InvalidRequest(
             'consent is for a user subject: {"type": "user", "id": ...}', field="subject.type"
         )
-    scopes = parse_token_request({"subject": {"type": "app"}, "scopes": data.get("scopes")}).scopes
+    targets = parse_token_request(
+        {"subject": {"type": "app"}}
+        | {
+            k: data[k]
+            for k in ("scopes", "audience", "resources", "authorizationDetails", "validityBufferMs")
+            if k in data
+        }
+    )
+    prompt = data.get("prompt")
+    if prompt is not None and (not isinstance(prompt, str) or not _PROMPT.fullmatch(prompt)):
+        raise InvalidRequest(
+            "prompt must be OpenID Connect prompt values separated by spaces (e.g. consent)",
+            field="prompt",
+        )
     return_url = data.get("returnUrl") or data.get("callbackUrl")
     webhook = data.get("webhook")
     device = data.get("deviceCode", False)
@@ -149,12 +169,16 @@ async def authorize(uid: str, request: Request) -> Response:
         uid,
         ConsentRequest(
             subject=subject,
-            scopes=scopes,
+            scopes=targets.scopes,
             return_url=return_url,
             webhook_url=webhook,
             device=device,
             lifetime=lifetime,
             login_hint=data.get("loginHint"),
+            prompt=prompt,
+            resources=targets.resources,
+            audience=targets.audience,
+            installation_id=data.get("installationId"),
         ),
     )
     started = began.started
@@ -163,7 +187,7 @@ async def authorize(uid: str, request: Request) -> Response:
         "request": started.authorization.id,
         "verifier": started.verifier,
         "expiresAt": int(started.authorization.expires_at.timestamp() * 1000),
-        "connector": _connector_ref(began.connector),
+        "connector": connector_ref(began.connector),
     }
     if started.user_code is not None:
         body["deviceCode"] = started.user_code

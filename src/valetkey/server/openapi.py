@@ -87,6 +87,12 @@ def _body(
     }
 
 
+_BUFFER_MS: dict[str, Any] = {
+    "type": "integer",
+    "minimum": 0,
+    "maximum": 86_400_000,
+    "description": "the TypeScript SDK's cache margin; bounded, otherwise ignored",
+}
 TOKEN_BODY = _body(
     {
         "subject": _SUBJECT,
@@ -95,6 +101,7 @@ TOKEN_BODY = _body(
         "resources": _LIST,
         "audience": {"anyOf": [{"type": "string"}, _LIST]},
         "authorizationDetails": {"type": "array"},
+        "validityBufferMs": _BUFFER_MS,
     },
     ["subject"],
 )
@@ -114,6 +121,15 @@ AUTHORIZE_BODY = _body(
         "expiresInMs": {"type": "integer"},
         "installationId": _TEXT,
         "loginHint": {"type": "string"},
+        "prompt": {
+            "type": "string",
+            "maxLength": 200,
+            "description": "OpenID Connect prompt, forwarded to the provider",
+        },
+        "audience": {"anyOf": [{"type": "string"}, _LIST]},
+        "resources": _LIST,
+        "authorizationDetails": {"type": "array"},
+        "validityBufferMs": _BUFFER_MS,
     },
     ["subject"],
 )

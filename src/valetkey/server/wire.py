@@ -18,8 +18,19 @@ from valetkey.errors import InvalidRequest, UnsupportedOperation
 
 _SCOPE = re.compile(rf"^[\x21\x23-\x5B\x5D-\x7E]{{1,{limits.SCOPE}}}$")  # RFC 6749 §3.3 scope-token
 _TOKEN_FIELDS = frozenset(
-    {"subject", "scopes", "installationId", "resources", "audience", "authorizationDetails"}
+    {
+        "subject",
+        "scopes",
+        "installationId",
+        "resources",
+        "audience",
+        "authorizationDetails",
+        "validityBufferMs",
+    }
 )
+#: ``validityBufferMs`` is the TypeScript SDK's own cache margin, sent along in the body: bounded
+#: (a day at most) and otherwise ignored, since the broker's cache has its own refresh horizon.
+MAX_VALIDITY_BUFFER_MS = 86_400_000
 _MAX_ITEMS = limits.SCOPES_COUNT
 #: Deepest JSON nesting a request body may have (a token request needs 3).
 MAX_JSON_DEPTH = 32
@@ -158,6 +169,21 @@ def _string_list(value: Any, field: str, pattern: re.Pattern[str] | None = None)
     return tuple(sorted(items))
 
 
+def check_validity_buffer(value: Any) -> None:
+    """``validityBufferMs``: absent, or a whole number of milliseconds from 0 to a day."""
+    if value is None:
+        return
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not 0 <= value <= MAX_VALIDITY_BUFFER_MS
+    ):
+        raise InvalidRequest(
+            f"validityBufferMs must be a whole number of milliseconds from 0 to {MAX_VALIDITY_BUFFER_MS}",
+            field="validityBufferMs",
+        )
+
+
 def parse_token_request(data: Mapping[str, Any]) -> TokenRequest:
     """Normalize a token request: sorted, de-duplicated lists, so field order never matters."""
     unknown = set(data) - _TOKEN_FIELDS
@@ -184,7 +210,17 @@ def parse_token_request(data: Mapping[str, Any]) -> TokenRequest:
         if len(audiences) > 1:
             raise UnsupportedOperation("a request may name one audience", field="audience")
         audience = audiences[0] if audiences else None
+    check_validity_buffer(data.get("validityBufferMs"))
     details = data.get("authorizationDetails")
+    if details is not None and (
+        not isinstance(details, list)
+        or len(details) > _MAX_ITEMS
+        or not all(isinstance(d, Mapping) and isinstance(d.get("type"), str) for d in details)
+    ):
+        raise InvalidRequest(
+            f"authorizationDetails must be a list of at most {_MAX_ITEMS} objects with a type",
+            field="authorizationDetails",
+        )
     if details:
         raise UnsupportedOperation(
             "authorizationDetails (RFC 9396) is not supported by this broker's connectors yet",

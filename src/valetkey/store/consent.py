@@ -35,7 +35,7 @@ from typing import Any
 from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from valetkey.core.authorizations import PendingAuthorization, Status
+from valetkey.core.authorizations import Mode, PendingAuthorization, Status
 from valetkey.core.clock import Clock
 from valetkey.core.gate import DEFAULT_TIMEOUT_SECONDS, DEFAULT_WAIT_SECONDS
 from valetkey.core.grants import Grant, GrantScope, Refresher, RefreshNeeded, merge_refreshed
@@ -512,7 +512,13 @@ class ConsentRepository:
             return None if row is None else self._pending(row)
 
     async def latest_device_authorization(
-        self, connector_id: str, project_id: str, environment: str, user_id: str, issuer: str | None = None
+        self,
+        connector_id: str,
+        project_id: str,
+        environment: str,
+        user_id: str,
+        issuer: str | None = None,
+        mode: Mode = "device",
     ) -> PendingAuthorization | None:
         async with self.db.session() as s:
             row = await s.scalar(
@@ -523,7 +529,7 @@ class ConsentRepository:
                     t.Authorization.environment == environment,
                     t.Authorization.user_id == user_id,
                     _issuer_is(issuer),
-                    t.Authorization.mode == "device",
+                    t.Authorization.mode == mode,
                 )
                 .order_by(t.Authorization.created_at.desc())
                 .limit(1)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
-from valetkey.core.authorizations import PendingAuthorization, Status
+from valetkey.core.authorizations import Mode, PendingAuthorization, Status
 from valetkey.core.clock import Clock
 from valetkey.core.grants import Grant, GrantScope, Refresher, RefreshNeeded, merge_refreshed
 from valetkey.core.models import Connector, Subject, SubjectType, TokenRequest
@@ -214,11 +214,12 @@ class MemoryConsentStore:
         environment: str,
         user_id: str,
         issuer: str | None = None,
+        mode: Mode = "device",
     ) -> PendingAuthorization | None:
         mine = [
             p
             for p in self.requests.values()
-            if p.mode == "device"
+            if p.mode == mode
             and (p.connector_id, p.project_id, p.environment, p.user_id, p.user_issuer)
             == (connector_id, project_id, environment, user_id, issuer)
         ]
@@ -326,6 +327,7 @@ class UserProvider:
         scopes: tuple[str, ...] | None,
         resources: tuple[str, ...] | None = None,
         login_hint: str | None = None,
+        prompt: str | None = None,
     ) -> AuthorizationStart:
         self._count("start_authorization")
         self.states.append(state)

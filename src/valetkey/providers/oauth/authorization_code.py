@@ -46,6 +46,7 @@ class AuthorizationCodeGrant(OAuthEngine):
         scopes: tuple[str, ...] | None,
         resources: tuple[str, ...] | None = None,
         login_hint: str | None = None,
+        prompt: str | None = None,
     ) -> AuthorizationStart:
         """Build an authorization-code request with PKCE S256, and a nonce for OpenID Connect."""
         settings = OAuthSettings.from_connector(connector)
@@ -86,7 +87,11 @@ class AuthorizationCodeGrant(OAuthEngine):
         params.extend(("resource", resource) for resource in resources or ())
         if login_hint:
             params.append(("login_hint", login_hint))
-        params.extend(settings.authorization_params.items())
+        extra = settings.authorization_params
+        if prompt:  # the app's prompt for this request wins over a configured default
+            params.append(("prompt", prompt))
+            extra = {k: v for k, v in extra.items() if k != "prompt"}
+        params.extend(extra.items())
         return AuthorizationStart(
             url=_with_query(endpoints.authorization, params), code_verifier=verifier, nonce=nonce
         )
