@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 
 from valetkey.testing import RunningBroker, free_port
 
@@ -107,8 +107,8 @@ def broker_process(data_dir: Path, database_url: str | None) -> Iterator[Broker]
         while True:
             if proc.poll() is not None:
                 raise RuntimeError(f"the broker exited with {proc.returncode}: see {log.name}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+            with contextlib.suppress(httpx2.HTTPError):
+                if httpx2.get(f"{url}/readyz", timeout=1).status_code == 200:
                     break
             if time.monotonic() > deadline:
                 raise TimeoutError("the broker did not become ready in 60 s")
@@ -451,7 +451,7 @@ def percentile(values: list[float], q: float) -> float:
 def warm(broker: Broker, identity: str, n: int) -> str:
     """Exchange ``n`` times; every answer must be the same cached token (one ledger row)."""
     ids = set()
-    with httpx.Client(base_url=broker.handle.url, headers={"authorization": f"Bearer {identity}"}) as c:
+    with httpx2.Client(base_url=broker.handle.url, headers={"authorization": f"Bearer {identity}"}) as c:
         for _ in range(n):
             r = c.post(EXCHANGE_PATH, content=EXCHANGE_BODY, headers={"content-type": "application/json"})
             if r.status_code != 200:

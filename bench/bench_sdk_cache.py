@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_sdk_cache.py [--calls 200000] [--repeat 5]
 
-The broker is an ``httpx.MockTransport`` answered once; every timed call is a cache
+The broker is an ``httpx2.MockTransport`` answered once; every timed call is a cache
 hit. Prints microseconds per call (best of ``--repeat`` runs) and the ratio to the
 baseline. Target: a hit costs at most 5 us.
 """
@@ -13,15 +13,15 @@ import argparse
 import time
 from collections.abc import Callable
 
-import httpx
+import httpx2
 
 from valetkey.sdk.client import Client
 
 TARGET_US = 5.0
 
 
-def _answer(request: httpx.Request) -> httpx.Response:
-    return httpx.Response(
+def _answer(request: httpx2.Request) -> httpx2.Response:
+    return httpx2.Response(
         200,
         json={
             "token": "bench-token",
@@ -52,7 +52,7 @@ def main() -> None:
     key = ("slack/mybot", "app")
     baseline = _best_us(lambda: table.get(key), args.calls, args.repeat)
 
-    with Client(identity="bench-identity", transport=httpx.MockTransport(_answer)) as client:
+    with Client(identity="bench-identity", transport=httpx2.MockTransport(_answer)) as client:
         client.get_token("slack/mybot")
         client.get_token("slack/mybot", user="alice", scopes=["chat:write", "channels:read"])
         cases = {

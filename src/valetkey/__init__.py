@@ -9,7 +9,7 @@ The functions here are async and use a default :class:`AsyncClient` configured f
 the environment; ``valetkey.sync`` has the same functions for synchronous code, and
 :class:`Client` / :class:`AsyncClient` take explicit configuration.
 
-Importing this package is cheap: the errors load now, the client (and httpx) on
+Importing this package is cheap: the errors load now, the client (and httpx2) on
 first use of any other name.
 """
 
@@ -54,6 +54,7 @@ from valetkey.errors import (
 )
 
 if TYPE_CHECKING:
+    from valetkey.sdk.auth import TokenAuth
     from valetkey.sdk.client import AsyncClient, Client
     from valetkey.sdk.default import (
         confirm_authorization,
@@ -63,6 +64,7 @@ if TYPE_CHECKING:
         revoke_tokens,
         start_authorization,
     )
+    from valetkey.sdk.httpx_auth import HttpxTokenAuth
     from valetkey.sdk.types import (
         AuthorizationResponse,
         Confirmation,
@@ -92,6 +94,7 @@ __all__ = [
     "EnvironmentNotLinked",
     "Forbidden",
     "GrantedScopeUnknown",
+    "HttpxTokenAuth",
     "IdentityError",
     "IdentityNotFound",
     "InstallationRequired",
@@ -110,6 +113,7 @@ __all__ = [
     "Subject",
     "SubjectNotAllowed",
     "TargetNotAllowed",
+    "TokenAuth",
     "TokenResponse",
     "UnsupportedOperation",
     "UserAuthorizationRequired",
@@ -126,6 +130,8 @@ __all__ = [
 _LAZY = {
     "AsyncClient": "valetkey.sdk.client",
     "Client": "valetkey.sdk.client",
+    "TokenAuth": "valetkey.sdk.auth",
+    "HttpxTokenAuth": "valetkey.sdk.httpx_auth",  # imports httpx2: valetkey[httpx2]
     "confirm_authorization": "valetkey.sdk.default",
     "get_connector": "valetkey.sdk.default",
     "get_token": "valetkey.sdk.default",

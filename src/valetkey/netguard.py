@@ -12,13 +12,14 @@ import ipaddress
 import re
 import socket
 
-import httpx
+import httpx2
+import idna
 
 
-class OutboundRefused(httpx.ConnectError):
+class OutboundRefused(httpx2.ConnectError):
     """The URL may not be called; the message says why (never includes credentials).
 
-    An ``httpx.ConnectError``, so code that handles unreachable hosts handles it too.
+    An ``httpx2.ConnectError``, so code that handles unreachable hosts handles it too.
     """
 
     def __init__(self, message: str) -> None:
@@ -89,15 +90,23 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
+def _check_a_labels(host: str) -> None:
+    """Raise ``ValueError`` if a label of ``host`` is punycode (``xn--``) that does not decode."""
+    for label in host.split("."):
+        if label[:4].lower() == "xn--":
+            idna.decode(label)  # idna.IDNAError is a UnicodeError, hence a ValueError
+
+
 async def check_outbound(
     url: str, *, allow_private: bool, allow_loopback_http: bool = False
 ) -> None:
     """Raise ``OutboundRefused`` unless ``url`` is https (or loopback http when allowed) to a public host."""
     try:
-        parsed = httpx.URL(url)
+        parsed = httpx2.URL(url)
         raw_host = parsed.raw_host.decode("ascii")
-        host = parsed.host  # decodes punycode
-    except (httpx.InvalidURL, ValueError) as exc:  # IDNA errors are ValueErrors
+        host = parsed.host  # decodes punycode, but passes invalid punycode through as it is
+        _check_a_labels(raw_host)
+    except (httpx2.InvalidURL, ValueError) as exc:  # IDNA errors are ValueErrors
         raise OutboundRefused("the URL is invalid") from exc
     if not host or parsed.userinfo:
         raise OutboundRefused("the URL has no host, or carries credentials")
@@ -121,19 +130,19 @@ async def check_outbound(
         raise OutboundRefused(f"{host} resolves to a private or local address")
 
 
-class GuardedTransport(httpx.AsyncBaseTransport):
-    """An httpx transport that checks every request's URL with ``check_outbound`` first.
+class GuardedTransport(httpx2.AsyncBaseTransport):
+    """An httpx2 transport that checks every request's URL with ``check_outbound`` first.
 
     The broker's one outbound client uses it, so every provider call (token, discovery,
     revocation, device, JWKS of ID tokens), whatever module makes it, is covered. Known gap:
     the host is resolved for the check and again to connect (DNS rebinding is not prevented).
     """
 
-    def __init__(self, inner: httpx.AsyncBaseTransport, *, allow_private: bool) -> None:
+    def __init__(self, inner: httpx2.AsyncBaseTransport, *, allow_private: bool) -> None:
         self._inner = inner
         self._allow_private = allow_private
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         await check_outbound(
             str(request.url), allow_private=self._allow_private, allow_loopback_http=True
         )

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import httpx
+import httpx2
 
 T = TypeVar("T")
 
@@ -52,9 +52,9 @@ class RunningBroker:
             raise RuntimeError("only a broker run in a thread has a loop to run on")
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
 
-    def admin(self, timeout: float = 30) -> httpx.Client:
+    def admin(self, timeout: float = 30) -> httpx2.Client:
         """An HTTP client carrying the owner credential."""
-        return httpx.Client(
+        return httpx2.Client(
             base_url=self.url,
             headers={"authorization": f"Bearer {self.owner_token}"},
             timeout=timeout,
@@ -88,7 +88,7 @@ class RunningBroker:
             return token
 
 
-def _ok(response: httpx.Response) -> Any:
+def _ok(response: httpx2.Response) -> Any:
     if response.status_code >= 400:
         raise AssertionError(
             f"{response.request.method} {response.request.url.path}: {response.status_code} {response.text}"
@@ -101,9 +101,9 @@ def _wait_ready(url: str, deadline: float, proc: subprocess.Popen[bytes] | None 
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"the broker exited with {proc.returncode}")
         try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+            if httpx2.get(f"{url}/readyz", timeout=1).status_code == 200:
                 return
-        except httpx.HTTPError:
+        except httpx2.HTTPError:
             pass
         time.sleep(0.05)
     raise TimeoutError(f"the broker at {url} did not become ready")

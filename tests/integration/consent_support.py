@@ -9,7 +9,7 @@ import secrets
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-import httpx
+import httpx2
 from tests.peers.oidc import OidcProviderPeer, basic_authorization
 
 from valetkey.testing import RunningBroker
@@ -45,7 +45,7 @@ def authorization_code_tokens(
         urlsplit(peer.authorize(f"{peer.authorization_url}?{query}", login=login)).query
     )
     assert back["state"] == [state], back
-    answer = httpx.post(
+    answer = httpx2.post(
         peer.token_url,
         data={
             "grant_type": "authorization_code",
@@ -90,8 +90,8 @@ def setup_user_connector(
 
 
 def user_token(
-    http: httpx.Client, url: str, identity: str, uid: str, user: str, **body: Any
-) -> httpx.Response:
+    http: httpx2.Client, url: str, identity: str, uid: str, user: str, **body: Any
+) -> httpx2.Response:
     """``POST /v1/connect/token/{uid}`` for a user subject."""
     return http.post(
         f"{url}/v1/connect/token/{uid.replace('/', '%2F')}",

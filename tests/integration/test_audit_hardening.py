@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import httpx
+import httpx2
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
@@ -40,8 +40,8 @@ UID = "api-key/audit-key"
 API_KEY = "sk-audit-8d2"
 
 
-def _token(broker: RunningBroker, identity: str, uid: str) -> httpx.Response:
-    return httpx.post(
+def _token(broker: RunningBroker, identity: str, uid: str) -> httpx2.Response:
+    return httpx2.post(
         f"{broker.url}/v1/connect/token/{uid}",
         json={"subject": {"type": "app"}},
         headers={"authorization": f"Bearer {identity}"},
@@ -201,7 +201,7 @@ def audit_table_locked(database_url: str) -> Iterator[None]:
 
 
 def _scrape(broker: RunningBroker) -> dict[str, float]:
-    text = httpx.get(f"{broker.url}/metrics", timeout=10).text
+    text = httpx2.get(f"{broker.url}/metrics", timeout=10).text
     return {
         sample.name: sample.value
         for family in text_string_to_metric_families(text)
@@ -210,10 +210,10 @@ def _scrape(broker: RunningBroker) -> dict[str, float]:
     }
 
 
-def _wait_ready(broker: RunningBroker, timeout: float = 30) -> httpx.Response:
+def _wait_ready(broker: RunningBroker, timeout: float = 30) -> httpx2.Response:
     deadline = time.monotonic() + timeout
     while True:
-        ready = httpx.get(f"{broker.url}/readyz", timeout=10)
+        ready = httpx2.get(f"{broker.url}/readyz", timeout=10)
         if ready.status_code == 200 or time.monotonic() > deadline:
             return ready
         time.sleep(0.1)
@@ -259,7 +259,7 @@ def test_a_stalled_audit_store_slows_then_refuses_audited_requests_and_recovers(
                         "DELETE", f"/v1/connect/connectors/{UID}/tokens", json={"allTokens": True}
                     )
                     assert revoked.status_code == 200, revoked.text  # revocations use the reserve
-            ready = httpx.get(f"{broker.url}/readyz", timeout=10)
+            ready = httpx2.get(f"{broker.url}/readyz", timeout=10)
             assert ready.status_code == 503
             assert "backlog" in ready.json()["audit"]
             metrics = _scrape(broker)
@@ -307,7 +307,7 @@ def _user(user_id: str) -> dict[str, Any]:
     return {"subject": {"type": "user", "id": user_id}}
 
 
-def _refusal(response: httpx.Response) -> tuple[int, str | None, str | None]:
+def _refusal(response: httpx2.Response) -> tuple[int, str | None, str | None]:
     """(status, error code, field named) of a refusal; the HTTP server itself answers a 100 KB
     request line with a bare 400 before the app (h11's limit), which has neither."""
     try:
@@ -319,13 +319,13 @@ def _refusal(response: httpx.Response) -> tuple[int, str | None, str | None]:
 
 
 def _send(
-    client: httpx.Client, method: str, path: str, body: Any, headers: dict[str, str] | None = None
-) -> httpx.Response:
-    """``client.request``, or for a request line longer than httpx builds (64 KB) the same request
+    client: httpx2.Client, method: str, path: str, body: Any, headers: dict[str, str] | None = None
+) -> httpx2.Response:
+    """``client.request``, or for a request line longer than httpx2 builds (64 KB) the same request
     over ``http.client``."""
     if len(path) < 60_000:
         return client.request(method, path, json=body, headers=headers)
-    url = httpx.URL(str(client.base_url))
+    url = httpx2.URL(str(client.base_url))
     conn = http.client.HTTPConnection(url.host, url.port, timeout=30)
     try:
         sent = {**dict(client.headers), **(headers or {}), "content-type": "application/json"}
@@ -334,17 +334,17 @@ def _send(
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             conn.request(method, path, body=json.dumps(body).encode(), headers=sent)
         answer = conn.getresponse()
-        return httpx.Response(
+        return httpx2.Response(
             answer.status,
             headers=answer.getheaders(),
             content=answer.read(),
-            request=httpx.Request(method, "http://long.invalid/"),
+            request=httpx2.Request(method, "http://long.invalid/"),
         )
     finally:
         conn.close()
 
 
-def _assert_refused(response: httpx.Response, field: str, what: str) -> None:
+def _assert_refused(response: httpx2.Response, field: str, what: str) -> None:
     """A typed 400 naming ``field``; for a path parameter (``field`` given as ``uid|path``) a
     control character is refused before routing, naming ``path``."""
     status, code, named = _refusal(response)
@@ -365,7 +365,7 @@ def test_over_long_and_malformed_values_are_refused_at_every_entry_point(
     identity = broker.setup_project(PROJECT, {UID: {"apiKey": API_KEY}})
     auth = {"authorization": f"Bearer {identity}"}
     app = {"subject": {"type": "app"}}
-    with broker.admin() as admin, httpx.Client(base_url=broker.url, timeout=30) as c:
+    with broker.admin() as admin, httpx2.Client(base_url=broker.url, timeout=30) as c:
         before = admin.get("/v1/projects").json()
         for bad in _hostile(130):
             connect: list[tuple[str, str, Any]] = [
@@ -533,7 +533,7 @@ def test_an_unreachable_database_keeps_the_events_backs_off_and_recovers(
             metrics = _scrape(broker)
             assert metrics["valetkey_audit_writer_healthy"] == 0
             assert metrics["valetkey_audit_backlog"] >= 3
-            assert httpx.get(f"{broker.url}/readyz", timeout=10).status_code == 503
+            assert httpx2.get(f"{broker.url}/readyz", timeout=10).status_code == 503
         finally:
             _pg_admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
         assert _wait_ready(broker).status_code == 200

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 from typer.testing import CliRunner, Result
 
@@ -90,9 +90,9 @@ class BrokerProcess:
             if self.process.poll() is not None:
                 raise RuntimeError("the broker exited:\n" + self.log.read_text())
             try:
-                if httpx.get(self.url + "/healthz", timeout=0.5).status_code == 200:
+                if httpx2.get(self.url + "/healthz", timeout=0.5).status_code == 200:
                     return
-            except httpx.HTTPError:
+            except httpx2.HTTPError:
                 pass
             time.sleep(0.05)
         raise RuntimeError("the broker did not become healthy:\n" + self.log.read_text())
@@ -191,7 +191,7 @@ def make_attached(
 
 
 def dev_identity(broker: BrokerProcess, project: str) -> str:
-    answer = httpx.post(
+    answer = httpx2.post(
         f"{broker.url}/v1/projects/{project}/development-identity",
         json={},
         headers={"Authorization": f"Bearer {broker.member_token}"},

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from tests.integration.consent_support import authorization_code_tokens, setup_user_connector
 from tests.peers.oidc import OidcProviderPeer, confidential_client, oidc_peer_fixture
@@ -82,8 +82,8 @@ def _printed(text: str) -> dict[str, str]:
     return {m.group(1): m.group(2) for m in re.finditer(r"^([a-z ]+):\s+(\S+)", text, re.M)}
 
 
-def _token(broker: RunningBroker, identity: str, user: str) -> httpx.Response:
-    return httpx.post(
+def _token(broker: RunningBroker, identity: str, user: str) -> httpx2.Response:
+    return httpx2.post(
         f"{broker.url}/v1/connect/token/oauth%2Facme",
         json={"subject": {"type": "user", "id": user}},
         headers={"authorization": f"Bearer {identity}"},
@@ -113,7 +113,7 @@ def test_authorize_with_a_return_url_then_confirm(
     assert shown["url"].startswith(oidc_peer.authorization_url + "?")
     assert "Keep the verifier" in started.stderr
     assert "valetkey connect confirm oauth/acme" in started.stderr
-    landed = httpx.get(oidc_peer.authorize(shown["url"], login="dana"), follow_redirects=False)
+    landed = httpx2.get(oidc_peer.authorize(shown["url"], login="dana"), follow_redirects=False)
     assert "valetkey_status=confirm" in landed.headers["location"]
     assert _token(broker, identity, "dana").json()["error"]["code"] == "user_authorization_required"
     confirmed = cli(
@@ -164,7 +164,7 @@ def test_confirm_with_a_wrong_verifier_is_refused(
     )
     data = json.loads(started.stdout)
     assert set(data) == {"url", "request", "expiresAt", "verifier"}
-    httpx.get(oidc_peer.authorize(data["url"], login="mallory"), follow_redirects=False)
+    httpx2.get(oidc_peer.authorize(data["url"], login="mallory"), follow_redirects=False)
     refused = cli(
         [
             "connect",
@@ -235,7 +235,7 @@ def _user_code(process: subprocess.Popen[str]) -> tuple[str, str]:
 
 def _deny_device(peer: OidcProviderPeer, user_code: str) -> None:
     """Press [ Abort ] on the peer's device page."""
-    with httpx.Client() as browser:
+    with httpx2.Client() as browser:
         page = browser.get(f"{peer.issuer}/device")
         xsrf = re.search(r'name="xsrf" value="([^"]+)"', page.text)
         assert xsrf is not None

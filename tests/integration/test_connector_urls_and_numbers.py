@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-import httpx
+import httpx2
 import pytest
 from tests.peers.scripted import Reply, ScriptedServer, scripted_server
 
@@ -87,7 +87,7 @@ def test_absurd_expires_in_is_cut_or_refused_at_mint_time(
     identity = sqlite_broker.setup_project(
         "nums", {"oauth/idp": {**_data(scripted_server), "scopes": ["read"]}}
     )
-    answer = httpx.post(
+    answer = httpx2.post(
         f"{sqlite_broker.url}/v1/connect/token/oauth%2Fidp",
         json={"subject": {"type": "app"}},
         headers={"authorization": f"Bearer {identity}"},

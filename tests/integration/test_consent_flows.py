@@ -1,7 +1,7 @@
 """User consent end to end: the real broker, the real oidc-provider, a headless user agent.
 
 The app is an HTTP client holding a development identity (or the Valetkey SDK, or the official
-``vercel-connect`` package); the person is a plain httpx client that follows the peer's login and
+``vercel-connect`` package); the person is a plain httpx2 client that follows the peer's login and
 consent forms (``devInteractions``) and the broker's own pages. What the broker claims is
 checked at the peer: RFC 7662 introspection says which account a token acts for, and whether it
 is still active.
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urljoin, urlsplit
 
-import httpx
+import httpx2
 import pytest
 import sqlalchemy as sa
 from cryptography import x509
@@ -282,15 +282,15 @@ class App:
     identity: str
     uid: str
 
-    def call(self, path: str, body: dict[str, Any]) -> httpx.Response:
-        return httpx.post(
+    def call(self, path: str, body: dict[str, Any]) -> httpx2.Response:
+        return httpx2.post(
             f"{self.broker.url}{path}",
             json=body,
             headers={"authorization": f"Bearer {self.identity}"},
             timeout=30,
         )
 
-    def authorize(self, user: str = "alice", **body: Any) -> httpx.Response:
+    def authorize(self, user: str = "alice", **body: Any) -> httpx2.Response:
         return self.call(
             f"/v1/connect/authorize/{self.uid}", {"subject": {"type": "user", "id": user}, **body}
         )
@@ -301,15 +301,15 @@ class App:
         data: dict[str, Any] = response.json()
         return data
 
-    def confirm(self, request: str, verifier: str) -> httpx.Response:
+    def confirm(self, request: str, verifier: str) -> httpx2.Response:
         return self.call(
             f"/v1/connect/authorize/{self.uid}/confirm", {"request": request, "verifier": verifier}
         )
 
-    def token(self, subject: dict[str, Any]) -> httpx.Response:
+    def token(self, subject: dict[str, Any]) -> httpx2.Response:
         return self.call(f"/v1/connect/token/{self.uid}", {"subject": subject})
 
-    def user_token(self, user: str = "alice") -> httpx.Response:
+    def user_token(self, user: str = "alice") -> httpx2.Response:
         return self.token({"type": "user", "id": user})
 
     def sdk(self) -> valetkey.AsyncClient:
@@ -371,17 +371,17 @@ def consent_at_peer(peer: OidcProviderPeer, url: str, login: str) -> str:
     return back
 
 
-def browse(url: str) -> httpx.Response:
+def browse(url: str) -> httpx2.Response:
     """The person's browser loading ``url`` (redirects are not followed)."""
-    return httpx.get(url, follow_redirects=False, timeout=30)
+    return httpx2.get(url, follow_redirects=False, timeout=30)
 
 
-def submit_code(broker: RunningBroker, code: str) -> httpx.Response:
+def submit_code(broker: RunningBroker, code: str) -> httpx2.Response:
     """The person's browser posting a code on the broker's device page."""
-    return httpx.post(f"{broker.url}/device", data={"user_code": code}, follow_redirects=False)
+    return httpx2.post(f"{broker.url}/device", data={"user_code": code}, follow_redirects=False)
 
 
-def returned(response: httpx.Response) -> dict[str, str]:
+def returned(response: httpx2.Response) -> dict[str, str]:
     """The query the broker's 303 back to the app's returnUrl carries."""
     assert response.status_code == 303, response.text
     location = response.headers["location"]
@@ -389,7 +389,7 @@ def returned(response: httpx.Response) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
 
 
-def error_code(response: httpx.Response) -> str:
+def error_code(response: httpx2.Response) -> str:
     """Valetkey's precise code: ``valetkeyCode`` where the official clients' ``code`` differs."""
     error = response.json()["error"]
     code: str = error.get("valetkeyCode", error["code"])
@@ -742,7 +742,7 @@ def test_a_failed_refresh_is_reported_to_the_webhook(
     assert app.confirm(started["request"], started["verifier"]).status_code == 200
     assert app.user_token(user).status_code == 200
     held = _grant_tokens(broker, user)
-    revoked = httpx.post(
+    revoked = httpx2.post(
         oidc_peer.revocation_url,
         data={"token": held["refreshToken"], "token_type_hint": "refresh_token"},
         auth=("web-app", WEB_SECRET),
@@ -786,7 +786,7 @@ def _grant_tokens(broker: RunningBroker, user: str) -> dict[str, Any]:
 
 def _abort_device(peer: OidcProviderPeer, user_code: str) -> None:
     """The person presses Abort on the peer's device confirmation page."""
-    with httpx.Client(follow_redirects=False) as browser:
+    with httpx2.Client(follow_redirects=False) as browser:
         page = browser.get(f"{peer.issuer}/device")
         xsrf = re.search(r'name="xsrf" value="([^"]+)"', page.text)
         assert xsrf is not None
@@ -991,7 +991,7 @@ async def _tokens_from_the_peer(peer: OidcProviderPeer, login: str) -> Any:
         },
         name="direct",
     )
-    async with httpx.AsyncClient() as http:
+    async with httpx2.AsyncClient() as http:
         ctx = TestContext(http, SystemClock())
         start = await provider.start_authorization(
             ctx, connector, redirect_uri=DIRECT_REDIRECT, state="s", scopes=("openid", "read")

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 
 from valetkey.private_paths import InsecureStorage
@@ -23,7 +23,7 @@ def _write_some(broker: RunningBroker, name: str = "k") -> None:
     identity = broker.setup_project(
         f"perm-{name}", {f"api-key/{name}": {"apiKey": "sk-perm-0123456789"}}
     )
-    answer = httpx.post(
+    answer = httpx2.post(
         f"{broker.url}/v1/connect/token/api-key%2F{name}",
         json={"subject": {"type": "app"}},
         headers={"authorization": f"Bearer {identity}"},

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import httpx
+import httpx2
 import pytest
 
 from valetkey.testing import RunningBroker
@@ -10,9 +10,9 @@ from valetkey.testing import RunningBroker
 
 def _exchange(
     broker: RunningBroker, identity: str, uid: str, body: object, **kw: object
-) -> httpx.Response:
+) -> httpx2.Response:
     encoded = uid.replace("/", "%2F")
-    return httpx.post(
+    return httpx2.post(
         f"{broker.url}/v1/connect/token/{encoded}",
         json=body,
         headers={"authorization": f"Bearer {identity}"},
@@ -130,7 +130,7 @@ def test_bad_identities_are_refused(
 ) -> None:
     """A missing, malformed or unknown identity is a 401 with its own code."""
     sqlite_broker.setup_project("agent", {"api-key/k": {"apiKey": "x"}})
-    r = httpx.post(
+    r = httpx2.post(
         f"{sqlite_broker.url}/v1/connect/token/api-key%2Fk",
         json={"subject": {"type": "app"}},
         headers=headers,
@@ -158,7 +158,7 @@ def test_malformed_bodies_are_refused_with_the_field(
 ) -> None:
     """A malformed request body is a 400 invalid_request naming the field, and counts nothing."""
     identity = sqlite_broker.setup_project("agent", {"api-key/k": {"apiKey": "x"}})
-    r = httpx.post(
+    r = httpx2.post(
         f"{sqlite_broker.url}/v1/connect/token/api-key%2Fk",
         content=body,
         headers={"authorization": f"Bearer {identity}", "content-type": "application/json"},
@@ -174,7 +174,7 @@ def test_malformed_bodies_are_refused_with_the_field(
 def test_oversized_body_is_refused(sqlite_broker: RunningBroker) -> None:
     """A body over the limit is refused with 413 before it is parsed."""
     identity = sqlite_broker.setup_project("agent", {"api-key/k": {"apiKey": "x"}})
-    r = httpx.post(
+    r = httpx2.post(
         f"{sqlite_broker.url}/v1/connect/token/api-key%2Fk",
         content=b"{" + b" " * (2 << 20) + b"}",
         headers={"authorization": f"Bearer {identity}", "content-type": "application/json"},

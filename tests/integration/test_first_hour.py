@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 
 from valetkey.cli.broker import broker_url
@@ -41,7 +41,7 @@ def test_a_restart_on_another_port_moves_the_url_the_cli_and_the_demo_server_fin
 def test_the_api_docs_page_needs_no_other_host(tmp_path: Path) -> None:
     """/docs references only the broker itself, and every asset it names is served from the package."""
     with running_broker(tmp_path / "data") as running:
-        page = httpx.get(f"{running.url}/docs")
+        page = httpx2.get(f"{running.url}/docs")
         assert page.status_code == 200
         assert "text/html" in page.headers["content-type"]
         hosts = set(re.findall(r"(?:https?:)?//([a-z0-9.-]+\.[a-z]{2,})", page.text, re.I))
@@ -49,12 +49,12 @@ def test_the_api_docs_page_needs_no_other_host(tmp_path: Path) -> None:
         assets = re.findall(r"""(?:src|href)=['"](/docs/assets/[^'"]+)['"]""", page.text)
         assert {a.rsplit("/", 1)[1] for a in assets} >= {"swagger-ui-bundle.js", "swagger-ui.css"}
         for asset in assets:
-            served = httpx.get(running.url + asset)
+            served = httpx2.get(running.url + asset)
             assert served.status_code == 200, asset
             assert len(served.content) > 100, asset
         assert "'/openapi.json'" in page.text or '"/openapi.json"' in page.text
-        assert httpx.get(f"{running.url}/openapi.json").status_code == 200
-        assert httpx.get(f"{running.url}/docs/oauth2-redirect").status_code == 200
+        assert httpx2.get(f"{running.url}/openapi.json").status_code == 200
+        assert httpx2.get(f"{running.url}/docs/oauth2-redirect").status_code == 200
 
 
 def _serve(data: Path, port: int) -> subprocess.Popen[str]:
@@ -75,7 +75,7 @@ def _ready(process: subprocess.Popen[str], port: int) -> str:
     for line in process.stderr:
         banner += line
         if "API docs:" in line:
-            httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).raise_for_status()
+            httpx2.get(f"http://127.0.0.1:{port}/readyz", timeout=5).raise_for_status()
             return banner
     raise AssertionError(f"no banner: {banner}")
 
@@ -185,7 +185,7 @@ def test_sdk_errors_name_the_sdk_call_not_the_route() -> None:
     )
     body = {"error": {"code": "user_authorization_required", "message": broker_words,
                       "user": "alice", "connector": "oauth/acme"}}  # fmt: skip
-    err = error_from_response(httpx.Response(403, json=body))
+    err = error_from_response(httpx2.Response(403, json=body))
     assert isinstance(err, UserAuthorizationRequired)
     assert err.message == (
         "user alice has not authorized oauth/acme; start consent with "

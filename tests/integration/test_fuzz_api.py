@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 import schemathesis
 import sqlalchemy as sa
@@ -103,7 +103,7 @@ class Seeded:
     dead_job_id: str  # a dead-lettered job of the team (a kind no handler runs)
 
 
-def _ok(response: httpx.Response) -> Any:
+def _ok(response: httpx2.Response) -> Any:
     assert response.status_code < 400, f"{response.request.url.path}: {response.text}"
     return response.json()
 
@@ -312,7 +312,7 @@ def _snapshot(broker: RunningBroker) -> dict[str, Any]:
         }
 
 
-def _refused(response: httpx.Response, *statuses: int) -> dict[str, Any]:
+def _refused(response: httpx2.Response, *statuses: int) -> dict[str, Any]:
     """Assert a refusal with one of ``statuses`` and the error envelope; return the error."""
     assert response.status_code in statuses, (response.status_code, response.text[:300])
     assert response.headers["content-type"].startswith("application/json")
@@ -332,9 +332,9 @@ def unchanged(hostile: Seeded) -> Iterator[Seeded]:
 
 def _post(
     seeded: Seeded, path: str, body: bytes, *, owner: bool = False, method: str = "POST"
-) -> httpx.Response:
+) -> httpx2.Response:
     credential = seeded.broker.owner_token if owner else seeded.identity
-    return httpx.request(
+    return httpx2.request(
         method,
         seeded.broker.url + path,
         content=body,
@@ -420,25 +420,25 @@ def test_hostile_ids_in_paths_are_refused(unchanged: Seeded, uid: str) -> None:
     b, owner = unchanged.broker, {"authorization": f"Bearer {unchanged.broker.owner_token}"}
     app = {"authorization": f"Bearer {unchanged.identity}"}
     answers = [
-        httpx.post(
+        httpx2.post(
             f"{b.url}/v1/connect/token/{uid}", json={"subject": {"type": "app"}}, headers=app
         ),
-        httpx.get(f"{b.url}/v1/connect/connectors/{uid}", headers=app),
-        httpx.request(
+        httpx2.get(f"{b.url}/v1/connect/connectors/{uid}", headers=app),
+        httpx2.request(
             "DELETE", f"{b.url}/v1/connect/connectors/{uid}/tokens", json={}, headers=app
         ),
-        httpx.post(
+        httpx2.post(
             f"{b.url}/v1/connect/authorize/{uid}",
             json={"subject": {"type": "user", "id": "u"}, "deviceCode": True},
             headers=app,
         ),
-        httpx.get(f"{b.url}/v1/connectors/{uid}", headers=owner),
-        httpx.patch(f"{b.url}/v1/connectors/{uid}", json={"data": {}}, headers=owner),
-        httpx.delete(f"{b.url}/v1/connectors/{uid}", headers=owner),
-        httpx.get(f"{b.url}/v1/projects/{uid}", headers=owner),
-        httpx.delete(f"{b.url}/v1/access-tokens/{uid}", headers=owner),
-        httpx.delete(f"{b.url}/v1/trust-bindings/{uid}", headers=owner),
-        httpx.delete(f"{b.url}/v1/members/{uid}", headers=owner),
+        httpx2.get(f"{b.url}/v1/connectors/{uid}", headers=owner),
+        httpx2.patch(f"{b.url}/v1/connectors/{uid}", json={"data": {}}, headers=owner),
+        httpx2.delete(f"{b.url}/v1/connectors/{uid}", headers=owner),
+        httpx2.get(f"{b.url}/v1/projects/{uid}", headers=owner),
+        httpx2.delete(f"{b.url}/v1/access-tokens/{uid}", headers=owner),
+        httpx2.delete(f"{b.url}/v1/trust-bindings/{uid}", headers=owner),
+        httpx2.delete(f"{b.url}/v1/members/{uid}", headers=owner),
     ]
     for answer in answers:
         _refused(answer, 400, 403, 404)
@@ -475,8 +475,8 @@ def test_oversized_bearer_tokens_are_refused(unchanged: Seeded, length: int) -> 
     for token in ("a" * length, "vk_pt_" + "a" * length):
         header = {"authorization": f"Bearer {token}"}
         for answer in (
-            httpx.get(f"{b.url}/v1/me", headers=header),
-            httpx.post(
+            httpx2.get(f"{b.url}/v1/me", headers=header),
+            httpx2.post(
                 f"{b.url}/v1/connect/token/api-key%2Fsearch",
                 json={"subject": {"type": "app"}},
                 headers=header,

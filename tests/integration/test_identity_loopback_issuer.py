@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import UTC, datetime
 
-import httpx
+import httpx2
 import pytest
 from tests.peers.issuer import AUDIENCE, LoopbackIssuer
 
@@ -57,13 +57,13 @@ def clock() -> FrozenClock:
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as client:
+async def http() -> AsyncIterator[httpx2.AsyncClient]:
+    async with httpx2.AsyncClient() as client:
         yield client
 
 
 @pytest.fixture
-def jwks(http: httpx.AsyncClient, clock: FrozenClock) -> JwksCache:
+def jwks(http: httpx2.AsyncClient, clock: FrozenClock) -> JwksCache:
     return JwksCache(http, clock, cooldown_seconds=60, allow_private_addresses=True)
 
 
@@ -151,7 +151,7 @@ async def test_discovery_naming_another_issuer_is_refused(
 
 
 async def test_loopback_issuer_is_refused_without_allow_private_addresses(
-    issuer: LoopbackIssuer, http: httpx.AsyncClient, clock: FrozenClock
+    issuer: LoopbackIssuer, http: httpx2.AsyncClient, clock: FrozenClock
 ) -> None:
     """By default a loopback issuer URL is refused before any request (SSRF)."""
     strict = JwksCache(http, clock)

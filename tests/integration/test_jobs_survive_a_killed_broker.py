@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
+import httpx2
 import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet
@@ -114,7 +114,7 @@ def receiver(tls: Tls) -> Iterator[CountingReceiver]:
         server.close()
 
 
-def _ok(response: httpx.Response) -> Any:
+def _ok(response: httpx2.Response) -> Any:
     assert response.status_code < 300, (response.request.url.path, response.text)
     return response.json()
 
@@ -134,7 +134,7 @@ def _refused_consent(broker: RunningBroker, hook: str) -> None:
         )
         identity = _ok(admin.post("/v1/projects/hooked/development-identity", json={}))["token"]
     started = _ok(
-        httpx.post(
+        httpx2.post(
             f"{broker.url}/v1/connect/authorize/oauth%2Fhooked",
             json={"subject": {"type": "user", "id": "alice"}, "webhook": hook},
             headers={"authorization": f"Bearer {identity}"},
@@ -142,7 +142,7 @@ def _refused_consent(broker: RunningBroker, hook: str) -> None:
         )
     )
     state = parse_qs(urlsplit(started["url"]).query)["state"][0]
-    page = httpx.get(
+    page = httpx2.get(
         f"{broker.url}/v1/connect/callback", params={"state": state, "error": "access_denied"}
     )
     assert page.status_code == 400, page.text
@@ -190,7 +190,7 @@ def _check_exactly_once(
         "denied",
         "access_denied",
     )
-    jwks = httpx.get(f"{broker.url}/.well-known/jwks.json").json()
+    jwks = httpx2.get(f"{broker.url}/.well-known/jwks.json").json()
     claims = jwt.decode(
         headers["valetkey-signature"], KeySet.import_key_set(jwks), algorithms=["ES256"]
     ).claims
@@ -281,7 +281,7 @@ def test_a_dead_webhook_is_listed_by_the_cli_and_redelivered_once_on_retry(
         assert dead["lastError"] == "webhook authorization.failed: ConnectError"
         assert hook not in listed.stdout  # the payload (URL, body) is never listed
         deadline = time.monotonic() + 10
-        while "valetkey_jobs_dead 1.0" not in httpx.get(f"{broker.url}/metrics").text:
+        while "valetkey_jobs_dead 1.0" not in httpx2.get(f"{broker.url}/metrics").text:
             assert time.monotonic() < deadline, "the dead gauge never counted the dead job"
             time.sleep(0.2)
 

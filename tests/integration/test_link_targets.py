@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from tests.peers.oidc import OidcProviderPeer, confidential_client, oidc_peer_fixture
 from tests.peers.scripted import Reply, ScriptedServer, scripted_server
@@ -56,8 +56,8 @@ def _attach(broker: RunningBroker, uid: str, data: dict[str, Any], **policy: Any
     return token
 
 
-def _token(broker: RunningBroker, identity: str, uid: str, **body: Any) -> httpx.Response:
-    return httpx.post(
+def _token(broker: RunningBroker, identity: str, uid: str, **body: Any) -> httpx2.Response:
+    return httpx2.post(
         f"{broker.url}/v1/connect/token/{uid.replace('/', '%2F')}",
         json={"subject": {"type": "app"}, **body},
         headers={"authorization": f"Bearer {identity}"},

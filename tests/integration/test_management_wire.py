@@ -6,12 +6,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
+import httpx2
 
 from valetkey.testing import RunningBroker
 
 
-def _ok(response: httpx.Response) -> Any:
+def _ok(response: httpx2.Response) -> Any:
     assert response.status_code < 300, response.text
     return response.json()
 
@@ -29,7 +29,7 @@ def test_every_management_time_is_iso_utc_text(broker: RunningBroker) -> None:
     development identity all give their times as ISO 8601 UTC strings, and usage metrics are
     camelCase keys, while a Connect token response keeps epoch milliseconds."""
     identity = broker.setup_project("wire", {"api-key/wire": {"apiKey": "sk-wire"}})
-    exchanged = httpx.post(
+    exchanged = httpx2.post(
         f"{broker.url}/v1/connect/token/api-key/wire",
         json={"subject": {"type": "app"}},
         headers={"authorization": f"Bearer {identity}"},

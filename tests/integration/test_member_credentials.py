@@ -7,7 +7,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from sqlalchemy import select, update
 
@@ -16,13 +16,13 @@ from valetkey.store import tables as t
 from valetkey.testing import RunningBroker
 
 
-def _ok(response: httpx.Response) -> Any:
+def _ok(response: httpx2.Response) -> Any:
     assert response.status_code < 400, (response.request.url.path, response.text)
     return response.json()
 
 
-def _as(broker: RunningBroker, credential: str) -> httpx.Client:
-    return httpx.Client(
+def _as(broker: RunningBroker, credential: str) -> httpx2.Client:
+    return httpx2.Client(
         base_url=broker.url, headers={"authorization": f"Bearer {credential}"}, timeout=30
     )
 
@@ -35,7 +35,7 @@ def _create(broker: RunningBroker, name: str, role: str = "member", **body: Any)
     return created
 
 
-def _error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+def _error(response: httpx2.Response, status: int, code: str) -> dict[str, Any]:
     assert response.status_code == status, response.text
     error: dict[str, Any] = response.json()["error"]
     assert error["code"] == code, error

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
+import httpx2
 import prometheus_client
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
@@ -41,7 +41,7 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 def _scrape(broker: RunningBroker) -> tuple[str, Samples]:
     """The raw exposition and its samples keyed by (name, sorted labels)."""
-    response = httpx.get(f"{broker.url}/metrics", timeout=10)  # no credential sent
+    response = httpx2.get(f"{broker.url}/metrics", timeout=10)  # no credential sent
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
     samples: Samples = {}
@@ -60,8 +60,8 @@ def _requests(samples: Samples) -> dict[tuple[str, str], float]:
     }
 
 
-def _exchange(broker: RunningBroker, identity: str, uid: str, body: object) -> httpx.Response:
-    return httpx.post(
+def _exchange(broker: RunningBroker, identity: str, uid: str, body: object) -> httpx2.Response:
+    return httpx2.post(
         f"{broker.url}/v1/connect/token/{uid.replace('/', '%2F')}",
         json=body,
         headers={"authorization": f"Bearer {identity}"},
@@ -193,7 +193,7 @@ def test_a_prometheus_scraper_asking_for_openmetrics_gets_it(sqlite_broker: Runn
         "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
         "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
     )
-    response = httpx.get(f"{sqlite_broker.url}/metrics", headers={"accept": accept}, timeout=10)
+    response = httpx2.get(f"{sqlite_broker.url}/metrics", headers={"accept": accept}, timeout=10)
     assert response.headers["content-type"].startswith("application/openmetrics-text")
     parsed = openmetrics_families(response.text)  # type: ignore[no-untyped-call]
     families = {f.name: f for f in parsed}  # parsing raises unless the text is valid

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 from tests.peers.oidc import OidcProviderPeer, confidential_client, oidc_peer_fixture
 
 from valetkey.testing import RunningBroker, running_broker
@@ -54,8 +54,8 @@ def _setup(broker: RunningBroker, peer: OidcProviderPeer, ceiling: list[str]) ->
     return token
 
 
-def _exchange(broker: RunningBroker, identity: str, **body: Any) -> httpx.Response:
-    return httpx.post(
+def _exchange(broker: RunningBroker, identity: str, **body: Any) -> httpx2.Response:
+    return httpx2.post(
         f"{broker.url}/v1/connect/token/oauth%2Facme",
         json={"subject": {"type": "app"}, **body},
         headers={"authorization": f"Bearer {identity}"},
@@ -182,7 +182,7 @@ def test_a_provider_on_a_private_address_is_refused_without_the_setting(tmp_path
                 json={"project": "agent", "environments": ["development"]},
             )
             assert linked.status_code == 200, linked.text
-        refused = httpx.post(
+        refused = httpx2.post(
             f"{broker.url}/v1/connect/token/oauth%2Fmeta",
             json={"subject": {"type": "app"}},
             headers={"authorization": f"Bearer {identity}"},

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-import httpx
+import httpx2
 import pytest
 from tests.peers import oidc as peers_oidc
 from tests.peers.context import TestContext, connector_for
@@ -65,7 +65,7 @@ oidc_peer = oidc_peer_fixture(
 
 @pytest.fixture
 async def ctx() -> AsyncIterator[TestContext]:
-    async with httpx.AsyncClient() as http:
+    async with httpx2.AsyncClient() as http:
         yield TestContext(http)
 
 
@@ -210,7 +210,7 @@ def test_peer_runs_authorization_code_with_pkce_and_rotates_refresh_tokens(
     assert back.startswith(REDIRECT)
     assert params["state"] == ["st-1"]
     auth = ("web-app", WEB_SECRET)
-    tokens = httpx.post(
+    tokens = httpx2.post(
         oidc_peer.token_url,
         auth=auth,
         data={
@@ -224,13 +224,13 @@ def test_peer_runs_authorization_code_with_pkce_and_rotates_refresh_tokens(
     assert "refresh_token" in tokens, tokens
     info = oidc_peer.introspect(tokens["access_token"], "web-app", WEB_SECRET)
     assert (info["sub"], info["aud"], info["scope"]) == ("alice", API, "read")
-    refreshed = httpx.post(
+    refreshed = httpx2.post(
         oidc_peer.token_url,
         auth=auth,
         data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
     ).json()
     assert refreshed["refresh_token"] != tokens["refresh_token"]
-    reused = httpx.post(
+    reused = httpx2.post(
         oidc_peer.token_url,
         auth=auth,
         data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
@@ -242,17 +242,17 @@ def test_peer_runs_authorization_code_with_pkce_and_rotates_refresh_tokens(
 def test_peer_runs_the_device_flow(oidc_peer: OidcProviderPeer) -> None:
     """RFC 8628 at the peer: pending until the user approves, then tokens for that user."""
     auth = ("web-app", WEB_SECRET)
-    device = httpx.post(
+    device = httpx2.post(
         oidc_peer.device_authorization_url, auth=auth, data={"scope": "openid read"}
     ).json()
     poll = {
         "grant_type": "urn:ietf:params:oauth:grant-type:device_code",
         "device_code": device["device_code"],
     }
-    pending = httpx.post(oidc_peer.token_url, auth=auth, data=poll).json()
+    pending = httpx2.post(oidc_peer.token_url, auth=auth, data=poll).json()
     assert pending["error"] == "authorization_pending"
     oidc_peer.approve_device(device["user_code"], login="bob")
-    tokens = httpx.post(oidc_peer.token_url, auth=auth, data=poll).json()
+    tokens = httpx2.post(oidc_peer.token_url, auth=auth, data=poll).json()
     assert "access_token" in tokens, tokens
 
 

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
+import httpx2
 import pytest
 from joserfc.jwk import ECKey, RSAKey
 from tests.peers.context import TestContext, connector_for
@@ -81,7 +81,7 @@ oidc_peer = oidc_peer_fixture(
 
 @pytest.fixture
 async def ctx() -> AsyncIterator[TestContext]:
-    async with httpx.AsyncClient() as http:
+    async with httpx2.AsyncClient() as http:
         # Real time: the peer checks assertion expiry, and we check its ID tokens'.
         yield TestContext(http, SystemClock())
 
@@ -312,7 +312,7 @@ async def test_jwt_bearer_with_a_bad_assertion_is_refused(
     }
     connector = connector_for(provider, data, name="bad-assertion")
     clock = FrozenClock(datetime.now(UTC) + timedelta(seconds=clock_offset))
-    async with httpx.AsyncClient() as http:
+    async with httpx2.AsyncClient() as http:
         with pytest.raises(ProviderError) as caught:
             await provider.jwt_bearer(
                 TestContext(http, clock),
@@ -400,7 +400,7 @@ async def test_a_path_suffixed_issuer_is_discovered_and_used() -> None:
     with OidcProviderPeer.start(config) as peer:
         assert peer.issuer == f"{peer.url}/tenant"
         connector = _web(peer, provider, userScopes=["openid"], scopes=[])
-        async with httpx.AsyncClient() as http:
+        async with httpx2.AsyncClient() as http:
             ctx = TestContext(http, SystemClock())
             endpoints = await provider.endpoints(ctx, connector)
             assert endpoints.token == f"{peer.url}/tenant/token"

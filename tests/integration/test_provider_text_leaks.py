@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, quote_plus, urlsplit
 
-import httpx
+import httpx2
 import pytest
 from joserfc.jwk import ECKey
 from tests.integration.test_consent_flows import Tls, WebhookReceiver, _make_tls
@@ -172,8 +172,8 @@ def test_no_carried_secret_reaches_the_app_the_audit_a_webhook_or_the_logs(
     hook = f"{receiver.url}/hook"
     shown: list[str] = []
 
-    def post(path: str, body: dict[str, Any], expect: int | None = None) -> httpx.Response:
-        answer = httpx.post(f"{broker.url}{path}", json=body, headers=auth, timeout=30)
+    def post(path: str, body: dict[str, Any], expect: int | None = None) -> httpx2.Response:
+        answer = httpx2.post(f"{broker.url}{path}", json=body, headers=auth, timeout=30)
         shown.append(answer.text)
         if expect is not None:
             assert answer.status_code == expect, answer.text
@@ -211,7 +211,7 @@ def test_no_carried_secret_reaches_the_app_the_audit_a_webhook_or_the_logs(
         200,
     ).json()
     state = parse_qs(urlsplit(started["url"]).query)["state"][0]
-    page = httpx.get(
+    page = httpx2.get(
         f"{broker.url}/v1/connect/callback", params={"state": state, "code": CODE}, timeout=30
     )
     shown.append(page.text)
@@ -238,7 +238,7 @@ def test_no_carried_secret_reaches_the_app_the_audit_a_webhook_or_the_logs(
 
     # Revocation: an app token the broker holds, revoked; the provider refuses and quotes it.
     provider.succeed_next = True
-    issued = httpx.post(
+    issued = httpx2.post(
         f"{broker.url}/v1/connect/token/oauth%2Fcc",
         json={"subject": {"type": "app"}},
         headers=auth,

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from tests.integration.consent_support import (
     authorization_code_tokens,
@@ -73,7 +73,7 @@ def _import_expired(
     tokens = authorization_code_tokens(
         peer, client_id=CLIENT, client_secret=SECRET, redirect_uri=REDIRECT, login=user
     )
-    answer = httpx.post(
+    answer = httpx2.post(
         f"{broker.url}/v1/connect/token/oauth%2Facme/import",
         json={
             "subject": {"type": "user", "id": user},
@@ -87,11 +87,11 @@ def _import_expired(
     time.sleep(1.2)
 
 
-def _storm(urls: list[str], identity: str, user: str) -> tuple[list[httpx.Response], float]:
+def _storm(urls: list[str], identity: str, user: str) -> tuple[list[httpx2.Response], float]:
     """``CONCURRENCY`` simultaneous token requests for ``user``, spread over ``urls``."""
-    with httpx.Client(timeout=30, limits=httpx.Limits(max_connections=CONCURRENCY)) as http:
+    with httpx2.Client(timeout=30, limits=httpx2.Limits(max_connections=CONCURRENCY)) as http:
 
-        def one(i: int) -> httpx.Response:
+        def one(i: int) -> httpx2.Response:
             return user_token(http, urls[i % len(urls)], identity, UID, user)
 
         start = time.monotonic()
@@ -101,7 +101,7 @@ def _storm(urls: list[str], identity: str, user: str) -> tuple[list[httpx.Respon
 
 
 def _check_storm(
-    peer: OidcProviderPeer, responses: list[httpx.Response], refreshes_before: tuple[int, int]
+    peer: OidcProviderPeer, responses: list[httpx2.Response], refreshes_before: tuple[int, int]
 ) -> None:
     assert [r.status_code for r in responses] == [200] * CONCURRENCY, [
         r.text for r in responses if r.status_code != 200
@@ -180,7 +180,7 @@ def test_a_refused_refresh_asks_for_consent_again(
         tokens = authorization_code_tokens(
             oidc_peer, client_id=CLIENT, client_secret=SECRET, redirect_uri=REDIRECT, login="carol"
         )
-        with httpx.Client(timeout=10) as http:
+        with httpx2.Client(timeout=10) as http:
             imported = http.post(
                 f"{broker.url}/v1/connect/token/oauth%2Facme/import",
                 json={
@@ -193,7 +193,7 @@ def test_a_refused_refresh_asks_for_consent_again(
             )
             assert imported.status_code == 201, imported.text
             # RFC 7009 at the peer: the grant's refresh token is revoked behind the broker's back.
-            revoked = httpx.post(
+            revoked = httpx2.post(
                 oidc_peer.revocation_url,
                 data={"token": tokens["refresh_token"], "token_type_hint": "refresh_token"},
                 auth=(CLIENT, SECRET),

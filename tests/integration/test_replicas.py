@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 
 from valetkey.testing import BrokerProcess, spawn_broker
@@ -33,8 +33,8 @@ def replicas(postgres_url: str, tmp_path: Path) -> Iterator[tuple[BrokerProcess,
         second.stop()
 
 
-def _token(url: str, identity: str, uid: str) -> httpx.Response:
-    return httpx.post(
+def _token(url: str, identity: str, uid: str) -> httpx2.Response:
+    return httpx2.post(
         f"{url}/v1/connect/token/{uid.replace('/', '%2F')}",
         json={"subject": {"type": "app"}},
         headers={"authorization": f"Bearer {identity}"},
@@ -117,23 +117,23 @@ def test_member_revoked_through_one_replica_is_refused_by_the_other_at_once(
         rotating = c.post("/v1/members", json={"name": "rotator"}).json()
     for member in (revoked, rotating):
         assert (
-            httpx.get(
+            httpx2.get(
                 f"{b.url}/v1/me", headers={"authorization": f"Bearer {member['credential']}"}
             ).status_code
             == 200
         )
     with a.admin() as c:
         assert c.delete(f"/v1/members/{revoked['id']}").status_code == 200
-    new = httpx.post(
+    new = httpx2.post(
         f"{a.url}/v1/me/credential",
         json={},
         headers={"authorization": f"Bearer {rotating['credential']}"},
     ).json()["credential"]
     for old in (revoked["credential"], rotating["credential"]):
         assert (
-            httpx.get(f"{b.url}/v1/me", headers={"authorization": f"Bearer {old}"}).status_code
+            httpx2.get(f"{b.url}/v1/me", headers={"authorization": f"Bearer {old}"}).status_code
             == 401
         )
     assert (
-        httpx.get(f"{b.url}/v1/me", headers={"authorization": f"Bearer {new}"}).status_code == 200
+        httpx2.get(f"{b.url}/v1/me", headers={"authorization": f"Bearer {new}"}).status_code == 200
     )

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from tests.peers.scripted import Recorded, Reply, ScriptedServer
 
@@ -70,13 +70,13 @@ def _wait_for_call(server: ScriptedServer, path: str, count: int = 1, within: fl
         time.sleep(0.01)
 
 
-def _ok(answer: httpx.Response) -> Any:
+def _ok(answer: httpx2.Response) -> Any:
     assert answer.status_code < 300, f"{answer.request.url.path}: {answer.text}"
     return answer.json()
 
 
 def _connector(
-    c: httpx.Client, name: str, data: dict[str, Any], project: str, **link: Any
+    c: httpx2.Client, name: str, data: dict[str, Any], project: str, **link: Any
 ) -> None:
     _ok(c.post("/v1/connectors", json={"service": "oauth", "name": name, "data": data}))
     _ok(
@@ -112,9 +112,9 @@ def _token(
     name: str,
     body: dict[str, Any],
     timeout: float = 30,
-    http: httpx.Client | None = None,
-) -> httpx.Response:
-    return (http or httpx).post(
+    http: httpx2.Client | None = None,
+) -> httpx2.Response:
+    return (http or httpx2).post(
         f"{url}/v1/connect/token/oauth%2F{name}",
         json=body,
         headers={"authorization": f"Bearer {identity}"},
@@ -125,7 +125,7 @@ def _token(
 def _import(url: str, identity: str, name: str, user: str, access: str) -> None:
     """Give ``user`` a grant on ``oauth/name`` whose access token expires in 1 s."""
     _ok(
-        httpx.post(
+        httpx2.post(
             f"{url}/v1/connect/token/oauth%2F{name}/import",
             json={
                 "subject": {"type": "user", "id": user},
@@ -167,9 +167,9 @@ def test_a_hung_provider_does_not_starve_other_connectors(
             identity = _ok(c.post("/v1/projects/agent/development-identity", json={}))["token"]
         # 16 different scope sets: 16 single-flight keys a caller chose.
         combos = [list(s) for n in (1, 2, 3) for s in itertools.combinations(SCOPES, n)][:16]
-        http = httpx.Client(timeout=30, limits=httpx.Limits(max_connections=32))
+        http = httpx2.Client(timeout=30, limits=httpx2.Limits(max_connections=32))
 
-        def slow(scopes: list[str]) -> tuple[httpx.Response, float]:
+        def slow(scopes: list[str]) -> tuple[httpx2.Response, float]:
             started = time.monotonic()
             body = {"subject": {"type": "app"}, "scopes": scopes}
             answer = _token(broker.url, identity, "slow", body, http=http)
@@ -223,7 +223,7 @@ def test_sqlite_writes_go_on_while_a_refresh_waits_for_its_provider(
         _import(broker.url, identity, "slow", "alice", "at-alice-0")
         _import(broker.url, identity, "fast", "bob", "at-bob-0")
         time.sleep(1.2)
-        result: dict[str, httpx.Response] = {}
+        result: dict[str, httpx2.Response] = {}
         waiting = threading.Thread(
             target=lambda: result.setdefault("alice", _token(broker.url, identity, "slow", _user("alice")))
         )
@@ -275,7 +275,7 @@ def test_a_claim_whose_holder_died_is_taken_over_once_it_expires(
         imported = time.monotonic()
 
         def doomed() -> None:
-            with contextlib.suppress(httpx.HTTPError):  # its broker is killed under it
+            with contextlib.suppress(httpx2.HTTPError):  # its broker is killed under it
                 _token(a.url, identity, "acme", _user("alice"))
 
         dying = threading.Thread(target=doomed)
@@ -372,7 +372,7 @@ def test_unknown_uids_do_not_grow_the_view_cache(tmp_path: Path) -> None:
 
 
 def _exchange_status(broker: RunningBroker, identity: str, uid: str) -> int:
-    return httpx.post(
+    return httpx2.post(
         f"{broker.url}/v1/connect/token/{uid.replace('/', '%2F')}",
         json={"subject": {"type": "app"}},
         headers={"authorization": f"Bearer {identity}"},

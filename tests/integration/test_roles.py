@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from sqlalchemy import update
 
@@ -34,7 +34,7 @@ OAUTH = {
 PRINCIPALS = ("owner", "member", "viewer", "none", "revoked", "expired", "other-team")
 
 
-def _ok(response: httpx.Response) -> Any:
+def _ok(response: httpx2.Response) -> Any:
     assert response.status_code < 400, (response.request.url.path, response.text)
     return response.json()
 
@@ -49,7 +49,7 @@ class Walk:
     def fresh(self, prefix: str) -> str:
         return f"{prefix}-{next(self.counter)}"
 
-    def owner(self) -> httpx.Client:
+    def owner(self) -> httpx2.Client:
         return self.broker.admin()
 
     def connector(self, *, attach: bool = False) -> str:
@@ -337,7 +337,7 @@ def test_every_route_allows_exactly_the_roles_its_table_entry_names(broker: Runn
             before = _snapshot(walk) if watched else {}
             credential = principals[principal]
             headers = {} if credential is None else {"authorization": f"Bearer {credential}"}
-            response = httpx.request(
+            response = httpx2.request(
                 method, broker.url + path, json=body, headers=headers, timeout=30
             )
             label = f"{method} {template} as {principal}"
@@ -381,7 +381,7 @@ def test_workload_routes_do_not_take_a_member_credential(
     assert any(path.startswith(p.split("{")[0]) for _m, p in NO_MEMBER_CREDENTIAL)
     walk = Walk(sqlite_broker)
     _setup(walk)
-    response = httpx.request(
+    response = httpx2.request(
         method,
         sqlite_broker.url + path,
         json={"subject": {"type": "app"}},

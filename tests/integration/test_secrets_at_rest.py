@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 
 from valetkey.testing import running_broker
@@ -15,7 +15,7 @@ from valetkey.testing import running_broker
 
 def _plant(url: str, owner: str, secret: str, identity_holder: list[str]) -> None:
     headers = {"authorization": f"Bearer {owner}"}
-    with httpx.Client(base_url=url, headers=headers) as c:
+    with httpx2.Client(base_url=url, headers=headers) as c:
         c.post("/v1/projects", json={"slug": "agent"}).raise_for_status()
         c.post(
             "/v1/connectors",
@@ -31,7 +31,7 @@ def _plant(url: str, owner: str, secret: str, identity_holder: list[str]) -> Non
         ).json()
     identity_holder.extend([identity, created["token"]])
     # An exchange puts the secret into the (encrypted) token cache and the ledger (as a hash).
-    response = httpx.post(
+    response = httpx2.post(
         f"{url}/v1/connect/token/api-key%2Fplanted",
         json={"subject": {"type": "app"}},
         headers={"authorization": f"Bearer {identity}"},

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from alembic import command
 from alembic.config import Config
@@ -47,7 +47,7 @@ def _sign(issuer: LoopbackIssuer, **claims: Any) -> str:
     return issuer.sign(_now(), **{"namespace": "agents", **claims})
 
 
-def _ok(response: httpx.Response) -> Any:
+def _ok(response: httpx2.Response) -> Any:
     assert response.status_code < 400, (response.request.url.path, response.text)
     return response.json()
 
@@ -76,11 +76,11 @@ class Teams:
                     )
                 )
 
-    def a(self) -> httpx.Client:
+    def a(self) -> httpx2.Client:
         return self.broker.admin()
 
-    def b(self) -> httpx.Client:
-        return httpx.Client(
+    def b(self) -> httpx2.Client:
+        return httpx2.Client(
             base_url=self.broker.url,
             headers={"authorization": f"Bearer {self.b_token}"},
             timeout=30,
@@ -88,13 +88,13 @@ class Teams:
 
 
 def _bind(
-    client: httpx.Client,
+    client: httpx2.Client,
     issuer: str,
     claims: dict[str, str],
     *,
     audience: str = "valetkey",
     environment: str = "production",
-) -> httpx.Response:
+) -> httpx2.Response:
     with client as c:
         return c.post(
             "/v1/projects/agent/trust-bindings",
@@ -108,8 +108,8 @@ def _bind(
         )
 
 
-def _exchange(broker: RunningBroker, identity: str) -> httpx.Response:
-    return httpx.post(
+def _exchange(broker: RunningBroker, identity: str) -> httpx2.Response:
+    return httpx2.post(
         f"{broker.url}/v1/connect/token/api-key%2Fsearch",
         json={"subject": {"type": "app"}},
         headers={"authorization": f"Bearer {identity}"},
@@ -117,7 +117,7 @@ def _exchange(broker: RunningBroker, identity: str) -> httpx.Response:
     )
 
 
-def _exchanges(client: httpx.Client) -> list[dict[str, Any]]:
+def _exchanges(client: httpx2.Client) -> list[dict[str, Any]]:
     with client as c:
         events: list[dict[str, Any]] = _ok(
             c.get("/v1/audit", params={"action": "token.exchange", "limit": 1000})

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from tests.peers.issuer import LoopbackIssuer
 
@@ -46,8 +46,8 @@ def _unsigned(header: dict[str, Any], claims: dict[str, Any], key: bytes | None 
     )
 
 
-def _exchange(broker: RunningBroker, identity: str) -> httpx.Response:
-    return httpx.post(
+def _exchange(broker: RunningBroker, identity: str) -> httpx2.Response:
+    return httpx2.post(
         f"{broker.url}/v1/connect/token/api-key%2Fsearch",
         json={"subject": {"type": "app"}},
         headers={"authorization": f"Bearer {identity}"},
@@ -57,7 +57,7 @@ def _exchange(broker: RunningBroker, identity: str) -> httpx.Response:
 
 def _bind(
     broker: RunningBroker, issuer: LoopbackIssuer, environment: str, claims: dict[str, str]
-) -> httpx.Response:
+) -> httpx2.Response:
     with broker.admin() as c:
         return c.post(
             "/v1/projects/agent/trust-bindings",

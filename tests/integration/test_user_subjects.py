@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
+import httpx2
 import pytest
 import sqlalchemy as sa
 from alembic import command
@@ -76,8 +76,8 @@ class App:
     def __init__(self, broker: RunningBroker, identity: str, uid: str) -> None:
         self.broker, self.identity, self.uid = broker, identity, uid
 
-    def post(self, path: str, body: dict[str, Any], url: str | None = None) -> httpx.Response:
-        return httpx.post(
+    def post(self, path: str, body: dict[str, Any], url: str | None = None) -> httpx2.Response:
+        return httpx2.post(
             f"{url or self.broker.url}{path}",
             json=body,
             headers={"authorization": f"Bearer {self.identity}"},
@@ -86,7 +86,7 @@ class App:
 
     def token(
         self, user: str, issuer: str | None, url: str | None = None, **body: Any
-    ) -> httpx.Response:
+    ) -> httpx2.Response:
         return self.post(
             f"/v1/connect/token/{self.uid}", {"subject": _subject(user, issuer), **body}, url
         )
@@ -103,14 +103,14 @@ class App:
         token: str = answer.json()["token"]
         return token
 
-    def import_grant(self, user: str, issuer: str | None, access_token: str) -> httpx.Response:
+    def import_grant(self, user: str, issuer: str | None, access_token: str) -> httpx2.Response:
         return self.post(
             f"/v1/connect/token/{self.uid}/import",
             {"subject": _subject(user, issuer), "accessToken": access_token, "expiresIn": 3600},
         )
 
-    def revoke(self, user: str, issuer: str | None) -> httpx.Response:
-        return httpx.request(
+    def revoke(self, user: str, issuer: str | None) -> httpx2.Response:
+        return httpx2.request(
             "DELETE",
             f"{self.broker.url}/v1/connect/connectors/{self.uid}/tokens",
             json={"subject": _subject(user, issuer)},
@@ -348,7 +348,7 @@ def test_consent_for_one_issuers_user_makes_a_grant_for_that_user_only(
     assert started.status_code == 200, started.text
     back = oidc_peer.authorize(started.json()["url"], login="alice")
     assert back.startswith(CALLBACK), back
-    landed = httpx.get(back, follow_redirects=False, timeout=30)
+    landed = httpx2.get(back, follow_redirects=False, timeout=30)
     assert landed.status_code == 303, landed.text
     query = parse_qs(urlsplit(landed.headers["location"]).query)
     assert query["valetkey_status"] == ["confirm"]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from vercel.api import session
 from vercel.connect import (
@@ -55,7 +55,7 @@ class Tenant:
         return counters.get("tokenRequests", 0)
 
 
-def _ok(response: httpx.Response) -> Any:
+def _ok(response: httpx2.Response) -> Any:
     assert response.status_code < 400, response.text
     return response.json()
 

@@ -14,7 +14,7 @@ import json
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
+import httpx2
 import pytest
 from tests.integration.test_consent_flows import (  # noqa: F401 - broker, oidc_peer, tls: fixtures
     EXCHANGER_SECRET,
@@ -348,7 +348,7 @@ def break_the_grant(broker: RunningBroker, peer: OidcProviderPeer, user: str) ->
     """Revoke ``user``'s refresh token at the peer and make the stored access token look
     expired, so the next request must refresh and the provider refuses."""
     held = _grant_tokens(broker, user)
-    revoked = httpx.post(
+    revoked = httpx2.post(
         peer.revocation_url,
         data={"token": held["refreshToken"], "token_type_hint": "refresh_token"},
         auth=("web-app", WEB_SECRET),
@@ -630,7 +630,7 @@ class TestUnconfirmedConsent:
 
 def submit_user_code(broker: RunningBroker, user_code: str) -> str:
     """Submit ``user_code`` on the broker's device page; the provider URL it redirects to."""
-    answer = httpx.post(
+    answer = httpx2.post(
         f"{broker.url}/device", data={"user_code": user_code}, follow_redirects=False, timeout=30
     )
     assert answer.status_code == 303, answer.text

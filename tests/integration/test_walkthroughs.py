@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 from tests.integration.consent_support import authorization_code_tokens
 from tests.peers.oidc import OidcProviderPeer
@@ -163,7 +163,7 @@ class Stage:
         printed = dict(_fields(self.bash(command).stdout))
         back = self.demo.authorize(printed["url"], login="alice")
         assert back.startswith(f"{self.broker_url}/v1/connect/callback?"), back
-        landed = httpx.get(back, follow_redirects=False)
+        landed = httpx2.get(back, follow_redirects=False)
         assert landed.status_code == 303, landed.text
         assert landed.headers["location"].startswith(
             "http://localhost:3000/connected?valetkey_request="
@@ -255,9 +255,9 @@ def stage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stage]:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                if httpx2.get(f"{url}/readyz", timeout=1).status_code == 200:
                     break
-            except httpx.HTTPError:
+            except httpx2.HTTPError:
                 time.sleep(0.05)
         demo_log = home / "demo.log"
         with open(demo_log, "wb") as log:
@@ -374,7 +374,7 @@ def test_every_python_and_shell_snippet_of_the_docs_is_run(stage: Stage) -> None
 
 def _deny_device(peer: OidcProviderPeer, user_code: str) -> None:
     """Press [ Abort ] on the demo server's device page."""
-    with httpx.Client() as browser:
+    with httpx2.Client() as browser:
         page = browser.get(f"{peer.issuer}/device")
         xsrf = re.search(r'name="xsrf" value="([^"]+)"', page.text)
         assert xsrf is not None, page.text

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
+import httpx2
 
 from valetkey.core.clock import Clock, FrozenClock
 from valetkey.core.models import Connector
@@ -20,11 +20,11 @@ _EPOCH = datetime(2030, 1, 1, tzinfo=UTC)
 
 @dataclass
 class TestContext:
-    """A ProviderContext: a real httpx client and a frozen clock."""
+    """A ProviderContext: a real httpx2 client and a frozen clock."""
 
     __test__ = False  # not a pytest test class
 
-    http: httpx.AsyncClient
+    http: httpx2.AsyncClient
     clock: Clock = field(default_factory=lambda: FrozenClock(_EPOCH))
 
 

@@ -67,7 +67,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote_plus, urljoin
 
-import httpx
+import httpx2
 import pytest
 
 __all__ = [
@@ -97,7 +97,7 @@ class PeerFailed(RuntimeError):
 def basic_authorization(client_id: str, client_secret: str) -> str:
     """An RFC 6749 §2.3.1 ``Authorization`` value: each part form-urlencoded, then base64.
 
-    (httpx's ``auth=(id, secret)`` skips the urlencoding, which oidc-provider rightly refuses
+    (httpx2's ``auth=(id, secret)`` skips the urlencoding, which oidc-provider rightly refuses
     for secrets holding reserved characters.)
     """
     pair = f"{quote_plus(client_id, safe='')}:{quote_plus(client_secret, safe='')}"
@@ -260,11 +260,11 @@ class OidcProviderPeer:
         return self._get_json("/__stats", base=self.issuer)
 
     def reset_stats(self) -> None:
-        httpx.post(f"{self.issuer}/__stats/reset").raise_for_status()
+        httpx2.post(f"{self.issuer}/__stats/reset").raise_for_status()
 
     def introspect(self, token: str, client_id: str, client_secret: str) -> dict[str, Any]:
         """RFC 7662 introspection at the peer, authenticated as a confidential client."""
-        response = httpx.post(
+        response = httpx2.post(
             self.introspection_url,
             data={"token": token},
             headers={"Authorization": basic_authorization(client_id, client_secret)},
@@ -274,7 +274,7 @@ class OidcProviderPeer:
         return data
 
     def _get_json(self, path: str, base: str | None = None) -> dict[str, Any]:
-        response = httpx.get(f"{base or self.url}{path}")
+        response = httpx2.get(f"{base or self.url}{path}")
         response.raise_for_status()
         data: dict[str, Any] = response.json()
         return data
@@ -283,7 +283,7 @@ class OidcProviderPeer:
 
     def authorize(self, authorization_request_url: str, login: str = "alice") -> str:
         """Sign in as ``login`` and consent; return the redirect to the client (not followed)."""
-        with httpx.Client(follow_redirects=False) as browser:
+        with httpx2.Client(follow_redirects=False) as browser:
             outcome = self._drive(browser, browser.get(authorization_request_url), login)
         if not isinstance(outcome, str):
             raise PeerFailed(f"the authorization ended on a page, not a redirect: {outcome.url}")
@@ -291,7 +291,7 @@ class OidcProviderPeer:
 
     def approve_device(self, user_code: str, login: str = "alice") -> None:
         """Enter ``user_code`` at the verification page, sign in as ``login`` and consent."""
-        with httpx.Client(follow_redirects=False) as browser:
+        with httpx2.Client(follow_redirects=False) as browser:
             page = browser.get(f"{self.issuer}/device")
             match = _XSRF.search(page.text)
             if match is None:
@@ -303,8 +303,8 @@ class OidcProviderPeer:
             raise PeerFailed(f"the device approval did not succeed: {_describe(outcome)}")
 
     def _drive(
-        self, browser: httpx.Client, response: httpx.Response, login: str
-    ) -> str | httpx.Response:
+        self, browser: httpx2.Client, response: httpx2.Response, login: str
+    ) -> str | httpx2.Response:
         for _ in range(20):
             if response.is_redirect:
                 location = urljoin(str(response.url), response.headers["location"])
@@ -320,7 +320,7 @@ class OidcProviderPeer:
         raise PeerFailed("the authorization did not finish within 20 steps")
 
 
-def _describe(outcome: str | httpx.Response) -> str:
+def _describe(outcome: str | httpx2.Response) -> str:
     if isinstance(outcome, str):
         return f"redirect to {outcome}"
     return f"HTTP {outcome.status_code} at {outcome.url}: {outcome.text[:300]}"

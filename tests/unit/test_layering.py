@@ -21,6 +21,7 @@ FORBIDDEN = {
         "starlette",
         "sqlalchemy",
         "httpx",
+        "httpx2",
     ),
     "providers": ("valetkey.store", "valetkey.server", "valetkey.cli"),
 }

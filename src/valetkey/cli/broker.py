@@ -21,7 +21,7 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import quote
 
-import httpx
+import httpx2
 
 from valetkey.cli.errors import CredentialsNotFound
 from valetkey.core.models import is_connector_id, parse_uid
@@ -127,7 +127,7 @@ def uid_path(uid: str) -> str:
     return quote(uid, safe="/")
 
 
-def error_from(response: httpx.Response) -> ValetkeyError:
+def error_from(response: httpx2.Response) -> ValetkeyError:
     """The typed error for a refusal in the broker's ``{"error": {"code", "message"}}`` envelope."""
     try:
         body = response.json()
@@ -153,10 +153,10 @@ class BrokerClient:
     """A thin synchronous client for ``/v1/...`` that raises typed errors."""
 
     def __init__(
-        self, credentials: Credentials, *, transport: httpx.BaseTransport | None = None
+        self, credentials: Credentials, *, transport: httpx2.BaseTransport | None = None
     ) -> None:
         self.credentials = credentials
-        self._http = httpx.Client(
+        self._http = httpx2.Client(
             base_url=credentials.url,
             timeout=TIMEOUT,
             transport=transport,
@@ -197,7 +197,7 @@ class BrokerClient:
         clean = None if params is None else {k: v for k, v in params.items() if v is not None}
         try:
             response = self._http.request(method, path, json=body, params=clean)
-        except httpx.HTTPError as exc:
+        except httpx2.HTTPError as exc:
             raise BrokerUnavailable(
                 f"could not reach the broker at {self.url} ({type(exc).__name__}); "
                 "is `valetkey serve` running?",

@@ -181,7 +181,7 @@ class ProviderContext(Protocol[HttpT_co]):
 
     The core passes the context through unopened: it never makes a request itself, so it does
     not name an HTTP client. The server builds the concrete context, and its providers declare
-    the client they expect (Valetkey's providers: ``ProviderContext[httpx.AsyncClient]``, the
+    the client they expect (Valetkey's providers: ``ProviderContext[httpx2.AsyncClient]``, the
     broker's one outbound client, behind the SSRF guard). The context does **not** bound a call:
     the core's ``ProviderGate`` does (per-connector concurrency and a deadline).
     """

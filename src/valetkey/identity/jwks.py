@@ -15,7 +15,7 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import httpx2
 from joserfc.errors import JoseError
 from joserfc.jwk import JWKRegistry, Key, KeySet, RSAKey
 
@@ -53,7 +53,7 @@ class JwksCache:
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: httpx2.AsyncClient,
         clock: Clock,
         *,
         cooldown_seconds: float = 60,
@@ -158,9 +158,9 @@ class JwksCache:
 
     async def _check_url(self, url: str, issuer: str) -> None:
         try:
-            parsed = httpx.URL(url)
+            parsed = httpx2.URL(url)
             host = parsed.host  # decodes punycode: IDNA errors are ValueErrors
-        except (httpx.InvalidURL, ValueError) as exc:
+        except (httpx2.InvalidURL, ValueError) as exc:
             raise IssuerUnreachable(
                 f"the URL for issuer {issuer} is invalid", issuer=issuer
             ) from exc
@@ -215,7 +215,7 @@ class JwksCache:
                             raise _too_large(issuer, url)
         except TimeoutError as exc:
             raise IssuerUnreachable(f"issuer {issuer} timed out for {url}", issuer=issuer) from exc
-        except httpx.HTTPError as exc:
+        except httpx2.HTTPError as exc:
             raise IssuerUnreachable(
                 f"issuer {issuer} could not be reached at {url}", issuer=issuer
             ) from exc

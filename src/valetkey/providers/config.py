@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
+import httpx2
 
 from valetkey.core.providers import ValidatedConfig
 from valetkey.errors import InvalidRequest
@@ -146,8 +146,8 @@ def check_url(value: str, name: str) -> str:
     _check_host(host, name)
     try:
         # The client's own parser must read the same host: no parser differential.
-        same = httpx.URL(value).raw_host.decode("ascii").lower() == host
-    except (httpx.InvalidURL, ValueError) as exc:
+        same = httpx2.URL(value).raw_host.decode("ascii").lower() == host
+    except (httpx2.InvalidURL, ValueError) as exc:
         raise InvalidRequest(f"{name} is not a valid URL", field=name) from exc
     if not same:
         raise InvalidRequest(f"{name} is not a valid URL", field=name)

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-import httpx
+import httpx2
 
 from valetkey.error_codes import error_for_code
 from valetkey.errors import BrokerUnavailable, InvalidBrokerResponse, InvalidRequest, ValetkeyError
@@ -48,9 +48,9 @@ def tokens_path(uid: str) -> str:
     return f"/v1/connect/connectors/{quote(uid, safe='')}/tokens"
 
 
-def unavailable(base_url: str, exc: httpx.HTTPError) -> BrokerUnavailable:
+def unavailable(base_url: str, exc: httpx2.HTTPError) -> BrokerUnavailable:
     """The error for a request that never got an HTTP answer (credentials in the URL dropped)."""
-    shown = str(httpx.URL(base_url).copy_with(username=None, password=None))
+    shown = str(httpx2.URL(base_url).copy_with(username=None, password=None))
     return BrokerUnavailable(
         f"could not reach the broker at {shown} ({type(exc).__name__}); is `valetkey serve` "
         "running, and is VALETKEY_URL (or the .env's) its URL?",
@@ -79,7 +79,7 @@ def _sdk_wording(code: str, text: str, details: dict[str, Any]) -> str:
     return text
 
 
-def error_from_response(response: httpx.Response) -> ValetkeyError:
+def error_from_response(response: httpx2.Response) -> ValetkeyError:
     """Map a non-2xx answer to the error class its wire ``code`` names."""
     status = response.status_code
     try:
@@ -105,7 +105,7 @@ def error_from_response(response: httpx.Response) -> ValetkeyError:
     )
 
 
-def json_object(response: httpx.Response, what: str) -> dict[str, Any]:
+def json_object(response: httpx2.Response, what: str) -> dict[str, Any]:
     """The body of a 2xx answer as a JSON object, or a typed error."""
     if not response.is_success:
         raise error_from_response(response)

@@ -12,7 +12,7 @@ from datetime import timedelta
 from types import TracebackType
 from typing import Any, Self
 
-import httpx
+import httpx2
 
 from valetkey.sdk import _wire
 from valetkey.sdk._base import DEFAULT_TIMEOUT, DEFAULT_VALIDITY_BUFFER, TimeSource, _Base
@@ -31,12 +31,21 @@ from valetkey.sdk.types import (
 __all__ = ["DEFAULT_TIMEOUT", "DEFAULT_VALIDITY_BUFFER", "AsyncClient", "Client", "TimeSource"]
 
 
+def _check_transport(transport: object, kind: type) -> None:
+    """Refuse a transport of another HTTP library with a message that names the fix."""
+    if transport is not None and not isinstance(transport, kind):
+        raise TypeError(
+            f"transport must be an httpx2.{kind.__name__} (for example httpx2.MockTransport), "
+            f"not {type(transport).__module__}.{type(transport).__name__}: the SDK runs on httpx2"
+        )
+
+
 class Client(_Base):
     """The synchronous client. Thread-safe: share one per process.
 
     ``identity`` is a string or a callable returning one; without it the identity is
     discovered (see :mod:`valetkey.sdk.identity`) on first use. ``transport`` replaces
-    the HTTP transport (tests pass an ``httpx.MockTransport``).
+    the HTTP transport (tests pass an ``httpx2.MockTransport``).
     """
 
     def __init__(
@@ -44,11 +53,11 @@ class Client(_Base):
         *,
         base_url: str | None = None,
         identity: IdentityInput | None = None,
-        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+        timeout: float | httpx2.Timeout = DEFAULT_TIMEOUT,
         validity_buffer: float | timedelta = DEFAULT_VALIDITY_BUFFER,
         cache_size: int = DEFAULT_MAX_SIZE,
         clock: TimeSource | None = None,
-        transport: httpx.BaseTransport | None = None,
+        transport: httpx2.BaseTransport | None = None,
     ) -> None:
         super().__init__(
             base_url=base_url,
@@ -57,7 +66,8 @@ class Client(_Base):
             cache_size=cache_size,
             clock=clock,
         )
-        self._http = httpx.Client(transport=transport, timeout=timeout)
+        _check_transport(transport, httpx2.BaseTransport)
+        self._http = httpx2.Client(transport=transport, timeout=timeout)
         self._flight: SyncSingleFlight[TokenResponse] = SyncSingleFlight()
 
     def close(self) -> None:
@@ -82,12 +92,12 @@ class Client(_Base):
 
     def _send(
         self, method: str, path: str, identity: str, body: Mapping[str, Any] | None
-    ) -> httpx.Response:
+    ) -> httpx2.Response:
         try:
             return self._http.request(
                 method, self._base_url + path, headers=self._auth_headers(identity), json=body
             )
-        except httpx.HTTPError as exc:
+        except httpx2.HTTPError as exc:
             raise _wire.unavailable(self._base_url, exc) from exc
 
     def get_token(
@@ -259,11 +269,11 @@ class AsyncClient(_Base):
         *,
         base_url: str | None = None,
         identity: IdentityInput | None = None,
-        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+        timeout: float | httpx2.Timeout = DEFAULT_TIMEOUT,
         validity_buffer: float | timedelta = DEFAULT_VALIDITY_BUFFER,
         cache_size: int = DEFAULT_MAX_SIZE,
         clock: TimeSource | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: httpx2.AsyncBaseTransport | None = None,
     ) -> None:
         super().__init__(
             base_url=base_url,
@@ -272,7 +282,8 @@ class AsyncClient(_Base):
             cache_size=cache_size,
             clock=clock,
         )
-        self._http = httpx.AsyncClient(transport=transport, timeout=timeout)
+        _check_transport(transport, httpx2.AsyncBaseTransport)
+        self._http = httpx2.AsyncClient(transport=transport, timeout=timeout)
         self._flight: AsyncSingleFlight[TokenResponse] = AsyncSingleFlight()
 
     async def aclose(self) -> None:
@@ -297,12 +308,12 @@ class AsyncClient(_Base):
 
     async def _send(
         self, method: str, path: str, identity: str, body: Mapping[str, Any] | None
-    ) -> httpx.Response:
+    ) -> httpx2.Response:
         try:
             return await self._http.request(
                 method, self._base_url + path, headers=self._auth_headers(identity), json=body
             )
-        except httpx.HTTPError as exc:
+        except httpx2.HTTPError as exc:
             raise _wire.unavailable(self._base_url, exc) from exc
 
     async def get_token(

@@ -2,7 +2,7 @@
 
 Created lazily, configured from the environment (see :mod:`valetkey.sdk.identity`).
 One sync client per process; one async client per event loop, since an
-``httpx.AsyncClient`` cannot move between loops.
+``httpx2.AsyncClient`` cannot move between loops.
 """
 
 from __future__ import annotations

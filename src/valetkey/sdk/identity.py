@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-import httpx
+import httpx2
 
 from valetkey.errors import IdentityError, IdentityNotFound, InvalidRequest
 
@@ -71,11 +71,11 @@ class IdentitySource:
         """The identity if it is at hand without network I/O, else None (then fetch)."""
         raise NotImplementedError
 
-    def fetch(self, http: httpx.Client) -> str:
+    def fetch(self, http: httpx2.Client) -> str:
         """The identity, going to the network if the source needs to."""
         return self._required()
 
-    async def afetch(self, http: httpx.AsyncClient) -> str:
+    async def afetch(self, http: httpx2.AsyncClient) -> str:
         """The identity, going to the network (asynchronously) if the source needs to."""
         return self._required()
 
@@ -202,16 +202,16 @@ class GitHubActionsIdentity(IdentitySource):
             return token
         return None
 
-    def _request(self) -> tuple[httpx.URL, dict[str, str]]:
+    def _request(self) -> tuple[httpx2.URL, dict[str, str]]:
         # Merged, not replaced: the request URL GitHub gives already has a query string.
-        url = httpx.URL(self._url).copy_merge_params({"audience": self._audience})
+        url = httpx2.URL(self._url).copy_merge_params({"audience": self._audience})
         headers = {
             "Authorization": f"Bearer {self._request_token}",
             "Accept": "application/json; api-version=2.0",
         }
         return url, headers
 
-    def fetch(self, http: httpx.Client) -> str:
+    def fetch(self, http: httpx2.Client) -> str:
         with self._lock:
             token = self.current()
             if token is not None:
@@ -219,26 +219,26 @@ class GitHubActionsIdentity(IdentitySource):
             url, headers = self._request()
             try:
                 response = http.get(url, headers=headers)
-            except httpx.HTTPError as exc:
+            except httpx2.HTTPError as exc:
                 raise IdentityError(
                     f"could not request a GitHub Actions OIDC token ({type(exc).__name__})"
                 ) from exc
             return self._accept(response)
 
-    async def afetch(self, http: httpx.AsyncClient) -> str:
+    async def afetch(self, http: httpx2.AsyncClient) -> str:
         token = self.current()
         if token is not None:
             return token
         url, headers = self._request()
         try:
             response = await http.get(url, headers=headers)
-        except httpx.HTTPError as exc:
+        except httpx2.HTTPError as exc:
             raise IdentityError(
                 f"could not request a GitHub Actions OIDC token ({type(exc).__name__})"
             ) from exc
         return self._accept(response)
 
-    def _accept(self, response: httpx.Response) -> str:
+    def _accept(self, response: httpx2.Response) -> str:
         if not response.is_success:
             raise IdentityError(
                 f"GitHub Actions refused the OIDC token request (HTTP {response.status_code}); "

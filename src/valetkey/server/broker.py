@@ -18,7 +18,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import certifi
-import httpx
+import httpx2
 
 from valetkey.core.audit import AuditLog
 from valetkey.core.clock import Clock, SystemClock
@@ -61,26 +61,29 @@ BROKER_AUDIENCE = "valetkey"
 OWN_CONNECTIONS = 20
 
 
-def outbound_tls(ca_file: Path | None) -> ssl.SSLContext | bool:
-    """The public CAs (certifi), plus ``ca_file``'s certificates when one is configured."""
-    if ca_file is None:
-        return True
+def outbound_tls(ca_file: Path | None) -> ssl.SSLContext:
+    """The public CAs (certifi), plus ``ca_file``'s certificates when one is configured.
+
+    Always an explicit context: httpx2's default would trust the host's store and
+    ``SSL_CERT_FILE`` instead, so which CAs the broker trusts would depend on the machine.
+    """
     context = ssl.create_default_context(cafile=certifi.where())
-    context.load_verify_locations(cafile=str(ca_file))
+    if ca_file is not None:
+        context.load_verify_locations(cafile=str(ca_file))
     return context
 
 
-def outbound_client(settings: Settings, connections: int) -> httpx.AsyncClient:
+def outbound_client(settings: Settings, connections: int) -> httpx2.AsyncClient:
     """An outbound HTTP client of at most ``connections`` connections, behind the SSRF guard."""
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(10.0),
+    return httpx2.AsyncClient(
+        timeout=httpx2.Timeout(10.0),
         follow_redirects=False,
         headers={"user-agent": "valetkey-broker"},
         # Every outbound request is checked against the network policy (SSRF).
         transport=GuardedTransport(
-            httpx.AsyncHTTPTransport(
+            httpx2.AsyncHTTPTransport(
                 verify=outbound_tls(settings.ca_file),
-                limits=httpx.Limits(
+                limits=httpx2.Limits(
                     max_connections=connections, max_keepalive_connections=min(20, connections)
                 ),
             ),
@@ -91,9 +94,9 @@ def outbound_client(settings: Settings, connections: int) -> httpx.AsyncClient:
 
 @dataclass(frozen=True, slots=True)
 class BrokerContext:
-    """What the broker lends a provider for one call (a ``ProviderContext[httpx.AsyncClient]``)."""
+    """What the broker lends a provider for one call (a ``ProviderContext[httpx2.AsyncClient]``)."""
 
-    http: httpx.AsyncClient
+    http: httpx2.AsyncClient
     clock: Clock
 
 
@@ -115,9 +118,9 @@ class Broker:
     signing_keys: SigningKeys
     issuer: BrokerIssuer
     #: Outbound HTTP to providers (bounded per connector by ``exchange.gate``).
-    http: httpx.AsyncClient
+    http: httpx2.AsyncClient
     #: Outbound HTTP for the broker's own needs: issuers' JWKS, app webhooks.
-    own_http: httpx.AsyncClient
+    own_http: httpx2.AsyncClient
     providers: ProviderRegistry
     repo: Repository
     audit: AuditLog

@@ -22,7 +22,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-import httpx
+import httpx2
 
 from valetkey.core.jobs import Job, JobFailed, JobQueue, PermanentFailure
 from valetkey.identity.issuer import BrokerIssuer
@@ -45,7 +45,7 @@ def body_digest(body: bytes) -> str:
 class WebhookNotifier:
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: httpx2.AsyncClient,
         issuer: BrokerIssuer,
         *,
         allow_private: bool,
@@ -95,7 +95,7 @@ class WebhookNotifier:
             response = await self._http.post(
                 url, content=body, headers=headers, timeout=ATTEMPT_TIMEOUT
             )
-        except httpx.HTTPError as exc:
+        except httpx2.HTTPError as exc:
             raise JobFailed(f"webhook {kind}: {type(exc).__name__}") from exc
         if response.status_code >= 300:
             raise JobFailed(f"webhook {kind}: answered {response.status_code}")

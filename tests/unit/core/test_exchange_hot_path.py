@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-import httpx
+import httpx2
 from exchange_helpers import IDENTITY, CountingProvider, build_exchange, connector_of, view_of
 
 from valetkey.core.exchange_cache import VIEW_TTL
@@ -54,12 +54,12 @@ class _CountingOAuth(OAuthProvider):
 async def test_oauth_settings_are_not_parsed_on_cache_hits() -> None:
     """For the oauth provider (whose capabilities parse the connector's settings), N cache hits
     after one client-credentials mint parse the settings for capabilities once."""
-    minted: list[httpx.Request] = []
+    minted: list[httpx2.Request] = []
 
-    def token_endpoint(request: httpx.Request) -> httpx.Response:
+    def token_endpoint(request: httpx2.Request) -> httpx2.Response:
         minted.append(request)
         body = {"access_token": "at-1", "token_type": "Bearer", "expires_in": 3600, "scope": "read"}
-        return httpx.Response(
+        return httpx2.Response(
             200, content=json.dumps(body), headers={"content-type": "application/json"}
         )
 
@@ -73,7 +73,7 @@ async def test_oauth_settings_are_not_parsed_on_cache_hits() -> None:
         }
     )
     connector = connector_of("oauth", validated.config, **validated.secrets)
-    async with httpx.AsyncClient(transport=httpx.MockTransport(token_endpoint)) as http:
+    async with httpx2.AsyncClient(transport=httpx2.MockTransport(token_endpoint)) as http:
         exchange = build_exchange(provider, view_of(connector), http=http)
         for _ in range(HITS + 1):
             issued = await exchange.service.exchange(IDENTITY, "oauth/main", APP)

@@ -7,7 +7,7 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from identity_helpers import (
     AUDIENCE,
@@ -34,17 +34,17 @@ BROKER = "https://broker.example.com"
 
 
 class Issuer:
-    """The external issuer's documents, served over httpx's MockTransport; counts requests."""
+    """The external issuer's documents, served over httpx2's MockTransport; counts requests."""
 
     def __init__(self, key: RSAKey) -> None:
         self.jwks = {"keys": [dict(key.as_dict(private=False))]}
         self.requests = 0
 
-    def handler(self, request: httpx.Request) -> httpx.Response:
+    def handler(self, request: httpx2.Request) -> httpx2.Response:
         self.requests += 1
         if request.url.path == "/.well-known/openid-configuration":
-            return httpx.Response(200, json={"issuer": ISSUER, "jwks_uri": ISSUER + "/jwks"})
-        return httpx.Response(200, json=self.jwks)
+            return httpx2.Response(200, json={"issuer": ISSUER, "jwks_uri": ISSUER + "/jwks"})
+        return httpx2.Response(200, json=self.jwks)
 
 
 @pytest.fixture
@@ -53,8 +53,8 @@ def external(rsa_key: RSAKey) -> Issuer:
 
 
 @pytest.fixture
-async def http(external: Issuer) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.MockTransport(external.handler)) as client:
+async def http(external: Issuer) -> AsyncIterator[httpx2.AsyncClient]:
+    async with httpx2.AsyncClient(transport=httpx2.MockTransport(external.handler)) as client:
         yield client
 
 
@@ -70,7 +70,7 @@ def store() -> DictStore:
 
 @pytest.fixture
 def verifier(
-    broker: BrokerIssuer, http: httpx.AsyncClient, store: DictStore, clock: FrozenClock
+    broker: BrokerIssuer, http: httpx2.AsyncClient, store: DictStore, clock: FrozenClock
 ) -> IdentityVerifier:
     jwks = JwksCache(http, clock, allow_private_addresses=True)  # no DNS behind MockTransport
     return IdentityVerifier(issuer=broker, jwks=jwks, store=store, clock=clock)
@@ -393,7 +393,7 @@ async def test_cached_tokens_expire_with_the_token(
 
 
 async def test_cache_is_bounded(
-    broker: BrokerIssuer, http: httpx.AsyncClient, store: DictStore, clock: FrozenClock
+    broker: BrokerIssuer, http: httpx2.AsyncClient, store: DictStore, clock: FrozenClock
 ) -> None:
     """With cache_size=2, the least recently used entry is evicted."""
     verifier = IdentityVerifier(

@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from tests.peers.context import TestContext, connector_for
 
@@ -21,7 +21,7 @@ KEY = "sk_live_0123456789abcdef"
 
 @pytest.fixture
 async def ctx() -> AsyncIterator[TestContext]:
-    async with httpx.AsyncClient() as http:
+    async with httpx2.AsyncClient() as http:
         yield TestContext(http)
 
 

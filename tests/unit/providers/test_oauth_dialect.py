@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlencode
 
-import httpx
+import httpx2
 import pytest
 from tests.peers.context import TestContext, connector_for
 from tests.peers.scripted import Reply, ScriptedServer, scripted_server
@@ -33,7 +33,7 @@ SECRET = "s3cr+t:/ ~&=%"
 
 @pytest.fixture
 async def ctx() -> AsyncIterator[TestContext]:
-    async with httpx.AsyncClient() as http:
+    async with httpx2.AsyncClient() as http:
         yield TestContext(http)
 
 

@@ -15,7 +15,7 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
+import httpx2
 import pytest
 from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
@@ -67,7 +67,7 @@ ALL_GRANTS = [
 
 @pytest.fixture
 async def ctx() -> AsyncIterator[TestContext]:
-    async with httpx.AsyncClient() as http:
+    async with httpx2.AsyncClient() as http:
         yield TestContext(http)
 
 

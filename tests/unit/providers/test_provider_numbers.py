@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from tests.peers.context import TestContext, connector_for
 from tests.peers.scripted import Reply, ScriptedServer, scripted_server
@@ -22,7 +22,7 @@ __all__ = ["scripted_server"]
 
 @pytest.fixture
 async def ctx() -> AsyncIterator[TestContext]:
-    async with httpx.AsyncClient() as http:
+    async with httpx2.AsyncClient() as http:
         yield TestContext(http)
 
 

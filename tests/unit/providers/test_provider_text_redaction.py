@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import quote, quote_plus
 
-import httpx
+import httpx2
 import pytest
 from joserfc.jwk import ECKey
 from tests.peers.context import TestContext, connector_for
@@ -85,7 +85,7 @@ def _quoting(place: str, encode: Callable[[str], str]) -> Callable[[Recorded], R
 
 @pytest.fixture
 async def ctx() -> AsyncIterator[TestContext]:
-    async with httpx.AsyncClient() as http:
+    async with httpx2.AsyncClient() as http:
         yield TestContext(http)
 
 

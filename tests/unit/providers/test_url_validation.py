@@ -3,7 +3,7 @@ and by the outbound guard at request time if one gets through."""
 
 from __future__ import annotations
 
-import httpx
+import httpx2
 import pytest
 
 from valetkey.errors import InvalidRequest, ProviderError
@@ -98,6 +98,9 @@ def test_noncanonical_ipv4_hosts_are_recognized(host: str, noncanonical: bool) -
         "https://127.1/token",
         "https://0177.0.0.1/token",
         "https://xn--zz.example/token",
+        "https://api.xn--zz.example/token",  # bad punycode in any label, any case
+        "https://XN--ZZ.example/token",
+        "https://xn--.example/token",
     ],
 )
 async def test_the_outbound_guard_refuses_them_at_request_time(url: str) -> None:
@@ -113,8 +116,8 @@ async def test_a_token_call_to_such_a_url_is_a_provider_error(url: str) -> None:
     """Through the broker's guarded client, the call ends in a typed url_refused, not a crash."""
     from valetkey.netguard import GuardedTransport
 
-    transport = GuardedTransport(httpx.AsyncHTTPTransport(), allow_private=True)
-    async with httpx.AsyncClient(transport=transport) as http:
+    transport = GuardedTransport(httpx2.AsyncHTTPTransport(), allow_private=True)
+    async with httpx2.AsyncClient(transport=transport) as http:
         with pytest.raises(ProviderError) as caught:
             await request_token(http, url, ClientAuth("c", "secret-0123"), {"grant_type": "x"})
     assert caught.value.details["error"] == "url_refused"

@@ -1,4 +1,4 @@
-"""A scripted stand-in for the broker's Connect API, served over httpx.MockTransport or a socket.
+"""A scripted stand-in for the broker's Connect API, served over httpx2.MockTransport or a socket.
 
 It implements the documented wire format (docs/architecture.md "Wire protocol")
 and records every request it receives.
@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote
 
-import httpx
+import httpx2
 
 NOW = 1_900_000_000.0  # epoch seconds the frozen clocks start at
 
@@ -97,9 +97,9 @@ class FakeBroker:
                          "capabilities": {"subjects": ["app"]}, "newField": 1}
         return 404, {"error": {"code": "not_found", "message": "no such route"}}
 
-    # -- httpx.MockTransport adapters -------------------------------------------------
+    # -- httpx2.MockTransport adapters -------------------------------------------------
 
-    def _response(self, request: httpx.Request) -> httpx.Response:
+    def _response(self, request: httpx2.Request) -> httpx2.Response:
         status, body = self.answer(
             request.method,
             request.url.raw_path.decode(),
@@ -107,24 +107,24 @@ class FakeBroker:
             request.content,
         )
         if isinstance(body, bytes):
-            return httpx.Response(status, content=body)
-        return httpx.Response(status, json=body)
+            return httpx2.Response(status, content=body)
+        return httpx2.Response(status, json=body)
 
-    def sync_handler(self, request: httpx.Request) -> httpx.Response:
+    def sync_handler(self, request: httpx2.Request) -> httpx2.Response:
         if self.delay:
             time.sleep(self.delay)
         return self._response(request)
 
-    async def async_handler(self, request: httpx.Request) -> httpx.Response:
+    async def async_handler(self, request: httpx2.Request) -> httpx2.Response:
         if self.delay:
             await asyncio.sleep(self.delay)
         return self._response(request)
 
-    def transport(self) -> httpx.MockTransport:
-        return httpx.MockTransport(self.sync_handler)
+    def transport(self) -> httpx2.MockTransport:
+        return httpx2.MockTransport(self.sync_handler)
 
-    def async_transport(self) -> httpx.MockTransport:
-        return httpx.MockTransport(self.async_handler)
+    def async_transport(self) -> httpx2.MockTransport:
+        return httpx2.MockTransport(self.async_handler)
 
 
 @contextmanager

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from datetime import UTC, datetime
 
-import httpx
+import httpx2
 import pytest
 from sdk_helpers import NOW, FakeBroker, TickingClock, serve
 
@@ -243,7 +243,7 @@ def test_unreachable_broker_sync() -> None:
     url = f"http://127.0.0.1:{_closed_port()}"
     with Client(base_url=url, identity="i") as client, pytest.raises(BrokerUnavailable) as caught:
         client.get_token("slack/mybot")
-    assert isinstance(caught.value.__cause__, httpx.ConnectError)
+    assert isinstance(caught.value.__cause__, httpx2.ConnectError)
 
 
 async def test_unreachable_broker_async() -> None:
@@ -251,7 +251,7 @@ async def test_unreachable_broker_async() -> None:
     async with AsyncClient(base_url=f"http://127.0.0.1:{_closed_port()}", identity="i") as client:
         with pytest.raises(BrokerUnavailable) as caught:
             await client.get_connector("slack/mybot")
-    assert isinstance(caught.value.__cause__, httpx.ConnectError)
+    assert isinstance(caught.value.__cause__, httpx2.ConnectError)
 
 
 def test_over_a_real_socket(broker: FakeBroker) -> None:

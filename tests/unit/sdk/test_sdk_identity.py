@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
+import httpx2
 import pytest
 from sdk_helpers import NOW, FakeBroker, TickingClock
 
@@ -271,7 +271,7 @@ def test_github_actions_token_is_cached_until_near_expiry() -> None:
     """The GitHub OIDC token is requested with the audience, reused, and refetched near exp."""
     clock = TickingClock()
     stand_in = _GitHub(exp=NOW + 300)
-    with _github(stand_in) as url, httpx.Client() as http:
+    with _github(stand_in) as url, httpx2.Client() as http:
         source = GitHubActionsIdentity(url, "gh-request-secret", "valetkey", clock=clock.timestamp)
         assert source.current() is None
         first = source.fetch(http)
@@ -297,15 +297,15 @@ async def test_github_actions_through_the_async_client(
         monkeypatch.setenv("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "gh-request-secret")
         monkeypatch.setenv("VALETKEY_AUDIENCE", "https://broker.example")
         # The broker stand-in answers on the mock transport; GitHub is reached over a socket.
-        real = httpx.AsyncHTTPTransport()
+        real = httpx2.AsyncHTTPTransport()
 
-        async def route(request: httpx.Request) -> httpx.Response:
+        async def route(request: httpx2.Request) -> httpx2.Response:
             if request.url.host == "127.0.0.1":
                 return await real.handle_async_request(request)
             return await broker.async_handler(request)
 
         async with AsyncClient(
-            base_url="http://broker.example", clock=clock, transport=httpx.MockTransport(route)
+            base_url="http://broker.example", clock=clock, transport=httpx2.MockTransport(route)
         ) as client:
             await client.get_token("slack/mybot")
             await client.get_token("slack/other")
@@ -321,7 +321,7 @@ def test_github_actions_refusal_is_an_identity_error() -> None:
     """GitHub refusing the token request raises IdentityError mentioning id-token permission."""
     stand_in = _GitHub(exp=NOW + 600)
     stand_in.status = 403
-    with _github(stand_in) as url, httpx.Client() as http:
+    with _github(stand_in) as url, httpx2.Client() as http:
         source = GitHubActionsIdentity(url, "gh-request-secret")
         with pytest.raises(IdentityError, match="id-token"):
             source.fetch(http)

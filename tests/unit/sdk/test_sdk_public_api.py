@@ -29,7 +29,8 @@ def test_all_is_exactly_the_public_surface() -> None:
         if isinstance(getattr(errors, name), type)
         and issubclass(getattr(errors, name), errors.ValetkeyError)
     )
-    expected = sorted([*FUNCTIONS, *TYPES, "AsyncClient", "Client", *error_classes])
+    expected = sorted([*FUNCTIONS, *TYPES, "AsyncClient", "Client", "TokenAuth", "HttpxTokenAuth",
+                       *error_classes])
     assert sorted(valetkey.__all__) == expected
     for name in valetkey.__all__:
         assert getattr(valetkey, name) is not None
@@ -54,9 +55,9 @@ def test_sync_module_mirrors_the_async_functions() -> None:
 
 def test_import_stays_light() -> None:
     """Importing valetkey and valetkey.sync pulls in no web framework, ORM, driver or crypto."""
-    # Not "rich"/"click": httpx itself imports them for its own CLI when they are installed.
+    # Not "rich"/"click": httpx2 itself imports them for its own CLI when they are installed.
     heavy = ["fastapi", "starlette", "sqlalchemy", "asyncpg", "aiosqlite", "uvicorn", "pydantic",
-             "joserfc", "cryptography", "alembic", "typer", "jinja2"]
+             "joserfc", "cryptography", "alembic", "typer", "jinja2", "authlib"]
     code = (
         "import json, sys, valetkey, valetkey.sync\n"
         "valetkey.get_token; valetkey.Client; valetkey.TokenResponse\n"
@@ -68,10 +69,25 @@ def test_import_stays_light() -> None:
 
 
 def test_bare_import_does_not_load_the_client() -> None:
-    """`import valetkey` alone loads only the errors: not httpx, not the client."""
-    code = "import sys, valetkey; print('httpx' in sys.modules, 'valetkey.sdk' in sys.modules)"
+    """`import valetkey` alone loads only the errors: no HTTP stack, not the client."""
+    code = (
+        "import sys, valetkey\n"
+        "print('httpx2' in sys.modules, 'httpx' in sys.modules, 'valetkey.sdk' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["False", "False"]
+    assert out.stdout.split() == ["False", "False", "False"]
+
+
+def test_the_client_runs_on_one_http_stack_httpx2() -> None:
+    """Using the SDK (async and sync, with its auth adapter) loads httpx2 and never httpx."""
+    code = (
+        "import sys, valetkey, valetkey.sync\n"
+        "valetkey.get_token; valetkey.Client; valetkey.AsyncClient; valetkey.TokenAuth\n"
+        "valetkey.Client(base_url='http://127.0.0.1:9', identity='t').close()\n"
+        "print('httpx2' in sys.modules, 'httpx' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "False"]
 
 
 def test_sync_functions_use_the_environment(

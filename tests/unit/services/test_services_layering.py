@@ -57,7 +57,7 @@ def test_consent_use_cases_stay_in_the_core() -> None:
         i
         for i in imported
         if i.startswith(("valetkey.store", "valetkey.server", "valetkey.providers.registry"))
-        or i.split(".")[0] in ("httpx", "fastapi", "sqlalchemy")
+        or i.split(".")[0] in ("httpx", "httpx2", "fastapi", "sqlalchemy")
     }
     assert not bad, sorted(bad)
     routes = _imports(SRC / "server" / "consent.py")

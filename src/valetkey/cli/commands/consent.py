@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, TextIO
 
-import httpx
+import httpx2
 import typer
 
 from valetkey.cli.broker import seg, uid_path
@@ -99,13 +99,13 @@ def _workload_post(path: str, body: Mapping[str, Any]) -> dict[str, Any]:
     dotenv = find_dotenv()
     source = discover_identity(dotenv=dotenv)
     base = resolve_base_url(None, dotenv=dotenv_for_url(source, dotenv))
-    with httpx.Client(timeout=30) as http:
+    with httpx2.Client(timeout=30) as http:
         identity = source.current() or source.fetch(http)
         try:
             response = http.post(
                 base + path, json=dict(body), headers={"Authorization": f"Bearer {identity}"}
             )
-        except httpx.HTTPError as exc:
+        except httpx2.HTTPError as exc:
             raise _wire.unavailable(base, exc) from exc
         return _wire.json_object(response, "broker")
 

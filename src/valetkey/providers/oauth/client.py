@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-import httpx
+import httpx2
 
 from valetkey.core.clock import Clock
 from valetkey.errors import ProviderError
@@ -110,7 +110,7 @@ class RevocationOutcome:
 
 
 async def request_token(
-    http: httpx.AsyncClient,
+    http: httpx2.AsyncClient,
     token_url: str,
     auth: ClientAuth,
     params: Mapping[str, str | Sequence[str]],
@@ -139,7 +139,7 @@ async def request_token(
 
 
 async def post_form(
-    http: httpx.AsyncClient,
+    http: httpx2.AsyncClient,
     url: str,
     auth: ClientAuth,
     params: Mapping[str, str | Sequence[str]],
@@ -161,7 +161,7 @@ async def post_form(
 
 
 async def _post_authenticated(
-    http: httpx.AsyncClient,
+    http: httpx2.AsyncClient,
     url: str,
     auth: ClientAuth,
     params: Mapping[str, str | Sequence[str]],
@@ -195,7 +195,7 @@ def redactor_for(form: Mapping[str, Any], headers: Mapping[str, str], auth: Clie
 
 
 async def revoke_token(
-    http: httpx.AsyncClient,
+    http: httpx2.AsyncClient,
     revocation_url: str,
     auth: ClientAuth,
     token: str,
@@ -229,7 +229,7 @@ async def revoke_token(
 
 
 async def _post(
-    http: httpx.AsyncClient,
+    http: httpx2.AsyncClient,
     url: str,
     form: Mapping[str, Any],
     headers: Mapping[str, str],
@@ -239,9 +239,9 @@ async def _post(
 ) -> tuple[int, str | None, bytes]:
     try:
         request = http.build_request(
-            "POST", url, data=form, headers=headers, timeout=httpx.Timeout(time_limit)
+            "POST", url, data=form, headers=headers, timeout=httpx2.Timeout(time_limit)
         )
-    except (httpx.InvalidURL, ValueError) as exc:  # IDNA errors are ValueErrors
+    except (httpx2.InvalidURL, ValueError) as exc:  # IDNA errors are ValueErrors
         raise ProviderError(f"the provider's {what} URL is invalid", error="url_refused") from exc
     try:
         response = await http.send(request, stream=True, follow_redirects=False)
@@ -260,12 +260,12 @@ async def _post(
             return response.status_code, content_type, b"".join(chunks)
         finally:
             await response.aclose()
-    except httpx.TimeoutException as exc:
+    except httpx2.TimeoutException as exc:
         raise ProviderError(f"the provider's {what} timed out", error="timeout") from exc
     except OutboundRefused as exc:
         reason = redactor.text(str(exc)) or "refused"
         raise ProviderError(f"the provider's {what} URL is {reason}", error="url_refused") from exc
-    except httpx.HTTPError as exc:
+    except httpx2.HTTPError as exc:
         raise ProviderError(
             f"the provider's {what} could not be reached ({type(exc).__name__})",
             error="unreachable",

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
+import httpx2
 
 from valetkey.core.clock import Clock
 from valetkey.errors import InvalidRequest, ProviderError
@@ -147,7 +147,7 @@ def well_known_urls(issuer: str) -> tuple[str, str]:
 
 
 async def fetch_json(
-    http: httpx.AsyncClient, url: str, what: str, *, max_bytes: int = MAX_DOCUMENT_BYTES
+    http: httpx2.AsyncClient, url: str, what: str, *, max_bytes: int = MAX_DOCUMENT_BYTES
 ) -> tuple[int, dict[str, Any] | None]:
     """GET ``url``; return the status and the JSON object (None if the body is not one).
 
@@ -160,7 +160,7 @@ async def fetch_json(
                 "GET",
                 url,
                 headers={"Accept": "application/json"},
-                timeout=httpx.Timeout(_TIMEOUT),
+                timeout=httpx2.Timeout(_TIMEOUT),
                 follow_redirects=False,
             ) as response:
                 status = response.status_code
@@ -171,13 +171,13 @@ async def fetch_json(
                     body.extend(chunk)
                     if len(body) > max_bytes:
                         raise _too_large(what, max_bytes)
-    except (TimeoutError, httpx.TimeoutException) as exc:
+    except (TimeoutError, httpx2.TimeoutException) as exc:
         raise ProviderError(f"the provider's {what} timed out", error="timeout") from exc
     except OutboundRefused as exc:
         raise ProviderError(f"the provider's {what} URL is {exc}", error="url_refused") from exc
-    except (httpx.InvalidURL, UnicodeError) as exc:  # a URL the client cannot even build
+    except (httpx2.InvalidURL, UnicodeError) as exc:  # a URL the client cannot even build
         raise ProviderError(f"the provider's {what} URL is invalid", error="url_refused") from exc
-    except httpx.HTTPError as exc:
+    except httpx2.HTTPError as exc:
         raise ProviderError(
             f"the provider's {what} could not be reached ({type(exc).__name__})",
             error="unreachable",
@@ -195,7 +195,7 @@ def _too_large(what: str, max_bytes: int) -> ProviderError:
     )
 
 
-async def fetch_metadata(http: httpx.AsyncClient, issuer: str) -> ServerMetadata:
+async def fetch_metadata(http: httpx2.AsyncClient, issuer: str) -> ServerMetadata:
     """Discover ``issuer``: RFC 8414 first, then OpenID Connect; refuse a mismatched issuer."""
     try:
         check_url(issuer, "issuer")
@@ -237,7 +237,7 @@ class MetadataCache:
         self._entries: dict[str, _Entry] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
-    async def get(self, http: httpx.AsyncClient, clock: Clock, issuer: str) -> ServerMetadata:
+    async def get(self, http: httpx2.AsyncClient, clock: Clock, issuer: str) -> ServerMetadata:
         """The issuer's metadata, from the cache while it is fresh."""
         entry = self._fresh(issuer, clock)
         if entry is not None:

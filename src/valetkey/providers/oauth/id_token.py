@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import httpx2
 from joserfc.errors import JoseError
 from joserfc.jwk import JWKRegistry, Key, KeySet, RSAKey
 
@@ -51,7 +51,7 @@ class JwksStore:
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def keys(
-        self, http: httpx.AsyncClient, clock: Clock, jwks_uri: str, *, refetch: bool = False
+        self, http: httpx2.AsyncClient, clock: Clock, jwks_uri: str, *, refetch: bool = False
     ) -> KeySet:
         """The keys at ``jwks_uri``; ``refetch`` asks for a fresh copy (at most once a minute)."""
         async with self._locks.setdefault(jwks_uri, asyncio.Lock()):
@@ -104,7 +104,7 @@ def _parse_jwks(document: Mapping[str, Any], jwks_uri: str) -> KeySet:
 async def verify_id_token(
     token: str,
     *,
-    http: httpx.AsyncClient,
+    http: httpx2.AsyncClient,
     clock: Clock,
     store: JwksStore,
     issuer: str,
