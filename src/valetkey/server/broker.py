@@ -44,6 +44,7 @@ from valetkey.server.settings import Settings
 from valetkey.services import Bootstrap, Services
 from valetkey.store.consent import ConsentRepository
 from valetkey.store.db import Database
+from valetkey.store.grants import GrantRepository
 from valetkey.store.jobs import JobStore
 from valetkey.store.repo import Repository
 
@@ -132,6 +133,7 @@ class Broker:
     #: What the consent routes call (start, confirm, import), over ``consent``.
     consent_cases: ConsentCases
     consent_store: ConsentRepository
+    grant_store: GrantRepository
     notifier: WebhookNotifier
     jobs: JobStore
     worker: JobWorker
@@ -188,7 +190,8 @@ class Broker:
         services = Services.create(
             db=db, repo=repo, keyring=keyring, providers=providers, audit=audit, bus=bus, clock=clock
         )
-        consent_store = ConsentRepository(db, keyring, clock, refresh_seconds=gate.hold_seconds)
+        consent_store = ConsentRepository(db, keyring, clock)
+        grant_store = GrantRepository(db, keyring, clock, refresh_seconds=gate.hold_seconds)
         jobs = JobStore(db, keyring, clock, max_attempts=settings.job_max_attempts)
         worker = JobWorker(
             jobs,
@@ -206,7 +209,7 @@ class Broker:
         )
         consent = ConsentService(
             store=consent_store,
-            grants=consent_store,
+            grants=grant_store,
             audit=audit,
             clock=clock,
             ctx=ctx,
@@ -215,12 +218,12 @@ class Broker:
             notifier=notifier,
             gate=gate,
         )
-        exchange.attach_consent(consent_store, consent, notifier, consent_store.webhook_for)
+        exchange.attach_consent(grant_store, consent, notifier, consent_store.webhook_for)
         consent_cases = ConsentCases(
             consent=consent,
             connectors=repo,
             providers=providers,
-            grants=consent_store,
+            grants=grant_store,
             bus=bus,
             audit=audit,
             clock=clock,
@@ -244,6 +247,7 @@ class Broker:
             consent=consent,
             consent_cases=consent_cases,
             consent_store=consent_store,
+            grant_store=grant_store,
             notifier=notifier,
             jobs=jobs,
             worker=worker,

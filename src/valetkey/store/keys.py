@@ -19,7 +19,8 @@ class KeyRepository:
         self.keyring = keyring
 
     def _encrypted_columns(self) -> Iterator[tuple[Any, str, str, Callable[[str], bytes], str]]:
-        from valetkey.store.consent import authorization_aad, grant_aad
+        from valetkey.store.consent import authorization_aad
+        from valetkey.store.grants import grant_aad
         from valetkey.store.jobs import job_aad
 
         yield (t.Connector, "secrets", "id", secrets_aad, "connectors")
