@@ -38,6 +38,7 @@ MAX_EXAMPLES = 25
 #: Every operation the schema documents; a new one fails test_every_operation_is_fuzzed until added.
 OPERATIONS = [
     "POST /v1/connect/authorize/{uid}/confirm",
+    "POST /v1/connect/authorize/{uid}/status",
     "POST /v1/connect/authorize/{uid}",
     "POST /v1/connect/token/{uid}/import",
     "POST /v1/connect/token/{uid}",
