@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.routing import APIRoute
 from starlette.responses import Response
 
-from valetkey.core.exchange import Issued
+from valetkey.core.exchange_values import Issued
 from valetkey.core.limits import SUBJECT_ID, TOKEN, check_path_params, check_text
 from valetkey.core.models import Connector, Identity, Member
 from valetkey.errors import (

@@ -32,6 +32,7 @@ from valetkey.store.db import Database
 from valetkey.store.keys import KeyRepository
 from valetkey.store.management import ManagementRepository
 from valetkey.store.repo import Repository
+from valetkey.store.reports import ReportsRepository
 
 __all__ = ["Bootstrap", "Services"]
 
@@ -68,6 +69,6 @@ class Services:
             links=LinksService(deps, providers),
             trust=TrustService(deps),
             access_tokens=AccessTokensService(deps),
-            reports=ReportsService(deps),
+            reports=ReportsService(deps, ReportsRepository(db)),
             keys=KeysService(KeyRepository(db, keyring)),
         )

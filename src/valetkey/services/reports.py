@@ -9,8 +9,8 @@ from typing import Any
 
 from valetkey.core.models import Member
 from valetkey.errors import InvalidRequest
-from valetkey.services._common import Service
-from valetkey.store.management import AuditFilter
+from valetkey.services._common import Deps, Service
+from valetkey.store.reports import AuditFilter, ReportsRepository
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +37,10 @@ class UsageRecord:
 
 
 class ReportsService(Service):
+    def __init__(self, deps: Deps, reports: ReportsRepository) -> None:
+        super().__init__(deps)
+        self._reports = reports
+
     async def query_audit(
         self,
         actor: Member,
@@ -55,7 +59,7 @@ class ReportsService(Service):
         if not 1 <= limit <= 1000:
             raise InvalidRequest("limit must be from 1 to 1000", field="limit")
         project_id = None if not project else (await self._project(actor.team_id, project)).id
-        rows, projects = await self._store.audit_events(
+        rows, projects = await self._reports.audit_events(
             actor.team_id,
             AuditFilter(connector, project_id, decision, action, since, until, limit),
         )
@@ -87,4 +91,4 @@ class ReportsService(Service):
             and 1 <= int(month[5:]) <= 12
         ):
             raise InvalidRequest("month must look like 2026-11", field="month")
-        return UsageRecord(month, await self._store.usage(actor.team_id, month))
+        return UsageRecord(month, await self._reports.usage(actor.team_id, month))

@@ -1,5 +1,5 @@
 """The management repository: the rows behind teams, members, projects, environments,
-connectors, links, trust bindings, access tokens, audit and usage queries.
+connectors, links, trust bindings and access tokens (audit and usage queries: ``store.reports``).
 
 SQL and transactions only. Who may do what, what a valid value is, the audit trail and the
 invalidations are the application services' (``valetkey.services``); where a rule has to hold
@@ -12,7 +12,6 @@ error: the service names the conflict. Key rotation has a repository of its own
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -28,19 +27,6 @@ from valetkey.store import tables as t
 from valetkey.store.db import Database
 from valetkey.store.ids import new_id
 from valetkey.store.repo import secrets_aad, trust_audience_key
-
-
-@dataclass(frozen=True, slots=True)
-class AuditFilter:
-    """Which audit events to read (``project_id`` already resolved from its slug)."""
-
-    connector: str | None = None
-    project_id: str | None = None
-    decision: str | None = None
-    action: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
-    limit: int = 100
 
 
 def new_credential(
@@ -241,7 +227,7 @@ class ManagementRepository:
     async def project_slugs(self, team_id: str) -> dict[str, str]:
         """Project id → slug, for one team (to name projects in listings)."""
         async with self.db.session() as s:
-            return await _project_slugs(s, team_id)
+            return await project_slugs(s, team_id)
 
     async def environments(self, project_id: str) -> Sequence[str]:
         async with self.db.session() as s:
@@ -331,7 +317,7 @@ class ManagementRepository:
                     select(t.ProjectLink).where(t.ProjectLink.connector_id.in_(list(connector_ids)))
                 )
             ).all()
-            projects = await _project_slugs(s, team_id)
+            projects = await project_slugs(s, team_id)
         by_connector: dict[str, list[t.ProjectLink]] = {}
         for row in rows:
             by_connector.setdefault(row.connector_id, []).append(row)
@@ -583,45 +569,8 @@ class ManagementRepository:
                 row.revoked_at = now
             return row.token_hash
 
-    # -- audit, usage ---------------------------------------------------------------------
 
-    async def audit_events(
-        self, team_id: str, where: AuditFilter
-    ) -> tuple[Sequence[t.AuditEvent], dict[str, str]]:
-        """The team's audit events, newest first, and its project slugs by id."""
-        query = select(t.AuditEvent).where(t.AuditEvent.team_id == team_id)
-        if where.connector:
-            query = query.where(t.AuditEvent.connector_uid == where.connector)
-        if where.project_id is not None:
-            query = query.where(t.AuditEvent.project_id == where.project_id)
-        if where.decision:
-            query = query.where(t.AuditEvent.decision == where.decision)
-        if where.action:
-            query = query.where(t.AuditEvent.action == where.action)
-        if where.since:
-            query = query.where(t.AuditEvent.at >= where.since)
-        if where.until:
-            query = query.where(t.AuditEvent.at <= where.until)
-        async with self.db.session() as s:
-            rows = (
-                await s.scalars(query.order_by(t.AuditEvent.id.desc()).limit(where.limit))
-            ).all()
-            projects = await _project_slugs(s, team_id)
-        return rows, projects
-
-    async def usage(self, team_id: str, month: str) -> dict[str, int]:
-        """The team's counters for ``month`` (``YYYY-MM``), by metric."""
-        async with self.db.session() as s:
-            rows = (
-                await s.execute(
-                    select(t.UsageCounter.metric, func.sum(t.UsageCounter.count))
-                    .where(t.UsageCounter.team_id == team_id, t.UsageCounter.month == month)
-                    .group_by(t.UsageCounter.metric)
-                )
-            ).all()
-        return {metric: int(n) for metric, n in rows}
-
-
-async def _project_slugs(s: AsyncSession, team_id: str) -> dict[str, str]:
+async def project_slugs(s: AsyncSession, team_id: str) -> dict[str, str]:
+    """The team's project slugs by project id, in the session ``s``."""
     rows = await s.execute(select(t.Project.id, t.Project.slug).where(t.Project.team_id == team_id))
     return dict(rows.all())

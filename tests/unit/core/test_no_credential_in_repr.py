@@ -19,7 +19,7 @@ import pydantic
 import pytest
 
 import valetkey
-from valetkey.core.exchange import Issued
+from valetkey.core.exchange_values import Issued
 from valetkey.core.models import Connector
 from valetkey.core.providers import Capabilities
 
