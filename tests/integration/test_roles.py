@@ -309,7 +309,7 @@ def test_a_route_without_a_declared_role_stops_the_app_build() -> None:
     """check_routes refuses a route in neither table, and a declared route that does not exist."""
     from fastapi import FastAPI
 
-    app = FastAPI()
+    app = FastAPI(redoc_url=None)  # the broker serves no ReDoc (its assets are CDN-only)
 
     @app.get("/v1/undeclared")
     async def undeclared() -> None: ...
