@@ -57,10 +57,11 @@ def test_the_api_docs_page_needs_no_other_host(tmp_path: Path) -> None:
         assert httpx2.get(f"{running.url}/docs/oauth2-redirect").status_code == 200
 
 
-def _serve(data: Path, port: int) -> subprocess.Popen[str]:
+def _serve(data: Path, port: int, *flags: str) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VALETKEY_")}
     return subprocess.Popen(
-        [VALETKEY, "serve", "--data-dir", str(data), "--port", str(port), "--log-level", "warning"],
+        [VALETKEY, "serve", "--data-dir", str(data), "--port", str(port), "--log-level", "warning",
+         *flags],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -192,3 +193,36 @@ def test_sdk_errors_name_the_sdk_call_not_the_route() -> None:
         "start_authorization('oauth/acme', user='alice')"
     )
     assert err.details["connector"] == "oauth/acme"
+
+
+def test_replicas_on_one_sqlite_file_each_say_so(tmp_path: Path) -> None:
+    """--shared-data-dir brokers share the data directory; a plain broker never joins them, and a
+    shared one never joins a plain one."""
+    data = tmp_path / "data"
+
+    def refused(*flags: str) -> str:
+        done = subprocess.run(
+            [VALETKEY, "serve", "--data-dir", str(data), "--port", str(free_port()), *flags],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert done.returncode == 1, done.stderr
+        assert "is running on the data directory" in done.stderr
+        return done.stderr
+
+    plain_port = free_port()
+    plain = _serve(data, plain_port)
+    try:
+        _ready(plain, plain_port)
+        assert "--shared-data-dir" in refused()
+        refused("--shared-data-dir")
+    finally:
+        _stop(plain)
+    ports = [free_port(), free_port()]
+    shared = [_serve(data, port, "--shared-data-dir") for port in ports]
+    try:
+        for process, port in zip(shared, ports, strict=True):
+            _ready(process, port)
+        refused()
+    finally:
+        for process in shared:
+            _stop(process)

@@ -262,7 +262,8 @@ def test_a_claim_whose_holder_died_is_taken_over_once_it_expires(
     provider.reply("/token", _token_reply("at-1", delay=30, refresh="rt-1"))
     data, public = tmp_path / "data", "http://valetkey.test"
     # A claim lasts the gate's wait + deadline + 3 s margin: 0.2 + 1 + 3 = 4.2 s here.
-    env = {"VALETKEY_PROVIDER_TIMEOUT": "1", "VALETKEY_PROVIDER_WAIT": "0.2"}
+    env = {"VALETKEY_PROVIDER_TIMEOUT": "1", "VALETKEY_PROVIDER_WAIT": "0.2",
+           "VALETKEY_SHARED_DATA_DIR": "1"}  # two replicas on one SQLite file, on purpose
     first = spawn_broker(data, database_url=database_url, public_url=public, env=env)
     second = None
     try:

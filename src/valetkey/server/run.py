@@ -102,20 +102,22 @@ def _check_port_free(settings: Settings) -> None:
 
 
 class DataDirLock:
-    """An exclusive ``flock`` on ``<data dir>/broker.lock`` while the broker runs on the
-    embedded SQLite store: a second broker on the same data directory refuses to start.
-    (Brokers on one PostgreSQL database share a data directory's keys and take no lock.)
-    The kernel releases it when the process ends, however it ends."""
+    """A ``flock`` on ``<data dir>/broker.lock`` while the broker runs on the embedded SQLite
+    store: a second broker on the same data directory refuses to start. Replicas on one SQLite
+    file on purpose each start with ``shared_data_dir`` and share the lock (a plain broker still
+    refuses to join them). Brokers on one PostgreSQL database share a data directory's keys and
+    take no lock. The kernel releases it when the process ends, however it ends."""
 
     def __init__(self, settings: Settings) -> None:
         self._path = settings.data_dir / "broker.lock"
+        self._shared = settings.shared_data_dir
         self._fd: int | None = None
 
     def __enter__(self) -> DataDirLock:
         self._path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if self._shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
             os.close(fd)
@@ -123,10 +125,12 @@ class DataDirLock:
                 f"another broker (pid {holder}) is running on the data directory "
                 f"{self._path.parent}",
                 "Stop it first, or give this one a data directory of its own: "
-                "valetkey serve --data-dir DIR (or VALETKEY_DATA_DIR).",
+                "valetkey serve --data-dir DIR (or VALETKEY_DATA_DIR). Replicas on one SQLite "
+                "file on purpose: start each with --shared-data-dir (VALETKEY_SHARED_DATA_DIR=1).",
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        if not self._shared:  # shared holders leave the first holder's pid for the message
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
         self._fd = fd
         return self
 

@@ -77,6 +77,8 @@ class Settings:
     public_url: str | None = None
     kek: str | None = field(default=None, repr=False)
     allow_private_networks: bool = False
+    #: Several brokers on this data directory's SQLite file on purpose (each must say so).
+    shared_data_dir: bool = False
     #: Largest request body accepted, in bytes.
     max_body_bytes: int = 1 << 20
     #: A PEM bundle of CA certificates trusted besides the public ones, for outbound HTTPS.
@@ -142,6 +144,7 @@ class Settings:
             "public_url": env.get("VALETKEY_PUBLIC_URL") or None,
             "kek": env.get("VALETKEY_KEK") or None,
             "allow_private_networks": _truthy(env.get("VALETKEY_ALLOW_PRIVATE_NETWORKS")),
+            "shared_data_dir": _truthy(env.get("VALETKEY_SHARED_DATA_DIR")),
             "ca_file": Path(env["VALETKEY_CA_FILE"]).expanduser() if env.get("VALETKEY_CA_FILE") else None,
             "provider_concurrency": int(_number("VALETKEY_PROVIDER_CONCURRENCY", DEFAULT_CONCURRENCY)),
             "provider_wait_seconds": _number("VALETKEY_PROVIDER_WAIT", DEFAULT_WAIT_SECONDS),

@@ -48,6 +48,15 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    shared_data_dir: Annotated[
+        bool | None,
+        typer.Option(
+            "--shared-data-dir",
+            help="Run as one of several brokers on this data directory's SQLite file "
+            "(each must be started with it; off by default).",
+            show_default=False,
+        ),
+    ] = None,
     log_level: Annotated[
         str, typer.Option("--log-level", help="critical, error, warning, info or debug.")
     ] = "info",
@@ -70,6 +79,7 @@ def serve(
         port=port,
         public_url=public_url,
         allow_private_networks=allow_private_networks or None,
+        shared_data_dir=shared_data_dir or None,
     )
     asyncio.run(check_database(settings))
     try:
