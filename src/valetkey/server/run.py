@@ -15,9 +15,19 @@ from valetkey.server.settings import Settings
 
 
 def serve(
-    settings: Settings, *, log_level: str = "info", echo: Callable[[str], None] | None = None
+    settings: Settings,
+    *,
+    log_level: str = "info",
+    echo: Callable[[str], None] | None = None,
+    loop: str = "auto",
+    http: str = "auto",
 ) -> None:
-    """Start the broker and block until it is stopped (SIGINT/SIGTERM)."""
+    """Start the broker and block until it is stopped (SIGINT/SIGTERM).
+
+    ``loop`` and ``http`` are uvicorn's: ``auto`` takes ``uvloop`` and ``httptools`` when they are
+    installed (the ``server`` extra installs both where they build), else the stdlib loop and
+    ``h11``; the benchmark passes ``asyncio``/``h11`` to measure the difference.
+    """
     say = echo or (lambda line: print(line, file=sys.stderr, flush=True))
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -32,6 +42,8 @@ def serve(
         access_log=False,
         server_header=False,
         lifespan="on",
+        loop=loop,
+        http=http,
     )
     server = uvicorn.Server(config)
 
