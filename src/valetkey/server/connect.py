@@ -239,7 +239,7 @@ async def revoke_tokens(uid: str, request: Request) -> Response:
     return json_response(counts.to_wire())
 
 
-_TOKEN_PREFIX = "/v1/connect/token/"
+_EXCHANGE_PREFIX = "/v1/connect/token/"
 _IMPORT_SUFFIX = "/import"  # POST /v1/connect/token/{uid}/import is consent's route, matched first
 
 
@@ -266,9 +266,9 @@ class TokenShortcut:
         if scope["type"] != "http" or scope["method"] != "POST":
             return None
         path = get_route_path(scope)
-        if not path.startswith(_TOKEN_PREFIX) or path.endswith(_IMPORT_SUFFIX):
+        if not path.startswith(_EXCHANGE_PREFIX) or path.endswith(_IMPORT_SUFFIX):
             return None
-        return path[len(_TOKEN_PREFIX) :] or None  # an empty uid is the router's (404)
+        return path[len(_EXCHANGE_PREFIX) :] or None  # an empty uid is the router's (404)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         uid = self.takes(scope)
