@@ -54,7 +54,7 @@ typecheck: setup
 demo-oauth: setup peers
 	$(BIN)/python scripts/demo_oauth_server.py $(DEMO_ARGS)
 
-bench: setup
+bench: setup peers
 	$(BIN)/python bench/bench_exchange.py
 	$(BIN)/python bench/bench_sdk_cache.py
 

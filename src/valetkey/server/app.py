@@ -199,6 +199,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, broker: Broker
         return app.openapi_schema
 
     app.openapi = schema_with_errors  # type: ignore[method-assign]
+    app.add_middleware(connect.TokenShortcut)  # innermost: after admission, before the router
     app.add_middleware(Admission, audit=the_broker.audit)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)  # outermost
     roles.check_routes(app.routes)  # every route declares its role, or the app is not built

@@ -11,7 +11,9 @@ from urllib.parse import urlsplit
 import fastapi.routing
 from fastapi import APIRouter, Request
 from fastapi.routing import APIRoute
+from starlette._utils import get_route_path
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from valetkey.core.exchange_values import Issued
 from valetkey.core.limits import SUBJECT_ID, TOKEN, check_path_params, check_text
@@ -23,8 +25,10 @@ from valetkey.errors import (
     InstallationRequired,
     InvalidRequest,
     NotFound,
+    ValetkeyError,
 )
 from valetkey.server.broker import Broker
+from valetkey.server.errors import error_response
 from valetkey.server.openapi import REVOKE_BODY, TOKEN_BODY
 from valetkey.server.roles import authorize_member
 from valetkey.server.wire import parse_json_object, parse_subject, parse_token_request
@@ -267,3 +271,49 @@ async def revoke_tokens(uid: str, request: Request) -> Response:
         raise InvalidRequest("give a subject or allTokens, not both", field="allTokens")
     counts = await broker.exchange.revoke(principal, uid, subject)
     return json_response(counts.to_wire())
+
+
+_EXCHANGE_PREFIX = "/v1/connect/token/"
+_IMPORT_SUFFIX = "/import"  # POST /v1/connect/token/{uid}/import is consent's route, matched first
+
+
+class TokenShortcut:
+    """``POST /v1/connect/token/{uid}`` straight to :func:`token`, before the router: the hot path.
+
+    FastAPI's router tries every route in order (~80 on this app, each a regex and a scope
+    copy) before it reaches the token route; on a cache hit that was the largest single cost of
+    the request. This middleware sits inside ``Admission`` and ``BodyLimit`` (both still apply)
+    and takes exactly the requests the router would hand to :func:`token`: method POST, a path
+    under ``/v1/connect/token/`` with a non-empty rest that does not end in ``/import`` (consent's import route, which
+    the router matches first). Everything else goes to the router unchanged; the route stays
+    registered, so OpenAPI documents it as before. Path parameters are bounded as on every
+    Connect route, and a refusal gets the same envelope as from the router's exception handler;
+    an unexpected error reaches the same outermost handler (500 ``internal_error``).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    @staticmethod
+    def takes(scope: Scope) -> str | None:
+        """The ``uid`` when the router would route ``scope`` to :func:`token`, else None."""
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return None
+        path = get_route_path(scope)
+        if not path.startswith(_EXCHANGE_PREFIX) or path.endswith(_IMPORT_SUFFIX):
+            return None
+        return path[len(_EXCHANGE_PREFIX) :] or None  # an empty uid is the router's (404)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        uid = self.takes(scope)
+        if uid is None:
+            await self.app(scope, receive, send)
+            return
+        scope["path_params"] = {"uid": uid}
+        request = Request(scope, receive, send)
+        try:
+            check_path_params(scope["path_params"])
+            response = await token(uid, request)
+        except ValetkeyError as exc:
+            response = error_response(exc)
+        await response(scope, receive, send)

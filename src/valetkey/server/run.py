@@ -21,21 +21,32 @@ from valetkey.store.management import ManagementRepository
 
 
 def serve(
-    settings: Settings, *, log_level: str = "info", echo: Callable[[str], None] | None = None
+    settings: Settings,
+    *,
+    log_level: str = "info",
+    echo: Callable[[str], None] | None = None,
+    loop: str = "auto",
+    http: str = "auto",
 ) -> None:
     """Start the broker and block until it is stopped (SIGINT/SIGTERM).
 
     Raises ``BrokerStartError`` (a message for people) when the port is taken, or another
     broker runs on the same data directory with the embedded SQLite store.
+
+    ``loop`` and ``http`` are uvicorn's: ``auto`` takes ``uvloop`` and ``httptools`` when they are
+    installed (the ``server`` extra installs both where they build), else the stdlib loop and
+    ``h11``; the benchmark passes ``asyncio``/``h11`` to measure the difference.
     """
     say = echo or (lambda line: print(line, file=sys.stderr, flush=True))
     sqlite = settings.resolved_database_url.startswith("sqlite")
     with DataDirLock(settings) if sqlite else contextlib.nullcontext():
         _check_port_free(settings)
-        _run(settings, log_level, say)
+        _run(settings, log_level, say, loop=loop, http=http)
 
 
-def _run(settings: Settings, log_level: str, say: Callable[[str], None]) -> None:
+def _run(
+    settings: Settings, log_level: str, say: Callable[[str], None], *, loop: str, http: str
+) -> None:
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -49,6 +60,8 @@ def _run(settings: Settings, log_level: str, say: Callable[[str], None]) -> None
         access_log=False,
         server_header=False,
         lifespan="on",
+        loop=loop,
+        http=http,
     )
     server = uvicorn.Server(config)
 
