@@ -12,6 +12,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from valetkey.core import limits
+from valetkey.core.authorizations import PendingAuthorization
 from valetkey.core.consent_cases import ConsentRequest, TokenImport
 from valetkey.errors import InvalidRequest, ValetkeyError
 from valetkey.server.connect import DirectRoute, bearer, broker_of, connector_ref, json_response
@@ -75,6 +76,14 @@ _AUTHORIZE_FIELDS = {
 _PROMPT = re.compile(r"^[A-Za-z0-9_-]{1,40}( [A-Za-z0-9_-]{1,40}){0,7}$")
 
 
+def _request_state(done: PendingAuthorization) -> Response:
+    """One consent request's state on the wire: its id, status, user (and the user's issuer)."""
+    body = {"request": done.id, "status": done.status, "user": done.user_id}
+    if done.user_issuer is not None:
+        body["issuer"] = done.user_issuer
+    return json_response(body)
+
+
 @router.post(
     "/v1/connect/authorize/{uid:path}/confirm",
     summary="Confirm that the person who consented is the user named",
@@ -86,11 +95,7 @@ async def confirm(uid: str, request: Request) -> Response:
     data = parse_json_object(await request.body())
     request_id = limits.check_text(data.get("request"), "request", 64)
     verifier = limits.check_text(data.get("verifier"), "verifier", 256)
-    done = await broker.consent_cases.confirm(identity, uid, request_id, verifier)
-    body = {"request": done.id, "status": done.status, "user": done.user_id}
-    if done.user_issuer is not None:
-        body["issuer"] = done.user_issuer
-    return json_response(body)
+    return _request_state(await broker.consent_cases.confirm(identity, uid, request_id, verifier))
 
 
 @router.post(
@@ -103,11 +108,7 @@ async def status(uid: str, request: Request) -> Response:
     identity = await broker.verifier.verify(bearer(request))
     data = parse_json_object(await request.body())
     request_id = limits.check_text(data.get("request"), "request", 64)
-    done = await broker.consent_cases.watch(identity, uid, request_id)
-    body = {"request": done.id, "status": done.status, "user": done.user_id}
-    if done.user_issuer is not None:
-        body["issuer"] = done.user_issuer
-    return json_response(body)
+    return _request_state(await broker.consent_cases.watch(identity, uid, request_id))
 
 
 @router.post(
