@@ -21,6 +21,7 @@ __all__ = ["DEFAULT_REVOKE_RATE", "RateLimits", "TokenBucket"]
 
 #: Provider revocation requests per second per connector (per replica), unless configured.
 DEFAULT_REVOKE_RATE = 20.0
+_EPSILON = 1e-9
 #: Connectors whose buckets are kept; the least recently used are dropped beyond that.
 MAX_BUCKETS = 10_000
 
@@ -53,8 +54,8 @@ class TokenBucket:
                 now = self._monotonic()
                 self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
                 self._at = now
-                if self._tokens >= 1:
-                    self._tokens -= 1
+                if self._tokens >= 1 - _EPSILON:  # rounding must not leave a wait of 1e-17 s
+                    self._tokens = max(0.0, self._tokens - 1)
                     return
                 await self._sleep((1 - self._tokens) / self.rate)
 
