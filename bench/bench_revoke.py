@@ -130,7 +130,8 @@ def ids(running: RunningBroker) -> tuple[str, str, str, str]:
             json={"service": "api-key", "name": "bench", "data": {"apiKey": "sk-bench"}},
         ).raise_for_status()
         c.post(
-            f"/v1/connectors/{UID}/links", json={"project": "bench", "environments": ["development"]}
+            f"/v1/connectors/{UID}/links",
+            json={"project": "bench", "environments": ["development"]},
         ).raise_for_status()
         me = c.get("/v1/me").json()
     connector = running.run(running.broker.repo.connector_view(me["team"], UID))
@@ -140,9 +141,10 @@ def ids(running: RunningBroker) -> tuple[str, str, str, str]:
 
 def bench(database_url: str | None, n: int) -> list[tuple[str, float, dict[str, Any]]]:
     results = []
-    with tempfile.TemporaryDirectory() as tmp, running_broker(
-        Path(tmp) / "data", database_url=database_url
-    ) as running:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        running_broker(Path(tmp) / "data", database_url=database_url) as running,
+    ):
         broker = running.broker
         team_id, member_id, connector_id, project_id = ids(running)
         member = Member(team_id=team_id, member_id=member_id, name="bench", role=Role.OWNER)
@@ -152,7 +154,9 @@ def bench(database_url: str | None, n: int) -> list[tuple[str, float, dict[str, 
             filled = time.perf_counter() - t0
             t0 = time.perf_counter()
             if how == "service":
-                counts = running.run(broker.exchange.revoke(member, UID, None), timeout=600).to_wire()
+                counts = running.run(
+                    broker.exchange.revoke(member, UID, None), timeout=600
+                ).to_wire()
             else:
                 with running.admin(timeout=600) as c:
                     answer = c.request("DELETE", PATH, json={"allTokens": True})
@@ -169,13 +173,17 @@ def bench(database_url: str | None, n: int) -> list[tuple[str, float, dict[str, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--database-url", default=None, help="a PostgreSQL admin URL (default: SQLite)")
+    parser.add_argument(
+        "--database-url", default=None, help="a PostgreSQL admin URL (default: SQLite)"
+    )
     parser.add_argument("--tokens", type=int, default=100_000)
     args = parser.parse_args()
     command = shlex.join([Path(sys.executable).name, *sys.argv])
     store = "postgresql" if args.database_url else "sqlite"
     print(f"$ {command}")
-    print(f"revoke-all, {args.tokens} issued tokens, api-key connector (no revocation endpoint), {store}")
+    print(
+        f"revoke-all, {args.tokens} issued tokens, api-key connector (no revocation endpoint), {store}"
+    )
     if args.database_url:
         with fresh_postgres(args.database_url) as url:
             results = bench(url, args.tokens)

@@ -274,12 +274,15 @@ def test_revoke_all_streams_progress_as_json_lines(
     team, connector_id, project_id = _oauth(broker, stand_in)
     broker.run(_fill(broker.broker, team, connector_id, project_id, 120))
     lines = []
-    with broker.admin(timeout=120) as c, c.stream(
-        "DELETE",
-        "/v1/connect/connectors/oauth%2Frevoking/tokens",
-        json={"allTokens": True},
-        headers={"accept": "application/x-ndjson"},
-    ) as answer:
+    with (
+        broker.admin(timeout=120) as c,
+        c.stream(
+            "DELETE",
+            "/v1/connect/connectors/oauth%2Frevoking/tokens",
+            json={"allTokens": True},
+            headers={"accept": "application/x-ndjson"},
+        ) as answer,
+    ):
         assert answer.status_code == 200
         assert answer.headers["content-type"].startswith("application/x-ndjson")
         lines = [json.loads(line) for line in answer.iter_lines() if line.strip()]

@@ -27,7 +27,9 @@ def _step(line: Mapping[str, Any]) -> str:
     )
 
 
-def follow_revocation(lines: Iterable[Mapping[str, Any]], *, tty: bool | None = None) -> dict[str, Any]:
+def follow_revocation(
+    lines: Iterable[Mapping[str, Any]], *, tty: bool | None = None
+) -> dict[str, Any]:
     """Show each progress line; return the last one (the final counts) without the progress fields."""
     console = stderr()
     bar = console.is_terminal if tty is None else tty
