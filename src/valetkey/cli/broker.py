@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -217,3 +217,37 @@ class BrokerClient:
 
     def post(self, path: str, body: Mapping[str, Any]) -> Any:
         return self.request("POST", path, body=body)
+
+    def stream_lines(
+        self, method: str, path: str, *, body: Mapping[str, Any] | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Send one request asking for NDJSON; yield each line's object as it arrives.
+
+        A broker that answers plain JSON (an older one) yields that one object. The wait for
+        each line has no deadline: the broker sends one at least every few seconds.
+        """
+        headers = {"Accept": "application/x-ndjson"}
+        try:
+            with self._http.stream(
+                method, path, json=body, headers=headers, timeout=httpx2.Timeout(TIMEOUT, read=None)
+            ) as response:
+                if not response.is_success:
+                    response.read()
+                    raise error_from(response)
+                for line in response.iter_lines():
+                    if not line.strip():
+                        continue
+                    try:
+                        item = json.loads(line)
+                    except ValueError as exc:
+                        raise InvalidBrokerResponse(
+                            f"the broker's answer to {method} {path} is not JSON lines"
+                        ) from exc
+                    if isinstance(item, dict):
+                        yield item
+        except httpx2.HTTPError as exc:
+            raise BrokerUnavailable(
+                f"could not reach the broker at {self.url} ({type(exc).__name__}); "
+                "is `valetkey serve` running?",
+                url=self.url,
+            ) from exc

@@ -15,6 +15,7 @@ import asyncio
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import replace as dataclass_replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -99,6 +100,7 @@ class ExchangeService:
         max_views: int = MAX_VIEWS,
         max_unknown_views: int = MAX_UNKNOWN_VIEWS,
         gate: ProviderGate | None = None,
+        revocation: Callable[..., RevocationService] = RevocationService,
     ) -> None:
         self._store = store
         self._providers = providers
@@ -121,7 +123,8 @@ class ExchangeService:
         self._webhook_for: WebhookLookup | None = None
         self._background: set[asyncio.Task[None]] = set()
         self.counts = ExchangeCounts()
-        self._revocation = RevocationService(
+        #: ``revocation`` builds it (a ``functools.partial`` sets its concurrency and rate limits).
+        self.revocation = revocation(
             store=store,
             providers=providers,
             audit=audit,
@@ -150,7 +153,7 @@ class ExchangeService:
         webhook_for: WebhookLookup,
     ) -> None:
         self._grants = grants
-        self._revocation.attach_grants(grants)
+        self.revocation.attach_grants(grants)
         self._consent = consent
         self._notifier = notifier
         self._webhook_for = webhook_for
@@ -559,7 +562,7 @@ class ExchangeService:
     ) -> RevokeCounts:
         """Revoke issued tokens: a subject's (my tokens) or, for owners and members, all of them
         (``core.revocation``)."""
-        counts = await self._revocation.revoke(principal, uid, subject)
+        counts = await self.revocation.revoke(principal, uid, subject)
         self.counts.revocations += 1
         return counts
 

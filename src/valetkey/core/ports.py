@@ -45,6 +45,7 @@ __all__ = [
     "Notifier",
     "ProviderLookup",
     "RevocationTarget",
+    "RevokedSet",
     "WebhookLookup",
 ]
 
@@ -65,6 +66,18 @@ class CachedMint:
     issued_id: str
     #: When the broker stops handing this token out (provider expiry, capped by the link's lifetime).
     serve_until: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class RevokedSet:
+    """What ``ExchangeStore.revoke_issued`` marked revoked."""
+
+    #: Issued tokens that matched (all now revoked in the ledger).
+    found: int
+    #: Of those, tokens recorded ``skipped``: no cache row left, or no provider revocation.
+    skipped: int
+    #: The tokens to revoke at the provider (``pending`` in the ledger), when asked for.
+    targets: Sequence[RevocationTarget]
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +123,7 @@ class ExchangeStore(Protocol):
         """
         ...
 
-    async def revocation_targets(
+    async def revoke_issued(
         self,
         team_id: str,
         connector_id: str,
@@ -119,15 +132,23 @@ class ExchangeStore(Protocol):
         project_id: str | None,
         environment: str | None,
         now: datetime,
-    ) -> Sequence[RevocationTarget]:
-        """Active (unrevoked, unexpired) issued tokens matching the filters (None: any).
+        at_provider: bool,
+    ) -> RevokedSet:
+        """Mark every active (unrevoked, unexpired) issued token matching the filters (None: any)
+        revoked at ``now``, in one transaction of a few set-based statements; the broker never
+        serves them again from then on.
 
-        Does **not** check who may revoke them: the exchange does.
+        Tokens whose cache row is gone are recorded ``skipped`` (nothing left to revoke). With
+        ``at_provider`` False the others are recorded ``skipped`` too and their cache rows
+        dropped; with it True they are recorded ``pending`` and returned, decrypted, in
+        ``targets``; their cache rows stay (never served: their ledger row is revoked) until
+        ``record_revocations``. Does **not** check who may revoke them (the exchange does) or
+        tell other replicas (the caller publishes an ``Invalidation``).
         """
         ...
 
-    async def mark_revoked(self, outcomes: Mapping[str, str], now: datetime) -> int:
-        """Mark issued tokens revoked with their provider outcome; drop their cache rows. Returns rows changed.
+    async def record_revocations(self, outcomes: Mapping[str, str]) -> None:
+        """Record each issued token's provider outcome and drop its cache row (batched statements).
 
         Does **not** tell other replicas: the caller publishes an ``Invalidation``.
         """

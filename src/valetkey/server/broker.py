@@ -7,6 +7,7 @@ signing keys (files 0600), applies migrations and bootstraps the default team.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -30,6 +31,8 @@ from valetkey.core.jobs import Job, JobWorker, RetryPolicy
 from valetkey.core.models import Connector
 from valetkey.core.ports import Invalidation, InvalidationBus, LocalBus
 from valetkey.core.providers import UserFlows, require_user_flows
+from valetkey.core.ratelimit import RateLimits
+from valetkey.core.revocation import RevocationService
 from valetkey.crypto import KeyRing
 from valetkey.errors import NotFound
 from valetkey.identity.issuer import BrokerIssuer
@@ -184,8 +187,20 @@ class Broker:
             issuer=issuer, jwks=jwks, store=repo, clock=clock, audience=BROKER_AUDIENCE
         )
         ctx = BrokerContext(http, clock)
+        revocation = functools.partial(
+            RevocationService,
+            concurrency=settings.revoke_concurrency,
+            limits=RateLimits(settings.revoke_rate),
+        )
         exchange = ExchangeService(
-            store=repo, providers=providers, audit=audit, bus=bus, clock=clock, ctx=ctx, gate=gate
+            store=repo,
+            providers=providers,
+            audit=audit,
+            bus=bus,
+            clock=clock,
+            ctx=ctx,
+            gate=gate,
+            revocation=revocation,
         )
         services = Services.create(
             db=db, repo=repo, keyring=keyring, providers=providers, audit=audit, bus=bus, clock=clock
@@ -321,6 +336,7 @@ class Broker:
         await self.jobs.purge_finished(self.clock.now() - DONE_JOBS_KEPT)
 
     async def close(self) -> None:
+        await self.exchange.revocation.close()
         await self.worker.close()
         await self.notifier.close()
         await self.audit.close()

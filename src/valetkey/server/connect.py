@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -12,12 +13,13 @@ import fastapi.routing
 from fastapi import APIRouter, Request
 from fastapi.routing import APIRoute
 from starlette._utils import get_route_path
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from valetkey.core.exchange_values import Issued
 from valetkey.core.limits import SUBJECT_ID, TOKEN, check_path_params, check_text
 from valetkey.core.models import Connector, Identity, Member
+from valetkey.core.revocation import RevocationRun
 from valetkey.errors import (
     ConnectorNotLinked,
     EnvironmentNotLinked,
@@ -269,8 +271,42 @@ async def revoke_tokens(uid: str, request: Request) -> Response:
     subject = None if data.get("subject") is None else parse_subject(data["subject"])
     if subject is not None and all_tokens:
         raise InvalidRequest("give a subject or allTokens, not both", field="allTokens")
-    counts = await broker.exchange.revoke(principal, uid, subject)
-    return json_response(counts.to_wire())
+    if NDJSON not in request.headers.get("accept", ""):
+        counts = await broker.exchange.revoke(principal, uid, subject)
+        return json_response(counts.to_wire())
+    run = await broker.exchange.revocation.begin(principal, uid, subject)
+    broker.exchange.counts.revocations += 1
+    return StreamingResponse(_progress_lines(run), media_type=NDJSON)
+
+
+#: Asked for with ``Accept: application/x-ndjson``: revoke-tokens streams its progress.
+NDJSON = "application/x-ndjson"
+#: Seconds between progress lines while provider revocations run.
+PROGRESS_EVERY = 0.25
+
+
+def _progress_line(run: RevocationRun, *, done: bool) -> bytes:
+    line = {
+        **run.counts().to_wire(),
+        "providerTotal": run.total,
+        "providerPending": run.pending,
+        "done": done,
+    }
+    return json.dumps(line, separators=(",", ":")).encode() + b"\n"
+
+
+async def _progress_lines(run: RevocationRun) -> AsyncIterator[bytes]:
+    """One line of counts now, one every ``PROGRESS_EVERY`` seconds while provider calls run
+    (only when something changed), and the final counts with ``"done": true``. The client
+    going away stops the lines, not the revocation."""
+    last = -1
+    while run.task is not None and not run.task.done():
+        if run.done != last:
+            last = run.done
+            yield _progress_line(run, done=False)
+        await asyncio.wait({run.task}, timeout=PROGRESS_EVERY)
+    await run.result()
+    yield _progress_line(run, done=True)
 
 
 _EXCHANGE_PREFIX = "/v1/connect/token/"

@@ -18,6 +18,8 @@
 | job retry backoff: base, cap | | ``VALETKEY_JOB_RETRY_BASE``, ``VALETKEY_JOB_RETRY_MAX`` | ``2``, ``3600`` seconds |
 | attempts before a job is dead | | ``VALETKEY_JOB_ATTEMPTS`` | ``10`` |
 | job queue poll interval | | ``VALETKEY_JOB_POLL`` | ``1`` second |
+| provider revocations at once (per revocation) | | ``VALETKEY_REVOKE_CONCURRENCY`` | ``4`` |
+| provider revocations per second (per connector, per replica) | | ``VALETKEY_REVOKE_RATE`` | ``20`` |
 
 With private networks off, issuers, JWKS and webhooks on private or loopback addresses are refused.
 ``VALETKEY_CA_FILE`` is a PEM bundle trusted in addition to the public CAs for every outbound
@@ -39,6 +41,8 @@ from pathlib import Path
 
 from valetkey.core.audit import HARD_LIMIT, SOFT_LIMIT
 from valetkey.core.gate import DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT_SECONDS, DEFAULT_WAIT_SECONDS
+from valetkey.core.ratelimit import DEFAULT_REVOKE_RATE
+from valetkey.core.revocation import DEFAULT_REVOKE_CONCURRENCY
 from valetkey.errors import InvalidRequest
 
 DEFAULT_PORT = 8787
@@ -105,6 +109,11 @@ class Settings:
     job_retry_max_seconds: float = 3600.0
     job_max_attempts: int = 10
     job_poll_seconds: float = 1.0
+    #: Bulk revocation (``core.revocation``): provider calls in flight at once for one
+    #: revocation (never more than ``provider_concurrency``), and calls per second to one
+    #: connector's provider from this replica.
+    revoke_concurrency: int = DEFAULT_REVOKE_CONCURRENCY
+    revoke_rate: float = DEFAULT_REVOKE_RATE
 
     def __post_init__(self) -> None:
         if not 1 <= self.provider_concurrency < self.outbound_connections:
@@ -119,6 +128,11 @@ class Settings:
                 field="provider_timeout_seconds",
             )
 
+        if not (1 <= self.revoke_concurrency <= 256 and 0 < self.revoke_rate <= 10_000):
+            raise InvalidRequest(
+                "VALETKEY_REVOKE_CONCURRENCY must be in [1, 256] and VALETKEY_REVOKE_RATE in (0, 10000]",
+                field="revoke_rate",
+            )
         if not (
             self.job_concurrency >= 1
             and 0 < self.job_timeout_seconds < self.job_lease_seconds
@@ -159,6 +173,10 @@ class Settings:
             "job_retry_max_seconds": _number("VALETKEY_JOB_RETRY_MAX", 3600.0),
             "job_max_attempts": int(_number("VALETKEY_JOB_ATTEMPTS", 10)),
             "job_poll_seconds": _number("VALETKEY_JOB_POLL", 1.0),
+            "revoke_concurrency": int(
+                _number("VALETKEY_REVOKE_CONCURRENCY", DEFAULT_REVOKE_CONCURRENCY)
+            ),
+            "revoke_rate": _number("VALETKEY_REVOKE_RATE", DEFAULT_REVOKE_RATE),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         if isinstance(values["data_dir"], str):

@@ -22,13 +22,24 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from valetkey.core.audit import AuditRefused, ChainedEvent
 from valetkey.core.clock import Clock
 from valetkey.core.models import Connector, Identity, Link, Policy, Subject, TokenRequest
-from valetkey.core.ports import CachedMint, ConnectorView, RevocationTarget
+from valetkey.core.ports import CachedMint, ConnectorView, RevocationTarget, RevokedSet
 from valetkey.core.providers import MintedToken
 from valetkey.crypto import KeyRing
 from valetkey.identity.bindings import TrustBinding
 from valetkey.store import tables as t
 from valetkey.store.db import Database
 from valetkey.store.ids import new_id
+
+#: The ledger's ``revocation`` outcomes written in bulk (a provider's own outcome is per token).
+SKIPPED_UNHELD = "skipped: the broker no longer holds this token"
+SKIPPED_NO_REVOCATION = "skipped: the provider cannot revoke this credential"
+PENDING = "pending: revocation at the provider is under way"
+#: Ids per ``IN (...)`` list (SQLite allows 32,766 bound values; PostgreSQL 65,535).
+ID_SLICE = 1_000
+
+
+def _count(result: Any) -> int:
+    return int(result.rowcount or 0)
 
 
 def secrets_aad(connector_id: str) -> bytes:
@@ -212,7 +223,7 @@ class Repository:
             )
         return issued_id
 
-    async def revocation_targets(
+    async def revoke_issued(
         self,
         team_id: str,
         connector_id: str,
@@ -221,66 +232,130 @@ class Repository:
         project_id: str | None,
         environment: str | None,
         now: datetime,
-    ) -> Sequence[RevocationTarget]:
-        query = (
-            select(t.IssuedToken, t.CachedToken)
-            .outerjoin(t.CachedToken, t.CachedToken.issued_token_id == t.IssuedToken.id)
-            .where(
-                t.IssuedToken.team_id == team_id,
-                t.IssuedToken.connector_id == connector_id,
-                t.IssuedToken.revoked_at.is_(None),
-                or_(t.IssuedToken.expires_at.is_(None), t.IssuedToken.expires_at > now),
-            )
-        )
+        at_provider: bool,
+    ) -> RevokedSet:
+        """A few set-based statements in one transaction, whatever the number of tokens.
+
+        The matching rows are those of ``active`` (the connector index, then the filters); the
+        ones without a cache row are marked first, so the rest are the tokens the broker holds.
+        """
+        issued = t.IssuedToken
+        active = [
+            issued.team_id == team_id,
+            issued.connector_id == connector_id,
+            issued.revoked_at.is_(None),
+            or_(issued.expires_at.is_(None), issued.expires_at > now),
+        ]
         if subject is not None:
-            query = query.where(t.IssuedToken.subject_type == subject.type)
-            query = query.where(
-                t.IssuedToken.subject_id.is_(None)
-                if subject.id is None
-                else t.IssuedToken.subject_id == subject.id
+            active.append(issued.subject_type == subject.type)
+            active.append(
+                issued.subject_id.is_(None) if subject.id is None else issued.subject_id == subject.id
             )
-            query = query.where(
-                t.IssuedToken.subject_issuer.is_(None)
+            active.append(
+                issued.subject_issuer.is_(None)
                 if subject.issuer is None
-                else t.IssuedToken.subject_issuer == subject.issuer
+                else issued.subject_issuer == subject.issuer
             )
         if project_id is not None:
-            query = query.where(t.IssuedToken.project_id == project_id)
+            active.append(issued.project_id == project_id)
         if environment is not None:
-            query = query.where(t.IssuedToken.environment == environment)
-        async with self.db.session() as s:
-            rows = (await s.execute(query.order_by(t.IssuedToken.created_at))).all()
-        targets = []
-        for issued, cached in rows:
-            token = None
-            if cached is not None:
-                data = self.keyring.decrypt_json(cached.payload, aad=cache_aad(cached.key_hash))
-                token = _minted_from_json(data)
-            targets.append(
-                RevocationTarget(
-                    issued_id=issued.id,
-                    subject=Subject(issued.subject_type, issued.subject_id, issued.subject_issuer),  # type: ignore[arg-type]
-                    project_id=issued.project_id,
-                    environment=issued.environment,
-                    token=token,
-                )
-            )
-        return targets
-
-    async def mark_revoked(self, outcomes: Mapping[str, str], now: datetime) -> int:
-        changed = 0
+            active.append(issued.environment == environment)
+        held = (
+            select(t.CachedToken.key_hash)
+            .where(t.CachedToken.issued_token_id == issued.id)
+            .exists()
+        )
+        targets: list[RevocationTarget] = []
         async with self.db.session.begin() as s:
-            await s.execute(
-                delete(t.CachedToken).where(t.CachedToken.issued_token_id.in_(list(outcomes)))
+            unheld = await s.execute(
+                update(issued)
+                .where(*active, ~held)
+                .values(revoked_at=now, revocation=SKIPPED_UNHELD)
+                .execution_options(synchronize_session=False)
             )
-            for issued_id, outcome in outcomes.items():
-                result = await s.execute(
-                    update(t.IssuedToken)
-                    .where(t.IssuedToken.id == issued_id, t.IssuedToken.revoked_at.is_(None))
-                    .values(revoked_at=now, revocation=outcome[:300])
+            if at_provider:
+                rows = (
+                    await s.execute(
+                        select(
+                            issued.id,
+                            issued.subject_type,
+                            issued.subject_id,
+                            issued.subject_issuer,
+                            issued.project_id,
+                            issued.environment,
+                            t.CachedToken.key_hash,
+                            t.CachedToken.payload,
+                        )
+                        .join(t.CachedToken, t.CachedToken.issued_token_id == issued.id)
+                        .where(*active)
+                        .order_by(issued.created_at)
+                    )
+                ).all()
+                # By id, in slices: exactly the rows read (one minted meanwhile stays active).
+                ids = [row.id for row in rows]
+                for start in range(0, len(ids), ID_SLICE):
+                    await s.execute(
+                        update(issued)
+                        .where(issued.id.in_(ids[start : start + ID_SLICE]))
+                        .values(revoked_at=now, revocation=PENDING)
+                        .execution_options(synchronize_session=False)
+                    )
+                for row in rows:
+                    data = self.keyring.decrypt_json(row.payload, aad=cache_aad(row.key_hash))
+                    targets.append(
+                        RevocationTarget(
+                            issued_id=row.id,
+                            subject=Subject(row.subject_type, row.subject_id, row.subject_issuer),
+                            project_id=row.project_id,
+                            environment=row.environment,
+                            token=_minted_from_json(data),
+                        )
+                    )
+                found = skipped = _count(unheld)
+                found += len(rows)
+            else:
+                marked = await s.execute(
+                    update(issued)
+                    .where(*active)
+                    .values(revoked_at=now, revocation=SKIPPED_NO_REVOCATION)
+                    .execution_options(synchronize_session=False)
                 )
-                changed += result.rowcount  # type: ignore[attr-defined]
-        return changed
+                await s.execute(
+                    delete(t.CachedToken)
+                    .where(
+                        t.CachedToken.connector_id == connector_id,
+                        t.CachedToken.issued_token_id.in_(
+                            select(issued.id).where(
+                                issued.connector_id == connector_id,
+                                issued.revoked_at == now,
+                            )
+                        ),
+                    )
+                    .execution_options(synchronize_session=False)
+                )
+                found = skipped = _count(unheld) + _count(marked)
+        return RevokedSet(found=found, skipped=skipped, targets=targets)
+
+    async def record_revocations(self, outcomes: Mapping[str, str]) -> None:
+        """One UPDATE per distinct outcome and one DELETE, per slice of ``ID_SLICE`` ids."""
+        by_outcome: dict[str, list[str]] = {}
+        for issued_id, outcome in outcomes.items():
+            by_outcome.setdefault(outcome[:300], []).append(issued_id)
+        async with self.db.session.begin() as s:
+            for outcome, ids in by_outcome.items():
+                for start in range(0, len(ids), ID_SLICE):
+                    part = ids[start : start + ID_SLICE]
+                    await s.execute(
+                        update(t.IssuedToken)
+                        .where(t.IssuedToken.id.in_(part))
+                        .values(revocation=outcome)
+                        .execution_options(synchronize_session=False)
+                    )
+                    await s.execute(
+                        delete(t.CachedToken)
+                        .where(t.CachedToken.issued_token_id.in_(part))
+                        .execution_options(synchronize_session=False)
+                    )
 
     async def purge_expired_cache(self, now: datetime) -> int:
         """Drop cache rows whose token has expired at the provider (the ledger keeps its rows).

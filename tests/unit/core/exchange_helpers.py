@@ -20,7 +20,7 @@ from valetkey.core.models import (
     SubjectType,
     TokenRequest,
 )
-from valetkey.core.ports import CachedMint, ConnectorView, LocalBus, RevocationTarget
+from valetkey.core.ports import CachedMint, ConnectorView, LocalBus, RevocationTarget, RevokedSet
 from valetkey.core.providers import (
     Capabilities,
     ConfigField,
@@ -100,7 +100,7 @@ class MemoryExchangeStore:
         self.cache[key_hash] = CachedMint(minted, issued_id, serve_until)
         return issued_id
 
-    async def revocation_targets(
+    async def revoke_issued(
         self,
         team_id: str,
         connector_id: str,
@@ -109,29 +109,39 @@ class MemoryExchangeStore:
         project_id: str | None,
         environment: str | None,
         now: datetime,
-    ) -> Sequence[RevocationTarget]:
-        return [
-            RevocationTarget(issued_id, row.subject, row.project_id, row.environment, row.token)
-            for issued_id, row in self.ledger.items()
-            if team_id == self.view.connector.team_id
-            and row.connector_id == connector_id
-            and row.revoked is None
-            and (row.serve_until is None or row.serve_until > now)
-            and subject in (None, row.subject)
-            and project_id in (None, row.project_id)
-            and environment in (None, row.environment)
-        ]
-
-    async def mark_revoked(self, outcomes: Mapping[str, str], now: datetime) -> int:
-        changed = 0
-        for issued_id, outcome in outcomes.items():
-            row = self.ledger.get(issued_id)
-            if row is None or row.revoked is not None:
+        at_provider: bool,
+    ) -> RevokedSet:
+        found = skipped = 0
+        targets = []
+        for issued_id, row in list(self.ledger.items()):
+            if not (
+                team_id == self.view.connector.team_id
+                and row.connector_id == connector_id
+                and row.revoked is None
+                and (row.serve_until is None or row.serve_until > now)
+                and subject in (None, row.subject)
+                and project_id in (None, row.project_id)
+                and environment in (None, row.environment)
+            ):
                 continue
+            found += 1
+            held = row.key_hash in self.cache
+            if at_provider and held:
+                targets.append(
+                    RevocationTarget(issued_id, row.subject, row.project_id, row.environment, row.token)
+                )
+                self.ledger[issued_id] = replace(row, revoked="pending")
+                continue
+            skipped += 1
+            self.ledger[issued_id] = replace(row, revoked="skipped")
+            self.cache.pop(row.key_hash, None)
+        return RevokedSet(found=found, skipped=skipped, targets=targets)
+
+    async def record_revocations(self, outcomes: Mapping[str, str]) -> None:
+        for issued_id, outcome in outcomes.items():
+            row = self.ledger[issued_id]
             self.ledger[issued_id] = replace(row, revoked=outcome)
             self.cache.pop(row.key_hash, None)
-            changed += 1
-        return changed
 
 
 class MemoryAuditStore:

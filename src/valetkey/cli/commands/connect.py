@@ -533,8 +533,12 @@ def revoke_tokens(
         members = broker(ctx)
         uid = _uid(members, uid)
         confirm(yes, f"Revoke every token of {uid}, for every project and user?")
-        result: dict[str, Any] = members.request(
-            "DELETE", f"/v1/connect/connectors/{seg(uid)}/tokens", body={"allTokens": True}
+        from valetkey.cli.progress import follow_revocation
+
+        result: dict[str, Any] = follow_revocation(
+            members.stream_lines(
+                "DELETE", f"/v1/connect/connectors/{seg(uid)}/tokens", body={"allTokens": True}
+            )
         )
     else:
         from valetkey.sdk.client import Client
