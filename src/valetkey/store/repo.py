@@ -324,12 +324,11 @@ class Repository:
                     delete(t.CachedToken)
                     .where(
                         t.CachedToken.connector_id == connector_id,
-                        t.CachedToken.issued_token_id.in_(
-                            select(issued.id).where(
-                                issued.connector_id == connector_id,
-                                issued.revoked_at == now,
-                            )
-                        ),
+                        # Correlated on the ledger's primary key: one index probe per cache row
+                        # (an IN subquery was planned as a nested loop of scans on PostgreSQL).
+                        select(issued.id)
+                        .where(issued.id == t.CachedToken.issued_token_id, issued.revoked_at == now)
+                        .exists(),
                     )
                     .execution_options(synchronize_session=False)
                 )
