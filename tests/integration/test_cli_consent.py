@@ -448,3 +448,39 @@ def test_connect_wait_with_a_timeout_says_the_request_is_still_pending(
     assert waited.exit_code == 1, waited.output
     assert f"stopped waiting after 1s: request {request} is still pending" in waited.stderr
     assert f"valetkey connect wait oauth/acme --user mona --request {request}" in waited.stderr
+
+
+def test_authorize_confirm_and_import_take_the_connector_id(
+    broker: RunningBroker, identity: str, oidc_peer: OidcProviderPeer
+) -> None:
+    """`con_…` works in the consent commands as the uid does (issue 8.12)."""
+    with broker.admin() as admin:
+        connector_id = admin.get("/v1/connectors/oauth/acme").json()["id"]
+    assert connector_id.startswith("con_")
+    env = _env(broker, identity)
+    started = cli(
+        ["connect", "authorize", connector_id, "--user", "ivo", "--return-url", "http://localhost:3000/back"],
+        env,
+    )  # fmt: skip
+    assert started.exit_code == 0, started.output
+    shown = _printed(started.stdout)
+    landed = httpx2.get(oidc_peer.authorize(shown["url"], login="ivo"), follow_redirects=False)
+    assert "valetkey_status=confirm" in landed.headers["location"]
+    confirmed = cli(
+        ["connect", "confirm", connector_id, "--request", shown["request"], "--verifier", "@-",
+         "--format", "json"],
+        env,
+        stdin=shown["verifier"] + "\n",
+    )  # fmt: skip
+    assert confirmed.exit_code == 0, confirmed.output
+    assert json.loads(confirmed.stdout)["status"] == "completed"
+    assert _token(broker, identity, "ivo").status_code == 200
+    tokens = _pair(oidc_peer, "jo")
+    imported = cli(
+        ["connect", "import", connector_id, "--user", "jo", "--access-token", "@-",
+         "--expires-in", "300", "--format", "json"],
+        env,
+        stdin=tokens["access_token"],
+    )  # fmt: skip
+    assert imported.exit_code == 0, imported.output
+    assert _token(broker, identity, "jo").json()["token"] == tokens["access_token"]
