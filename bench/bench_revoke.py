@@ -26,17 +26,15 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 
 from valetkey.core.models import Member, Role
 from valetkey.store import tables as t
-from valetkey.store.repo import cache_aad
-from valetkey.testing import RunningBroker, running_broker
+from valetkey.testing import RunningBroker, fill_ledger, running_broker
 
 UID = "api-key/bench"
 PATH = "/v1/connect/connectors/api-key%2Fbench/tokens"
@@ -61,49 +59,8 @@ def fresh_postgres(admin_url: str) -> Iterator[str]:
 
 
 async def fill(broker: Any, team_id: str, connector_id: str, project_id: str, n: int) -> None:
-    """Insert ``n`` issued tokens with cache rows, in bulk (Core executemany, 5,000 per statement)."""
-    now = broker.clock.now()
-    expires = now + timedelta(hours=1)
-    # One sealed payload per row, as the exchange stores them (each under its own AAD).
-    keyring = broker.keyring
-    per = 5_000
-    for start in range(0, n, per):
-        issued, cached = [], []
-        for i in range(start, min(n, start + per)):
-            tid = f"tok_bench{i:09d}{secrets.token_hex(4)}"
-            key = secrets.token_hex(32)
-            issued.append(
-                {
-                    "id": tid,
-                    "team_id": team_id,
-                    "connector_id": connector_id,
-                    "project_id": project_id,
-                    "environment": "development",
-                    "subject_type": "app",
-                    "subject_id": None,
-                    "subject_issuer": None,
-                    "scopes": None,
-                    "installation_id": None,
-                    "token_hash": secrets.token_hex(32),
-                    "created_at": now,
-                    "expires_at": expires,
-                    "revoked_at": None,
-                    "revocation": None,
-                }
-            )
-            payload = {"token": f"sk_{i}", "expiresAt": expires.isoformat(), "metadata": {}}
-            cached.append(
-                {
-                    "key_hash": key,
-                    "connector_id": connector_id,
-                    "issued_token_id": tid,
-                    "payload": keyring.encrypt_json(payload, aad=cache_aad(key)),
-                    "expires_at": expires,
-                }
-            )
-        async with broker.db.session.begin() as s:
-            await s.execute(insert(t.IssuedToken), issued)
-            await s.execute(insert(t.CachedToken), cached)
+    """Insert ``n`` issued tokens with cache rows, in bulk (5,000 per statement)."""
+    await fill_ledger(broker, team_id, connector_id, project_id, n, value_format="sk_{}", batch=5_000)
 
 
 async def remaining(broker: Any, connector_id: str) -> tuple[int, int]:

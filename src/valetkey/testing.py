@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -224,3 +225,71 @@ def spawn_broker(
         ) from None
     token = owner_token or json.loads((data_dir / "cli.json").read_text())["token"]
     return BrokerProcess(proc, RunningBroker(url=url, data_dir=data_dir, owner_token=token))
+
+
+async def fill_ledger(
+    broker: Any,
+    team_id: str,
+    connector_id: str,
+    project_id: str,
+    n: int,
+    *,
+    value_format: str = "at_{}",
+    batch: int = 2_000,
+) -> list[str]:
+    """Insert ``n`` issued tokens of an app subject with their sealed cache rows, in bulk (Core
+    executemany, ``batch`` rows a statement), as the exchange stores them; returns the cache keys.
+
+    ``broker`` is a ``valetkey.server.broker.Broker``; token ``i``'s value is ``value_format.format(i)``.
+    For tests and benchmarks of revocation at scale: it writes straight to the store.
+    """
+    from datetime import timedelta
+
+    from sqlalchemy import insert
+
+    from valetkey.store import tables as t
+    from valetkey.store.repo import cache_aad
+
+    now = broker.clock.now()
+    expires = now + timedelta(hours=1)
+    keys: list[str] = []
+    issued: list[dict[str, Any]] = []
+    cached: list[dict[str, Any]] = []
+    for i in range(n):
+        tid = f"tok_fill{secrets.token_hex(8)}"
+        key = secrets.token_hex(32)
+        keys.append(key)
+        issued.append(
+            {
+                "id": tid,
+                "team_id": team_id,
+                "connector_id": connector_id,
+                "project_id": project_id,
+                "environment": "development",
+                "subject_type": "app",
+                "subject_id": None,
+                "subject_issuer": None,
+                "scopes": None,
+                "installation_id": None,
+                "token_hash": secrets.token_hex(32),
+                "created_at": now,
+                "expires_at": expires,
+                "revoked_at": None,
+                "revocation": None,
+            }
+        )
+        payload = {"token": value_format.format(i), "expiresAt": expires.isoformat(), "metadata": {}}
+        cached.append(
+            {
+                "key_hash": key,
+                "connector_id": connector_id,
+                "issued_token_id": tid,
+                "payload": broker.keyring.encrypt_json(payload, aad=cache_aad(key)),
+                "expires_at": expires,
+            }
+        )
+    for start in range(0, n, batch):
+        async with broker.db.session.begin() as s:
+            await s.execute(insert(t.IssuedToken), issued[start : start + batch])
+            await s.execute(insert(t.CachedToken), cached[start : start + batch])
+    return keys

@@ -11,66 +11,18 @@ import json
 import secrets
 import threading
 from collections.abc import Iterator
-from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
 
 import httpx2
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 
 from valetkey.store import tables as t
-from valetkey.store.repo import cache_aad
-from valetkey.testing import RunningBroker
+from valetkey.testing import RunningBroker, fill_ledger
 
 MANY = 5_000
-
-
-async def _fill(broker: Any, team_id: str, connector_id: str, project_id: str, n: int) -> list[str]:
-    """``n`` issued tokens with their sealed cache rows, in bulk; returns their cache keys."""
-    now = broker.clock.now()
-    expires = now + timedelta(hours=1)
-    keys = []
-    issued, cached = [], []
-    for i in range(n):
-        tid = f"tok_fill{secrets.token_hex(8)}"
-        key = secrets.token_hex(32)
-        keys.append(key)
-        issued.append(
-            {
-                "id": tid,
-                "team_id": team_id,
-                "connector_id": connector_id,
-                "project_id": project_id,
-                "environment": "development",
-                "subject_type": "app",
-                "subject_id": None,
-                "subject_issuer": None,
-                "scopes": None,
-                "installation_id": None,
-                "token_hash": secrets.token_hex(32),
-                "created_at": now,
-                "expires_at": expires,
-                "revoked_at": None,
-                "revocation": None,
-            }
-        )
-        payload = {"token": f"at_{i}", "expiresAt": expires.isoformat(), "metadata": {}}
-        cached.append(
-            {
-                "key_hash": key,
-                "connector_id": connector_id,
-                "issued_token_id": tid,
-                "payload": broker.keyring.encrypt_json(payload, aad=cache_aad(key)),
-                "expires_at": expires,
-            }
-        )
-    async with broker.db.session.begin() as s:
-        for start in range(0, n, 2_000):
-            await s.execute(insert(t.IssuedToken), issued[start : start + 2_000])
-            await s.execute(insert(t.CachedToken), cached[start : start + 2_000])
-    return keys
 
 
 async def _ledger(broker: Any, connector_id: str) -> dict[str | None, int]:
@@ -133,11 +85,11 @@ def test_revoke_all_over_many_tokens_revokes_exactly_them(broker: RunningBroker)
     team, connector_id, project_id = _ids(broker, "api-key/many")
     _, other_id, _ = _ids(broker, "api-key/other")
     inner = broker.broker
-    keys = broker.run(_fill(inner, team, connector_id, project_id, MANY), timeout=120)
-    broker.run(_fill(inner, team, other_id, project_id, 50))
+    keys = broker.run(fill_ledger(inner, team, connector_id, project_id, MANY), timeout=120)
+    broker.run(fill_ledger(inner, team, other_id, project_id, 50))
     # Another team's rows on this connector's id (only possible by hand): never matched.
     stranger = broker.run(_new_team(inner))
-    broker.run(_fill(inner, stranger, connector_id, project_id, 20))
+    broker.run(fill_ledger(inner, stranger, connector_id, project_id, 20))
     minted = _exchange(broker, identity, "api-key/many")
     assert _exchange(broker, identity, "api-key/many")["tokenId"] == minted["tokenId"]  # cached
 
@@ -245,7 +197,7 @@ def test_provider_failures_are_counted_and_the_rest_revoked(
     """Each token is sent to the RFC 7009 endpoint once; the ones it refuses are counted failed
     and recorded so in the ledger, every other one revoked; no cache row is left."""
     team, connector_id, project_id = _oauth(broker, stand_in)
-    broker.run(_fill(broker.broker, team, connector_id, project_id, 200))
+    broker.run(fill_ledger(broker.broker, team, connector_id, project_id, 200))
     with broker.admin(timeout=120) as c:
         counts = c.request(
             "DELETE", "/v1/connect/connectors/oauth%2Frevoking/tokens", json={"allTokens": True}
@@ -272,7 +224,7 @@ def test_revoke_all_streams_progress_as_json_lines(
     """With Accept: application/x-ndjson the answer is lines of counts, the last one final
     (``done``) with the Connect wire's five counts; the plain answer is unchanged."""
     team, connector_id, project_id = _oauth(broker, stand_in)
-    broker.run(_fill(broker.broker, team, connector_id, project_id, 120))
+    broker.run(fill_ledger(broker.broker, team, connector_id, project_id, 120))
     lines = []
     with (
         broker.admin(timeout=120) as c,
